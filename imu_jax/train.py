@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import time
@@ -156,29 +157,50 @@ def make_train_step(fm: FunctionalModel, tx: optax.GradientTransformation) -> Ca
     return jax.jit(step, donate_argnums=(0, 1, 2))
 
 
+def pad_batch(batch: dict, size: int) -> dict:
+    """Pads a batch to ``size`` rows; padded labels are -1, so every metric ignores them.
+
+    >>> pad_batch({"image": np.ones((1, 2)), "label": np.array([3])}, 3)["label"].tolist()
+    [3, -1, -1]
+    """
+    pad = size - len(batch["label"])
+    if pad <= 0:
+        return batch
+    out = {}
+    for k, v in batch.items():
+        fill = np.full((pad, *v.shape[1:]), -1 if k == "label" else 0, v.dtype)
+        out[k] = np.concatenate([v, fill])
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _eval_stats(fm: FunctionalModel, params, state, batch, transition):
+    x = batch["tokens"] if "tokens" in batch else batch["image"]
+    logits, _ = fm.apply(params, state, x)
+    labels = batch["label"]
+    mask = labels >= 0
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(mask, labels, 0))
+    out = {"correct": jnp.sum((logits.argmax(-1) == labels) * mask),
+           "ce": jnp.sum(ce * mask), "n": jnp.sum(mask)}
+    if transition is not None:
+        out["kl"], _ = kl_to_transition(logits, x, labels, transition)
+    return out
+
+
 def evaluate(fm: FunctionalModel, params, state, arrays: dict, *, batch_size: int = 1000,
              transition: np.ndarray | None = None) -> dict[str, float]:
-    """``{"acc", "loss"}`` (token-level for sequences), plus ``"kl_true"`` given a transition."""
+    """``{"acc", "loss"}`` (token-level for sequences), plus ``"kl_true"`` given a transition.
+
+    Batches are padded to ``batch_size`` (use a size that suits the data).
+    """
     if not arrays or not len(arrays["label"]):
         return {}
-
-    @jax.jit
-    def stats(batch):
-        x = batch["tokens"] if "tokens" in batch else batch["image"]
-        logits, _ = fm.apply(params, state, x)
-        labels = batch["label"]
-        mask = labels >= 0
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(mask, labels, 0))
-        out = {"correct": jnp.sum((logits.argmax(-1) == labels) * mask),
-               "ce": jnp.sum(ce * mask), "n": jnp.sum(mask)}
-        if transition is not None:
-            out["kl"], _ = kl_to_transition(logits, x, labels, jnp.asarray(transition))
-        return out
-
+    transition = None if transition is None else jnp.asarray(transition, jnp.float32)
     totals: dict[str, float] = {}
     for batch in batches(arrays, batch_size, seed=0, shuffle=False, process_index=0,
                          process_count=1):
-        for k, v in stats(batch).items():
+        batch = pad_batch(batch, batch_size)  # one shape -> one compilation
+        for k, v in _eval_stats(fm, params, state, batch, transition).items():
             totals[k] = totals.get(k, 0.0) + float(v)
     n = max(totals["n"], 1.0)
     out = {"acc": totals["correct"] / n, "loss": totals["ce"] / n}
