@@ -51,7 +51,8 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
                    "Markov data: chain:1)")
     p.add_argument("--retrain", action="store_true",
                    help="train the Retrain reference on the retain set only")
-    p.add_argument("--seed", type=int, default=0, help="model init, shuffling and forget-spec seed (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="model init, shuffling and forget-spec seed (default: 0)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--epochs", type=int, help="number of epochs (default: the recipe's)")
     p.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
@@ -84,14 +85,15 @@ def run_train(args) -> int:
 
     cfg = TrainConfig.from_dict(train_config_from_args(args))
     splits = make_splits(cfg.dataset, cfg.forget, seed=args.seed, data_dir=args.data_dir)
-    print(f"imu-jax train: {cfg.model} on {cfg.dataset} ({'retrain' if args.retrain else 'original'}"
-          f"), splits {json.dumps(splits.info['counts'])}", file=sys.stderr)
+    which = "retrain" if args.retrain else "original"
+    print(f"imu-jax train: {cfg.model} on {cfg.dataset} ({which}), "
+          f"splits {json.dumps(splits.info['counts'])}", file=sys.stderr)
     _, _, _, metrics = train_model(cfg, splits, retrain=args.retrain, seed=args.seed,
                                    workdir=args.out, progress=not args.no_progress)
     keys = [k for k, v in metrics.items() if isinstance(v, float)]
     print(json.dumps({k: round(metrics[k], 5) for k in keys}))
-    print(f"wrote {pathlib.Path(args.out) / 'metrics.json'} and {pathlib.Path(args.out) / 'checkpoint'}",
-          file=sys.stderr)
+    out = pathlib.Path(args.out)
+    print(f"wrote {out / 'metrics.json'} and {out / 'checkpoint'}", file=sys.stderr)
     return 0
 
 

@@ -63,7 +63,8 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"Unknown training option(s) {sorted(unknown)}; valid: {sorted(names)}.")
+            raise ValueError(
+                f"Unknown training option(s) {sorted(unknown)}; valid: {sorted(names)}.")
         return cls(**d)
 
 
@@ -265,7 +266,8 @@ def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = Fals
                **{f"test_{k}": v for k, v in test.items()},
                "seconds": time.perf_counter() - t0}
         history.append(row)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", test_acc=f"{row.get('test_acc', 0):.4f}")
+        key = "test_kl_true" if "test_kl_true" in row else "test_acc"
+        bar.set_postfix({"loss": f"{row['train_loss']:.4f}", key: f"{row.get(key, 0):.4f}"})
         if progress:
             bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in row.items()))
@@ -291,5 +293,16 @@ def write_outputs(workdir, fm: FunctionalModel, params, state, metrics: dict) ->
     return workdir
 
 
-__all__ = ["RECIPES", "TrainConfig", "recipe", "evaluate", "kl_to_transition", "loss_fn", "make_optimizer",
-           "make_train_step", "token_cross_entropy", "train_model", "write_outputs"]
+__all__ = [
+    "RECIPES",
+    "TrainConfig",
+    "evaluate",
+    "kl_to_transition",
+    "loss_fn",
+    "make_optimizer",
+    "make_train_step",
+    "recipe",
+    "token_cross_entropy",
+    "train_model",
+    "write_outputs",
+]

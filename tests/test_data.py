@@ -112,3 +112,8 @@ def test_corrupt_data_dir_says_how_to_rebuild(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="Unknown dataset 'imagenet'.*digits"):
         load("imagenet")
+
+
+def test_missing_catalogue_dataset_says_how_to_build(tmp_path):
+    with pytest.raises(DataDirError, match=r"tfds build mnist --file_format=array_record"):
+        load("mnist", data_dir=tmp_path, download=False)

@@ -21,7 +21,7 @@ Examples:
   >>> parse_forget_spec("colour:3")
   Traceback (most recent call last):
   ...
-  ValueError: Unknown forget spec kind 'colour' in 'colour:3'; valid kinds: class, classes, random, superclass, subclass, indices, mislabeled, chain.
+  ValueError: Unknown forget spec kind 'colour' in 'colour:3'; valid kinds: class, classes, ..., chain.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 
 from imu_jax.data import digits as digits_lib
 from imu_jax.data import markov as markov_lib
-from imu_jax.data.paths import DataDirError, rebuild_hint, resolve_data_dir
+from imu_jax.data.paths import ENV_VAR, DataDirError, rebuild_hint, resolve_data_dir
 
 LOCAL = {"digits": (digits_lib.ImuDigits, None), "markov": (markov_lib.ImuMarkovChain, "full")}
 CATALOGUE = ("cifar10", "cifar100", "mnist", "fashion_mnist")
@@ -114,11 +114,13 @@ def load(dataset: str, *, data_dir=None, download: bool = True) -> dict[str, dic
     """
     base, _ = canonical_name(dataset)
     dd = resolve_data_dir(data_dir)
+    explicit = False
     try:
         if base in LOCAL:
             sources = _local_sources(dataset, data_dir, download)
         else:
-            kwargs = {"data_dir": os.fspath(dd)} if data_dir or os.environ.get("IMU_JAX_DATA_DIR") else {}
+            explicit = data_dir or os.environ.get(ENV_VAR)
+            kwargs = {"data_dir": os.fspath(dd)} if explicit else {}  # else TFDS's default dir
             sources = tfds.data_source(base, split=["train", "test"], download=download, **kwargs)
             sources = dict(zip(("train", "test"), sources))
         out = {split: read_split(src) for split, src in sources.items()}
@@ -128,7 +130,8 @@ def load(dataset: str, *, data_dir=None, download: bool = True) -> dict[str, dic
         hint = (
             rebuild_hint(dataset, dd)
             if base in LOCAL
-            else f"Build it with `tfds build {base} --file_format=array_record --data_dir {dd}`."
+            else f"Build it with `tfds build {base} --file_format=array_record"
+            + (f" --data_dir {dd}`." if explicit else "`.")
         )
         raise DataDirError(
             f"Could not read dataset {dataset!r} from {dd} ({type(err).__name__}: {err}). " + hint
