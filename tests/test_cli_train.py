@@ -54,6 +54,7 @@ def test_train_digits_mlp_end_to_end(tmp_path, capsys):
     assert printed["test_acc"] == pytest.approx(metrics["test_acc"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_train_markov_small_reports_kl(tmp_path):
     out = tmp_path / "m"
     cfg = tmp_path / "tiny_markov.py"

@@ -115,3 +115,18 @@ def test_markov_small_transformer_learns_the_chains(data_dir):
     assert np.isfinite(m["test_loss"])
 
 
+
+
+@pytest.mark.slow
+def test_cifar_resnet_with_augmentation_on_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
+        splits = make_splits("cifar10", "class:0", data_dir=tmp_path)
+    cfg = {**recipe("cifar10"), "epochs": 2, "batch_size": 32, "milestones": (1,),
+           "model_options": {"width": 4, "stage_sizes": (1,)}}
+    assert cfg["augment"]
+    _, _, _, m = train_model(cfg, splits, retrain=True, progress=False)
+    assert m["num_train"] == splits.info["counts"]["retain"]
+    assert np.isfinite([h["train_loss"] for h in m["history"]]).all()
+    assert 0.0 <= m["test_acc"] <= 1.0 and "forget_test_acc" in m
