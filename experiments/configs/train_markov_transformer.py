@@ -3,8 +3,9 @@ trained on retain + forget1 Markov sequences (5 epochs, batch 128, AdamW 5e-4).
 
 Command:  imu-jax train --config experiments/configs/train_markov_transformer.py --out runs/markov
 Retrain:  ... --retrain --out runs/markov_retrain   (retain chain only)
-Expected: a few minutes on 2 CPU cores; metrics.json reports kl_true_retain_test (mean per-token
-KL(true transition row || model) on retain-test), kl_true_forget_test and kl_true_control_test.
+Expected: ~3 min on 2 CPU cores (measured: 180 s). metrics.json reports kl_true_retain_test
+(mean per-token KL(true transition row || model) on retain-test; measured 0.0025),
+kl_true_forget_test (0.0032) and kl_true_control_test (forget2, never seen: 1.27).
 """
 
 from imu_jax.train import recipe
