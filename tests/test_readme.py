@@ -1,0 +1,37 @@
+"""The README's commands stay true: CI runs its test command, its demo command parses, its links
+resolve. (Its code block is a doctest, collected through ``--doctest-glob=README.md``.)"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import shlex
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+TEST_COMMAND = 'pip install -e ".[dev]" && python -m pytest -n 2 -q'
+
+
+def test_ci_runs_the_readme_test_command():
+    assert f"\n{TEST_COMMAND}\n" in README
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert TEST_COMMAND in ci, ".ci/run must run the README's test command verbatim"
+
+
+def test_demo_command_parses():
+    from imu_jax import cli
+    from imu_jax.methods import get_method
+
+    (line,) = [l for l in README.splitlines() if l.startswith("pip install -e . && imu-jax run")]
+    argv = shlex.split(line.split("&& imu-jax", 1)[1])
+    args = cli.build_parser().parse_args(argv)
+    assert args.command == "run" and args.out
+    for name in args.methods.split(","):
+        get_method(name)
+
+
+def test_links_resolve():
+    links = re.findall(r"\]\(((?!https?://)[^)#]+)\)", README)
+    assert links
+    missing = [l for l in links if l != "BENCHMARKS.md" and not (ROOT / l).exists()]
+    assert not missing, f"README links to missing files: {missing}"
