@@ -1,0 +1,366 @@
+"""Per-example influence of forget examples on the head, and the weights derived from it.
+
+This is spec §1–2 and nothing else. With per-example head gradients ``g_i`` of the loss ``ℓ``,
+
+    F   = mean_i(g_i ⊙ g_i) + λ          (diagonal Fisher, damped)
+    ḡ   = mean_i g_i                      (mean forget gradient)
+    I_i = −(g_i ⊙ F⁻¹) · ḡ                (influence; negative = aligned with forgetting)
+
+The examples with ``I_i < 0`` are kept, strongest first, and weighted by ``sqrt|I_i|`` clipped at a
+quantile. Everything here imports only jax, numpy and chex, so it can be copied into any codebase.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imu_jax import _checks
+
+__all__ = [
+    "DEFAULT_DAMPING",
+    "DEFAULT_TOP_FRACTION",
+    "DEFAULT_CLIP_QUANTILE",
+    "per_example_grads",
+    "influence_from_grads",
+    "influence_scores",
+    "classifier_influence",
+    "select_and_weight",
+    "influence_weights",
+    "NoNegativeInfluenceWarning",
+]
+
+PyTree = Any
+LossFn = Callable[[PyTree, PyTree], jax.Array]
+
+DEFAULT_DAMPING = 0.01
+# The public code's CLI default. Its README ablates 0.5; the synthetic experiment uses 1.0.
+DEFAULT_TOP_FRACTION = 0.1
+DEFAULT_CLIP_QUANTILE = 0.93
+
+
+class NoNegativeInfluenceWarning(UserWarning):
+    """No forget example has negative influence; IMU fell back to uniform weights."""
+
+
+def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
+    """Gradients of ``loss_fn`` for every example of ``batch``, stacked on a leading axis.
+
+    Args:
+      loss_fn: ``loss_fn(params, example) -> scalar``, the loss of ONE example.
+      params: the parameters to differentiate (usually the head; close over the rest).
+      batch: a pytree whose leaves share a leading axis ``N``.
+
+    Returns:
+      A pytree shaped like ``params`` whose leaves have an extra leading axis ``N``.
+
+    Examples:
+      >>> import jax.numpy as jnp, imu_jax as imu
+      >>> loss = lambda w, ex: 0.5 * jnp.sum((ex["x"] @ w - ex["y"]) ** 2)
+      >>> batch = {"x": jnp.eye(3), "y": jnp.zeros(3)}
+      >>> imu.per_example_grads(loss, jnp.ones(3), batch).shape
+      (3, 3)
+    """
+    _checks.leading_size(batch, "batch")
+    return jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(params, batch)
+
+
+def influence_from_grads(grads: PyTree, damping: float | jax.Array = DEFAULT_DAMPING) -> jax.Array:
+    """Spec §1 influence ``I_i`` from materialized per-example gradients (leading axis ``N``).
+
+    This is the small-batch form used inside a step (the per-batch variant); for large forget sets
+    use :func:`influence_scores`, which never holds all ``N × P`` gradients at once.
+
+    Examples:
+      >>> import jax.numpy as jnp, imu_jax as imu
+      >>> g = {"w": jnp.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 2.0]])}
+      >>> bool(imu.influence_from_grads(g)[0] < 0)
+      True
+    """
+    n = jax.tree.leaves(grads)[0].shape[0]
+    mean = jax.tree.map(lambda g: jnp.sum(g, axis=0) / n, grads)
+    fisher = jax.tree.map(lambda g: jnp.sum(g * g, axis=0) / n + damping, grads)
+    direction = jax.tree.map(jnp.divide, mean, fisher)
+    return -_per_example_dot(grads, direction)
+
+
+def _per_example_dot(grads: PyTree, direction: PyTree) -> jax.Array:
+    """``[g_i · t for i]`` for per-example gradients ``g`` and one direction ``t``."""
+    terms = jax.tree.map(
+        lambda g, t: jnp.tensordot(g, t, axes=t.ndim).astype(jnp.float32), grads, direction)
+    return functools.reduce(jnp.add, jax.tree.leaves(terms))
+
+
+def influence_scores(
+    loss_fn: LossFn,
+    params: PyTree,
+    batch: PyTree,
+    *,
+    damping: float = DEFAULT_DAMPING,
+    chunk_size: int | None = None,
+) -> jax.Array:
+    """Influence ``I_i`` of every example of ``batch`` with respect to ``params`` (spec §1).
+
+    Two streaming passes. Pass 1 accumulates ``Σ g_i`` and ``Σ g_i²`` chunk by chunk; pass 2 needs
+    only ``g_i · (ḡ / F)``, a directional derivative (a JVP), so no per-example gradient is kept.
+    With ``chunk_size`` the memory is ``O(chunk_size × P)``; without it all ``N × P`` gradients are
+    materialized at once (fastest for small heads).
+
+    The computation is jitted; ``loss_fn`` is a static argument, so reuse the same function object
+    across calls to hit the compilation cache.
+
+    Args:
+      loss_fn: ``loss_fn(params, example) -> scalar``; the loss of one example (softmax cross-entropy
+        in the paper), with the model in inference mode.
+      params: the head parameters; the caller closes over the rest of the model.
+      batch: pytree of arrays with a shared leading axis ``N`` (the forget set).
+      damping: ``λ`` added to every entry of the diagonal Fisher; must be > 0.
+      chunk_size: examples per chunk, or ``None`` to process all at once.
+
+    Returns:
+      ``f32[N]`` influence scores; negative scores mark the examples to unlearn.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, imu_jax as imu
+      >>> def loss(head, ex):
+      ...   logits = ex["x"] @ head["kernel"] + head["bias"]
+      ...   return -jax.nn.log_softmax(logits)[ex["y"]]
+      >>> head = {"kernel": jnp.ones((4, 3)) * 0.1, "bias": jnp.zeros(3)}
+      >>> batch = {"x": jax.random.normal(jax.random.key(0), (10, 4)), "y": jnp.arange(10) % 3}
+      >>> scores = imu.influence_scores(loss, head, batch, chunk_size=4)
+      >>> scores.shape
+      (10,)
+      >>> bool(jnp.allclose(scores, imu.influence_scores(loss, head, batch), rtol=1e-5))
+      True
+    """
+    _checks.leading_size(batch, "batch")
+    _checks.check_positive(damping, "damping")
+    _checks.check_finite(batch, "batch")
+    _checks.check_finite(params, "params")
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}.")
+    return _influence_scores(loss_fn, params, batch, damping,
+                             None if chunk_size is None else int(chunk_size))
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "chunk_size"))
+def _influence_scores(loss_fn, params, batch, damping, chunk_size):
+    n = jax.tree.leaves(batch)[0].shape[0]
+    grads_of = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))
+    if chunk_size is None or chunk_size >= n:
+        return influence_from_grads(grads_of(params, batch), damping)
+
+    # Pass 1: Σ g and Σ g², chunk by chunk. The batch is padded to whole chunks; padding is masked.
+    num_chunks = math.ceil(n / chunk_size)
+    pad = num_chunks * chunk_size - n
+    padded = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]), batch)
+    chunks = jax.tree.map(lambda x: x.reshape((num_chunks, chunk_size) + x.shape[1:]), padded)
+    masks = (jnp.arange(num_chunks * chunk_size) < n).astype(jnp.float32).reshape(num_chunks, -1)
+
+    def accumulate(carry, chunk_and_mask):
+        chunk, mask = chunk_and_mask
+        g = grads_of(params, chunk)
+        total, total_sq = carry
+        total = jax.tree.map(lambda a, x: a + jnp.tensordot(mask.astype(x.dtype), x, 1), total, g)
+        total_sq = jax.tree.map(
+            lambda a, x: a + jnp.tensordot(mask.astype(x.dtype), x * x, 1), total_sq, g)
+        return (total, total_sq), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (total, total_sq), _ = jax.lax.scan(accumulate, (zeros, zeros), (chunks, masks))
+    direction = jax.tree.map(lambda s, sq: (s / n) / (sq / n + damping), total, total_sq)
+
+    # Pass 2: g_i · direction as a JVP of each example's loss; never a per-example gradient.
+    def directional_derivative(example):
+        return jax.jvp(lambda p: loss_fn(p, example), (params,), (direction,))[1]
+
+    return -jax.lax.map(directional_derivative, batch, batch_size=chunk_size).astype(jnp.float32)
+
+
+def classifier_influence(
+    features: jax.Array,
+    labels: jax.Array,
+    head: dict[str, jax.Array],
+    *,
+    damping: float = DEFAULT_DAMPING,
+) -> jax.Array:
+    """Closed-form influence for a dense softmax cross-entropy head (spec §1).
+
+    With features ``H`` (the head's input) and errors ``E = softmax(H W + b) − onehot(y)``, the
+    per-example head gradient is ``(h_i ⊗ e_i, e_i)``, so
+
+        F_W = (H∘H)ᵀ(E∘E)/N + λ,   ḡ_W = HᵀE/N,   F_b = mean(E∘E) + λ,   ḡ_b = mean(E)
+        I_i = −[rowsum((H (ḡ_W/F_W)) ∘ E) + E (ḡ_b/F_b)]_i
+
+    one forward pass of the head plus three ``N×D×C`` matmuls; no per-example gradient exists.
+    The numbers equal :func:`influence_scores` on the same head.
+
+    Args:
+      features: ``[N, D]`` backbone features (inference mode).
+      labels: ``[N]`` integer labels in ``[0, C)``.
+      head: ``{"kernel": [D, C], "bias": [C]}``.
+      damping: ``λ`` > 0.
+
+    Returns:
+      ``f32[N]`` influence scores.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, imu_jax as imu
+      >>> h = jax.random.normal(jax.random.key(0), (6, 4))
+      >>> head = {"kernel": jnp.zeros((4, 3)), "bias": jnp.zeros(3)}
+      >>> imu.classifier_influence(h, jnp.array([0, 0, 1, 2, 0, 1]), head).shape
+      (6,)
+    """
+    features = jnp.asarray(features)
+    labels = jnp.asarray(labels)
+    if not isinstance(head, dict) or set(head) != {"kernel", "bias"}:
+        raise ValueError(
+            "head must be a dict with exactly the keys 'kernel' [D, C] and 'bias' [C], got "
+            f"{sorted(head) if isinstance(head, dict) else type(head).__name__}.")
+    if features.ndim != 2:
+        raise ValueError(f"features must be [N, D], got shape {features.shape}.")
+    if features.shape[0] == 0:
+        raise ValueError("features is empty: the forget set has no examples.")
+    if labels.shape != features.shape[:1]:
+        raise ValueError(f"labels must be [N] = [{features.shape[0]}], got shape {labels.shape}.")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
+    kernel_shape, bias_shape = np.shape(head["kernel"]), np.shape(head["bias"])
+    if len(kernel_shape) != 2 or kernel_shape[0] != features.shape[1] or bias_shape != kernel_shape[1:]:
+        raise ValueError(
+            f"head shapes kernel {kernel_shape}, bias {bias_shape} do not fit features with "
+            f"D = {features.shape[1]} (need kernel [D, C] and bias [C]).")
+    num_classes = kernel_shape[1]
+    if _checks.is_concrete(labels) and labels.size:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"labels out of range: found values in [{low}, {high}], the head has "
+                f"{num_classes} classes (valid labels 0..{num_classes - 1}).")
+    _checks.check_positive(damping, "damping")
+    _checks.check_finite(features, "features")
+    _checks.check_finite(head, "head")
+    return _classifier_influence(features, labels, head["kernel"], head["bias"], damping)
+
+
+@jax.jit
+def _classifier_influence(features, labels, kernel, bias, damping):
+    n = features.shape[0]
+    logits = features @ kernel + bias
+    errors = jax.nn.softmax(logits) - jax.nn.one_hot(labels, kernel.shape[1], dtype=logits.dtype)
+    fisher_kernel = (features * features).T @ (errors * errors) / n + damping
+    mean_kernel = features.T @ errors / n
+    fisher_bias = jnp.mean(errors * errors, axis=0) + damping
+    mean_bias = jnp.mean(errors, axis=0)
+    kernel_term = jnp.sum((features @ (mean_kernel / fisher_kernel)) * errors, axis=1)
+    bias_term = errors @ (mean_bias / fisher_bias)
+    return -(kernel_term + bias_term).astype(jnp.float32)
+
+
+def _keep_count_table(n: int, top_fraction: float) -> np.ndarray:
+    """``max(1, floor(n_neg · top_fraction))`` for n_neg = 0..n, in float64 like the reference."""
+    return np.maximum(1, np.floor(np.arange(n + 1) * float(top_fraction))).astype(np.int32)
+
+
+def select_and_weight(
+    scores: jax.Array,
+    *,
+    top_fraction: float = DEFAULT_TOP_FRACTION,
+    clip_quantile: float = DEFAULT_CLIP_QUANTILE,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Spec §2 as fixed-shape arrays, so it runs inside ``jit`` (the per-batch variant uses it).
+
+    Returns ``(order, num_kept, weights, fell_back)``: ``order`` ranks the examples (negative
+    influence first, by ``|I|`` descending, ties by index), the first ``num_kept`` of it are kept,
+    ``weights`` is ``[N]`` with zeros for dropped examples, and ``fell_back`` is True when no score
+    was negative, in which case every example gets weight 1.
+
+    Examples:
+      >>> import jax.numpy as jnp, imu_jax as imu
+      >>> order, k, w, fell_back = imu.select_and_weight(jnp.array([-4.0, 1.0, -1.0]), top_fraction=1.0)
+      >>> order[:int(k)].tolist(), w.round(2).tolist(), bool(fell_back)
+      ([0, 2], [1.93, 0.0, 1.0], False)
+    """
+    scores = jnp.asarray(scores, jnp.float32)
+    n = scores.shape[0]
+    negative = scores < 0
+    num_negative = jnp.sum(negative)
+    fell_back = num_negative == 0
+    if isinstance(top_fraction, (int, float)):
+        keep_count = jnp.asarray(_keep_count_table(n, top_fraction))[num_negative]
+    else:  # a traced hyperparameter (e.g. under optax.inject_hyperparams)
+        keep_count = jnp.maximum(1, jnp.floor(num_negative * top_fraction)).astype(jnp.int32)
+    num_kept = jnp.where(fell_back, n, keep_count)
+
+    order = jnp.argsort(jnp.where(negative, scores, jnp.inf), stable=True)
+    rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+    kept = rank < num_kept
+    raw = jnp.where(fell_back, 1.0, jnp.sqrt(jnp.abs(scores)))
+    raw = jnp.where(kept, raw, 0.0)
+
+    # Quantile of the kept weights with linear interpolation (numpy's default method).
+    ascending = jnp.sort(jnp.where(kept, raw, jnp.inf))
+    position = clip_quantile * (num_kept - 1).astype(jnp.float32)
+    low = jnp.floor(position).astype(jnp.int32)
+    high = jnp.minimum(low + 1, num_kept - 1)
+    ceiling = ascending[low] + (position - low) * (ascending[high] - ascending[low])
+    weights = jnp.where(num_kept > 1, jnp.minimum(raw, ceiling), raw)
+    return order, num_kept, jnp.where(kept, weights, 0.0), fell_back
+
+
+def influence_weights(
+    scores: jax.Array,
+    *,
+    top_fraction: float = DEFAULT_TOP_FRACTION,
+    clip_quantile: float = DEFAULT_CLIP_QUANTILE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which forget examples to unlearn and with what weight (spec §2).
+
+    Keeps examples with ``I_i < 0``, ordered by ``|I_i|`` descending, the first
+    ``max(1, floor(n_neg · top_fraction))``; weights ``sqrt|I_i|`` clipped from above at their
+    ``clip_quantile`` quantile (linear interpolation) when more than one is kept. If no score is
+    negative, it warns (:class:`NoNegativeInfluenceWarning`) and returns every example with weight 1
+    (the public code crashes there).
+
+    Args:
+      scores: ``[N]`` influence scores (e.g. from :func:`influence_scores`).
+      top_fraction: fraction of the negatively influential examples to keep, in ``(0, 1]``.
+        Default 0.1, the public code's CLI default.
+      clip_quantile: quantile at which the weights are clipped, in ``(0, 1]``.
+
+    Returns:
+      ``(indices, weights)``: int64 indices into the forget set, strongest first, and their
+      float32 weights.
+
+    Examples:
+      >>> import numpy as np, imu_jax as imu
+      >>> idx, w = imu.influence_weights(np.array([-4.0, 0.5, -1.0, -9.0]), top_fraction=1.0)
+      >>> idx.tolist(), w.round(3).tolist()
+      ([3, 0, 2], [2.86, 2.0, 1.0])
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be one-dimensional [N], got shape {scores.shape}.")
+    if scores.size == 0:
+        raise ValueError("scores is empty: the forget set has no examples.")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(
+            f"scores contain NaN or inf ({int(np.sum(~np.isfinite(scores)))} of {scores.size}); "
+            "check the model and the forget inputs.")
+    _checks.check_fraction(top_fraction, "top_fraction")
+    _checks.check_fraction(clip_quantile, "clip_quantile")
+    order, num_kept, weights, fell_back = select_and_weight(
+        scores, top_fraction=float(top_fraction), clip_quantile=float(clip_quantile))
+    if bool(fell_back):
+        warnings.warn(
+            f"No forget example has negative influence (all {scores.size} scores >= 0); "
+            "falling back to uniform weights over all examples.",
+            NoNegativeInfluenceWarning, stacklevel=2)
+    indices = np.asarray(order)[: int(num_kept)].astype(np.int64)
+    return indices, np.asarray(weights)[indices].astype(np.float32)

@@ -1,0 +1,202 @@
+"""Influence scores and weights against the float64 one-example-at-a-time reference (spec §1–2)."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import imu_jax as imu
+import reference_imu as ref
+from _problem import batch, features, full_loss, head_loss_fn, make_problem, to_jax
+
+RTOL = 1e-5
+
+
+def assert_close(actual, expected, rtol=RTOL):
+    """Relative agreement, measured against the scale of the expected vector."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape
+    err = np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
+    assert err <= rtol, f"relative error {err:.2e} > {rtol:.0e}"
+
+
+@pytest.fixture(scope="module")
+def problem():
+    params, xs, ys = make_problem()
+    return params, xs, ys, to_jax(params), batch(xs, ys)
+
+
+def test_per_example_grads_match_reference(problem):
+    params, xs, ys, jparams, jbatch = problem
+    grads = imu.per_example_grads(full_loss, jparams, jbatch)
+    assert grads["body"]["kernel"].shape == (len(xs),) + params["body"]["kernel"].shape
+    for i in (0, 5, len(xs) - 1):
+        flat = np.concatenate([np.ravel(grads[m][k][i]) for m in ("body", "head")
+                               for k in ("kernel", "bias")])
+        assert_close(flat, ref.example_grad(params, xs[i], ys[i], head_only=False))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 7, 37, 64])
+def test_scores_over_all_parameters_match_reference(problem, chunk_size):
+    params, xs, ys, jparams, jbatch = problem
+    expected = ref.influence(params, xs, ys, head_only=False)
+    assert_close(imu.influence_scores(full_loss, jparams, jbatch, chunk_size=chunk_size), expected)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 5, 16])
+def test_head_scores_match_reference(problem, chunk_size):
+    params, xs, ys, jparams, jbatch = problem
+    expected = ref.influence(params, xs, ys, head_only=True)
+    loss = head_loss_fn(jparams["body"])
+    assert_close(imu.influence_scores(loss, jparams["head"], jbatch, chunk_size=chunk_size), expected)
+
+
+def test_chunking_does_not_change_scores(problem):
+    _, _, _, jparams, jbatch = problem
+    loss = head_loss_fn(jparams["body"])
+    whole = imu.influence_scores(loss, jparams["head"], jbatch)
+    for chunk_size in (1, 3, 10, 36):
+        np.testing.assert_allclose(
+            imu.influence_scores(loss, jparams["head"], jbatch, chunk_size=chunk_size), whole,
+            rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(whole))))
+
+
+def test_damping_changes_scores(problem):
+    _, _, _, jparams, jbatch = problem
+    loss = head_loss_fn(jparams["body"])
+    a = imu.influence_scores(loss, jparams["head"], jbatch, damping=0.01)
+    b = imu.influence_scores(loss, jparams["head"], jbatch, damping=1.0)
+    assert not np.allclose(a, b)
+
+
+def test_classifier_closed_form_matches_reference_and_generic_path(problem):
+    params, xs, ys, jparams, jbatch = problem
+    feats = features(jparams["body"], jbatch["x"])
+    closed = imu.classifier_influence(feats, jbatch["y"], jparams["head"])
+    assert_close(closed, ref.influence(params, xs, ys, head_only=True))
+    generic = imu.influence_scores(head_loss_fn(jparams["body"]), jparams["head"], jbatch)
+    assert_close(closed, generic)
+
+
+def test_classifier_influence_under_jit(problem):
+    _, _, _, jparams, jbatch = problem
+    feats = features(jparams["body"], jbatch["x"])
+    jitted = jax.jit(lambda f, y, h: imu.classifier_influence(f, y, h))(feats, jbatch["y"],
+                                                                         jparams["head"])
+    np.testing.assert_allclose(jitted, imu.classifier_influence(feats, jbatch["y"], jparams["head"]),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("top_fraction", [0.1, 0.3, 0.5, 1.0])
+def test_weights_match_reference(problem, top_fraction):
+    params, xs, ys, jparams, jbatch = problem
+    scores = imu.influence_scores(full_loss, jparams, jbatch)
+    ref_scores = ref.influence(params, xs, ys, head_only=False)
+    expected_idx, expected_w = ref.weights(ref_scores, top_fraction=top_fraction)
+    idx, w = imu.influence_weights(scores, top_fraction=top_fraction)
+    np.testing.assert_array_equal(idx, expected_idx)
+    assert_close(w, expected_w)
+
+
+def test_weights_selection_rules_by_hand():
+    scores = np.array([0.3, -4.0, -1.0, -9.0, -1.0, 2.0, -0.25])
+    idx, w = imu.influence_weights(scores, top_fraction=1.0)
+    assert idx.tolist() == [3, 1, 2, 4, 6]  # |I| descending, ties by index, positives dropped
+    raw = np.sqrt([9.0, 4.0, 1.0, 1.0, 0.25])
+    np.testing.assert_allclose(w, np.minimum(raw, np.quantile(raw, 0.93)), rtol=1e-6)
+    assert w[0] < 3.0  # the largest weight is clipped
+    idx, w = imu.influence_weights(scores, top_fraction=0.5)  # floor(5 * 0.5) = 2
+    assert idx.tolist() == [3, 1]
+    idx, w = imu.influence_weights(scores, top_fraction=0.1)  # max(1, floor(0.5)) = 1, no clipping
+    assert idx.tolist() == [3] and w.tolist() == [3.0]
+
+
+def test_keep_count_uses_exact_floor():
+    # 10 negatives at 0.7 keep floor(7.000000000000001) = 7 in float64; float32 would risk 6.
+    idx, _ = imu.influence_weights(-np.arange(1.0, 11.0), top_fraction=0.7)
+    assert len(idx) == 7
+
+
+def test_no_negative_influence_falls_back_to_uniform():
+    with pytest.warns(imu.NoNegativeInfluenceWarning, match="uniform"):
+        idx, w = imu.influence_weights(np.array([0.5, 0.0, 2.0]))
+    assert idx.tolist() == [0, 1, 2]
+    assert w.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_negative_influence_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        imu.influence_weights(np.array([0.5, -1.0]))
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_empty_batch_is_rejected(problem):
+    _, _, _, jparams, _ = problem
+    empty = {"x": jnp.zeros((0, 6)), "y": jnp.zeros((0,), jnp.int32)}
+    with pytest.raises(ValueError, match="empty"):
+        imu.influence_scores(full_loss, jparams, empty)
+    with pytest.raises(ValueError, match="empty"):
+        imu.per_example_grads(full_loss, jparams, empty)
+    with pytest.raises(ValueError, match="empty"):
+        imu.classifier_influence(jnp.zeros((0, 8)), jnp.zeros((0,), jnp.int32), jparams["head"])
+    with pytest.raises(ValueError, match="empty"):
+        imu.influence_weights(np.zeros(0))
+
+
+def test_ragged_batch_is_rejected(problem):
+    _, _, _, jparams, _ = problem
+    with pytest.raises(ValueError, match="leading"):
+        imu.influence_scores(full_loss, jparams, {"x": jnp.zeros((4, 6)), "y": jnp.zeros(3, int)})
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_inputs_are_rejected(problem, bad):
+    _, xs, ys, jparams, _ = problem
+    xs = xs.copy()
+    xs[3, 2] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        imu.influence_scores(full_loss, jparams, batch(xs, ys))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        imu.classifier_influence(jnp.asarray(xs), jnp.asarray(ys), {
+            "kernel": jnp.zeros((6, 4)), "bias": jnp.zeros(4)})
+    with pytest.raises(ValueError, match="NaN or inf"):
+        imu.influence_weights(np.array([-1.0, bad]))
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_top_fraction_out_of_range(fraction):
+    with pytest.raises(ValueError, match="top_fraction"):
+        imu.influence_weights(np.array([-1.0, -2.0]), top_fraction=fraction)
+    with pytest.raises(ValueError, match="top_fraction"):
+        imu.influence_weighted_ascent(top_fraction=fraction)
+
+
+@pytest.mark.parametrize("damping", [0.0, -0.01])
+def test_damping_must_be_positive(problem, damping):
+    _, _, _, jparams, jbatch = problem
+    with pytest.raises(ValueError, match="damping"):
+        imu.influence_scores(full_loss, jparams, jbatch, damping=damping)
+    with pytest.raises(ValueError, match="damping"):
+        imu.classifier_influence(jnp.ones((3, 8)), jnp.zeros(3, jnp.int32), jparams["head"],
+                                 damping=damping)
+
+
+@pytest.mark.parametrize("label", [-1, 4, 10])
+def test_labels_out_of_range(problem, label):
+    _, _, _, jparams, _ = problem
+    labels = jnp.array([0, 1, label])
+    with pytest.raises(ValueError, match="labels out of range"):
+        imu.classifier_influence(jnp.ones((3, 8)), labels, jparams["head"])
+
+
+def test_head_of_wrong_shape(problem):
+    _, _, _, jparams, _ = problem
+    with pytest.raises(ValueError, match="do not fit"):
+        imu.classifier_influence(jnp.ones((3, 5)), jnp.zeros(3, jnp.int32), jparams["head"])
+    with pytest.raises(ValueError, match="kernel"):
+        imu.classifier_influence(jnp.ones((3, 8)), jnp.zeros(3, jnp.int32), {"w": jnp.ones(3)})

@@ -1,0 +1,193 @@
+"""The optax transforms: exact steps against the reference, composition, jit, errors (spec §3)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import imu_jax as imu
+import reference_imu as ref
+from _problem import batch, head_loss_fn, make_problem, to_jax
+from test_influence import assert_close
+
+
+@pytest.fixture(scope="module")
+def problem():
+    params, xs, ys = make_problem(seed=1)
+    return params, xs, ys, to_jax(params), batch(xs, ys)
+
+
+def head_grads(jparams, head, jbatch, indices):
+    sub = jax.tree.map(lambda a: a[jnp.asarray(indices)], jbatch)
+    return imu.per_example_grads(head_loss_fn(jparams["body"]), head, sub)
+
+
+def test_two_imu_sgd_steps_match_reference(problem):
+    """Global influence → selection → weights → two SGD steps on two different mini-batches."""
+    params, xs, ys, jparams, jbatch = problem
+    scores = imu.classifier_influence(
+        jnp.tanh(jbatch["x"] @ jparams["body"]["kernel"] + jparams["body"]["bias"]), jbatch["y"],
+        jparams["head"])
+    idx, w = imu.influence_weights(scores, top_fraction=0.5)
+    ref_idx, ref_w = ref.weights(ref.influence(params, xs, ys, head_only=True), top_fraction=0.5)
+    np.testing.assert_array_equal(idx, ref_idx)
+    batches = [(idx[: len(idx) // 2 + 1], w[: len(idx) // 2 + 1]), (idx[len(idx) // 2:], w[len(idx) // 2:])]
+    hp = dict(lr=0.05, alpha=0.2, momentum=0.9, weight_decay=5e-4)
+
+    expected = ref.sgd_steps(params, xs, ys, [(i, np.asarray(wi, np.float64)) for i, wi in batches], **hp)
+
+    opt = imu.imu_sgd(hp["lr"], alpha=hp["alpha"], momentum=hp["momentum"],
+                      weight_decay=hp["weight_decay"])
+    head = jparams["head"]
+    state = opt.init(head)
+    for indices, weights in batches:
+        grads = head_grads(jparams, head, jbatch, indices)
+        updates, state = opt.update(grads, state, head, weights=jnp.asarray(weights))
+        head = optax.apply_updates(head, updates)
+    assert_close(np.concatenate([np.ravel(head["kernel"]), head["bias"]]), ref.head_vector(expected))
+    # The steps moved the head: the comparison is not between two unchanged parameter sets.
+    assert not np.allclose(ref.head_vector(expected), ref.head_vector(params), rtol=1e-3)
+
+
+def test_uniform_weights_equal_mean_gradient_ascent(problem):
+    _, _, _, jparams, jbatch = problem
+    loss = head_loss_fn(jparams["body"])
+    grads = imu.per_example_grads(loss, jparams["head"], jbatch)
+    n = jbatch["y"].shape[0]
+    aggregated, _ = imu.weighted_ascent().update(grads, optax.EmptyState(), weights=jnp.ones(n))
+    mean_loss = lambda h: jnp.mean(jax.vmap(loss, in_axes=(None, 0))(h, jbatch))
+    ascent = jax.tree.map(jnp.negative, jax.grad(mean_loss)(jparams["head"]))
+    chex.assert_trees_all_close(aggregated, ascent, rtol=1e-5, atol=1e-7)
+    # A constant scale of the weights changes nothing.
+    scaled, _ = imu.weighted_ascent().update(grads, optax.EmptyState(), weights=3.0 * jnp.ones(n))
+    chex.assert_trees_all_close(scaled, aggregated, rtol=1e-5, atol=1e-7)
+
+
+def test_per_batch_variant_equals_global_pipeline_on_the_batch(problem):
+    params, xs, ys, jparams, jbatch = problem
+    sub = np.arange(12)
+    grads = head_grads(jparams, jparams["head"], jbatch, sub)
+    opt = imu.influence_weighted_ascent(top_fraction=0.5)
+    updates, state = opt.update(grads, opt.init(jparams["head"]), jparams["head"])
+    idx, w = ref.weights(ref.influence(params, xs[sub], ys[sub], head_only=True), top_fraction=0.5)
+    expected = -sum(wi * ref.example_grad(params, xs[i], ys[i], head_only=True)
+                    for i, wi in zip(idx, w)) / np.sum(w)
+    assert_close(np.concatenate([np.ravel(updates["kernel"]), updates["bias"]]), expected)
+    assert int(state.last_num_kept) == len(idx) and int(state.num_fallbacks) == 0
+
+
+def test_per_batch_fallback_is_counted_not_crashed():
+    grads = {"w": jnp.array([[1.0, 0.0], [-1.0, 0.0]])}  # ḡ = 0, so every score is 0
+    opt = imu.influence_weighted_ascent()
+    updates, state = jax.jit(opt.update)(grads, opt.init({"w": jnp.zeros(2)}))
+    assert int(state.num_fallbacks) == 1 and int(state.last_num_kept) == 2
+    np.testing.assert_allclose(updates["w"], [0.0, 0.0])
+
+
+def test_l1_penalty_adds_alpha_sign(problem):
+    head = problem[3]["head"]
+    updates, _ = imu.l1_penalty(0.3).update(jax.tree.map(jnp.zeros_like, head), (), head)
+    chex.assert_trees_all_close(updates, jax.tree.map(lambda p: 0.3 * jnp.sign(p), head))
+    with pytest.raises(ValueError):
+        imu.l1_penalty(0.3).update(head, ())
+
+
+# --- composition ------------------------------------------------------------------------------
+
+
+def test_jit_step_does_not_retrace(problem):
+    _, _, _, jparams, jbatch = problem
+    loss = head_loss_fn(jparams["body"])
+    opt = imu.imu_sgd(0.01, milestones=[1])
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(head, state, examples, weights):
+        grads = imu.per_example_grads(loss, head, examples)
+        updates, state = opt.update(grads, state, head, weights=weights)
+        return optax.apply_updates(head, updates), state
+
+    head, state = jparams["head"], opt.init(jparams["head"])
+    for start in (0, 8, 16):
+        examples = jax.tree.map(lambda a: a[start:start + 8], jbatch)
+        head, state = step(head, state, examples, jnp.linspace(1.0, 2.0, 8))
+    chex.assert_tree_all_finite(head)
+
+
+def test_inject_hyperparams_schedules_the_learning_rate(problem):
+    _, _, _, jparams, jbatch = problem
+    grads = head_grads(jparams, jparams["head"], jbatch, np.arange(6))
+    opt = optax.inject_hyperparams(imu.imu_sgd)(learning_rate=0.1, alpha=0.0, weight_decay=0.0)
+    state = opt.init(jparams["head"])
+    updates, state = opt.update(grads, state, jparams["head"], weights=jnp.ones(6))
+    state.hyperparams["learning_rate"] = jnp.asarray(0.0)
+    frozen, _ = opt.update(grads, state, jparams["head"], weights=jnp.ones(6))
+    plain = imu.imu_sgd(0.1, alpha=0.0, weight_decay=0.0)
+    expected, _ = plain.update(grads, plain.init(jparams["head"]), jparams["head"], weights=jnp.ones(6))
+    chex.assert_trees_all_close(updates, expected, rtol=1e-6)
+    chex.assert_trees_all_close(frozen, jax.tree.map(jnp.zeros_like, expected))
+
+
+def test_multisteps_after_aggregation_accumulates(problem):
+    _, _, _, jparams, jbatch = problem
+    head = jparams["head"]
+    g1 = head_grads(jparams, head, jbatch, np.arange(4))
+    g2 = head_grads(jparams, head, jbatch, np.arange(4, 10))
+    w1, w2 = jnp.ones(4), jnp.linspace(0.5, 1.5, 6)
+    opt = optax.chain(imu.weighted_ascent(),
+                      optax.MultiSteps(optax.sgd(0.1), every_k_schedule=2).gradient_transformation())
+    state = opt.init(head)
+    first, state = opt.update(g1, state, head, weights=w1)
+    chex.assert_trees_all_close(first, jax.tree.map(jnp.zeros_like, head))  # still accumulating
+    second, state = opt.update(g2, state, head, weights=w2)
+    a1, _ = imu.weighted_ascent().update(g1, optax.EmptyState(), weights=w1)
+    a2, _ = imu.weighted_ascent().update(g2, optax.EmptyState(), weights=w2)
+    chex.assert_trees_all_close(second, jax.tree.map(lambda x, y: -0.1 * (x + y) / 2, a1, a2),
+                                rtol=1e-5, atol=1e-8)
+
+
+def test_chain_with_masked_head_over_full_tree(problem):
+    """The whole tree through one optimizer, the body frozen by the head selector's mask."""
+    _, _, _, jparams, jbatch = problem
+    grads = imu.per_example_grads(
+        lambda p, ex: head_loss_fn(p["body"])(p["head"], ex), jparams, jbatch)
+    opt = optax.chain(imu.weighted_ascent(), optax.sgd(0.1),
+                      optax.masked(optax.set_to_zero(), imu.frozen_mask(jparams, "^head/")))
+    updates, _ = opt.update(grads, opt.init(jparams), jparams, weights=jnp.ones(len(jbatch["y"])))
+    assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(updates["body"]))
+    assert all(float(jnp.abs(u).max()) > 0.0 for u in jax.tree.leaves(updates["head"]))
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def test_missing_weights_is_an_error(problem):
+    head = problem[3]["head"]
+    opt = imu.weighted_ascent()
+    with pytest.raises(TypeError, match="weights"):
+        opt.update(jax.tree.map(lambda p: p[None], head), opt.init(head), head)
+
+
+def test_weights_of_wrong_length(problem):
+    head = problem[3]["head"]
+    grads = jax.tree.map(lambda p: jnp.stack([p] * 3), head)
+    with pytest.raises(ValueError, match="weights has 2 entries but per_example_grads has 3"):
+        imu.weighted_ascent().update(grads, optax.EmptyState(), head, weights=jnp.ones(2))
+
+
+def test_missing_example_axis(problem):
+    head = problem[3]["head"]
+    with pytest.raises(ValueError, match="leading example axis"):
+        imu.weighted_ascent().update(head, optax.EmptyState(), head, weights=jnp.ones(8))
+    with pytest.raises(ValueError, match="leading example axis"):
+        imu.influence_weighted_ascent().update(head, (), head)
+
+
+def test_bad_weights_values(problem):
+    head = problem[3]["head"]
+    grads = jax.tree.map(lambda p: jnp.stack([p] * 2), head)
+    for weights in (jnp.array([1.0, jnp.nan]), jnp.array([0.0, 0.0]), jnp.array([-1.0, 2.0])):
+        with pytest.raises(ValueError, match="weights"):
+            imu.weighted_ascent().update(grads, optax.EmptyState(), head, weights=weights)
