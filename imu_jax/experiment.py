@@ -1,0 +1,329 @@
+"""Unlearning experiments: original + Retrain models, every method × seed, results on disk.
+
+:func:`run_experiment` is what ``imu-jax run`` calls (the CLI only parses arguments). It
+
+1. splits the dataset for the forget spec (``imu_jax.data.make_splits``);
+2. trains — or loads from ``OUT/models/`` — the original and the Retrain model of every seed;
+3. runs each method on each seed (optionally tuning it first: the grid on the first seed, the
+   config with the smallest Avg. Gap reported on the other seeds);
+4. writes ``OUT/results.json`` after every finished (method, seed) run, so an interrupted run
+   keeps its results and ``resume=True`` skips them; then ``results.md`` and ``tradeoff.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import pathlib
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from imu_jax import metrics as metrics_lib
+from imu_jax import report as report_lib
+from imu_jax import methods as methods_lib
+from imu_jax.unlearn import input_and_labels
+
+PyTree = Any
+SELECTION_RULE = ("every method gets the same budget, its grid (lr × epochs; SSD: α × λ) run on "
+                  "the first seed; the config with the smallest Avg. Gap to that seed's Retrain "
+                  "is selected and reported on the remaining seeds.")
+RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG = "results.json", "results.md", "tradeoff.png"
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A trained model as pure functions plus its parameters; ``seconds`` = training time."""
+
+    model: Any
+    params: PyTree
+    state: PyTree
+    seconds: float
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+# A trainer returns the original (``retrain=False``) or Retrain model of a seed.
+Trainer = Callable[[bool, int], TrainedModel]
+
+
+def predict(model, params: PyTree, state: PyTree, x: np.ndarray, *,
+            batch_size: int = 1024) -> np.ndarray:
+    """Model logits for ``x`` in inference mode, batched, as float32 numpy."""
+    apply = jax.jit(lambda p, s, xb: model.apply(p, s, xb, train=False)[0])
+    return np.concatenate([np.asarray(apply(params, state, x[i:i + batch_size]))
+                           for i in range(0, len(x), batch_size)]) if len(x) else np.zeros((0,))
+
+
+def _splits_dict(splits) -> dict[str, Mapping[str, np.ndarray]]:
+    names = ("forget", "retain", "test", "forget_test", "control", "control_test")
+    return {n: getattr(splits, n, None) for n in names if getattr(splits, n, None) is not None}
+
+
+def model_outputs(trained: TrainedModel, params: PyTree, state: PyTree, splits
+                  ) -> dict[str, np.ndarray]:
+    """Logits of the model on every evaluation split."""
+    return {name: predict(trained.model, params, state, input_and_labels(arrays)[0])
+            for name, arrays in _splits_dict(splits).items()}
+
+
+def _token_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    mask = labels >= 0
+    return float(np.mean(np.argmax(logits, -1)[mask] == labels[mask]))
+
+
+def evaluate(outputs: Mapping[str, np.ndarray], splits,
+             reference: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Metrics of one model from its logits (``reference`` = Retrain's logits, for distances).
+
+    Classification: UA, RA, TA, FA, the five MIA variants, forget-test accuracy ``fta`` and
+    ``w1_retrain``. Sequences: next-token UA/RA/TA, per-token KL to Retrain and to the true
+    transitions on retain-test (``test``), forget-test and forget2-test (``control_test``).
+    """
+    labels = {name: arrays["label"] for name, arrays in _splits_dict(splits).items()}
+    if labels["forget"].ndim == 1:
+        probs = {name: metrics_lib.softmax(logits) for name, logits in outputs.items()}
+        result = metrics_lib.classification_metrics(
+            {k: probs[k] for k in ("forget", "retain", "test")}, labels)
+        if "forget_test" in probs and len(labels["forget_test"]):
+            result["fta"] = metrics_lib.accuracy(probs["forget_test"], labels["forget_test"])
+        if reference is not None:
+            result["w1_retrain"] = metrics_lib.prediction_wasserstein(
+                probs["test"], metrics_lib.softmax(reference["test"]), labels["test"])
+        return result
+    result = {"ua": 1 - _token_accuracy(outputs["forget"], labels["forget"]),
+              "ra": _token_accuracy(outputs["retain"], labels["retain"]),
+              "ta": _token_accuracy(outputs["test"], labels["test"])}
+    result["fa"] = 1 - result["ua"]
+    transitions = getattr(splits, "transitions", None) or {}
+    inputs = {name: input_and_labels(arrays)[0] for name, arrays in _splits_dict(splits).items()}
+    for split, chain in (("test", "retain"), ("forget_test", "forget"), ("control_test", "control")):
+        if split not in outputs:
+            continue
+        if reference is not None:
+            result[f"kl_retrain_{split}"] = metrics_lib.token_kl(reference[split], outputs[split],
+                                                                 labels[split])
+        if chain in transitions:
+            result[f"kl_true_{split}"] = metrics_lib.transition_kl(
+                transitions[chain], inputs[split], outputs[split], labels[split])
+    return result
+
+
+def gap_to_retrain(metrics: Mapping[str, float], retrain_metrics: Mapping[str, float]) -> float:
+    """Avg. Gap. Classification: over UA, RA, TA, MIA-efficacy. Sequences: the mean per-token KL
+    to Retrain on retain-test and forget-test (already a distance to Retrain).
+
+    >>> gap_to_retrain({"kl_retrain_test": 0.1, "kl_retrain_forget_test": 0.3}, {})
+    0.2
+    """
+    if "kl_retrain_test" in metrics:
+        return float(np.mean([metrics["kl_retrain_test"], metrics["kl_retrain_forget_test"]]))
+    return metrics_lib.avg_gap(metrics, retrain_metrics)
+
+
+def grid_points(grid: Mapping[str, Sequence]) -> list[dict[str, Any]]:
+    """Cartesian product of a grid, in order.
+
+    >>> grid_points({"lr": (1, 2), "epochs": (5,)})
+    [{'lr': 1, 'epochs': 5}, {'lr': 2, 'epochs': 5}]
+    """
+    if not grid:
+        return [{}]
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def run_key(method: str, seed: int, role: str, hparams: Mapping) -> str:
+    """Identity of a run for ``--resume``."""
+    return json.dumps([method, int(seed), role, dict(sorted(hparams.items()))], default=str)
+
+
+def load_results(out: pathlib.Path) -> dict:
+    path = out / RESULTS_JSON
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
+def save_results(out: pathlib.Path, results: Mapping) -> None:
+    """Atomic write of ``results.json`` (a crash never leaves a half-written file)."""
+    tmp = out / (RESULTS_JSON + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=_json_default))
+    os.replace(tmp, out / RESULTS_JSON)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def write_reports(out: pathlib.Path, results: Mapping) -> None:
+    """``results.md`` and ``tradeoff.png`` from the results dict."""
+    (out / RESULTS_MD).write_text(report_lib.results_markdown(results))
+    report_lib.tradeoff_plot(results, str(out / TRADEOFF_PNG))
+
+
+def select_hparams(runs: Sequence[Mapping], method: str) -> dict | None:
+    """The tuning run of ``method`` with the smallest Avg. Gap (first in grid order on ties)."""
+    tuned = [r for r in runs if r["method"] == method and r.get("role") == "tune"]
+    if not tuned:
+        return None
+    return dict(min(tuned, key=lambda r: r["avg_gap"])["hparams"])
+
+
+class _Runner:
+    """Holds the state of one experiment; see :func:`run_experiment`."""
+
+    def __init__(self, splits, trainer: Trainer, out: pathlib.Path, results: dict, progress):
+        self.splits, self.trainer, self.out, self.results = splits, trainer, out, results
+        self.done = {run_key(r["method"], r["seed"], r.get("role", "eval"), r["hparams"])
+                     for r in results["runs"]}
+        self.progress = progress
+        self._models: dict[tuple[bool, int], TrainedModel] = {}
+        self._evaluated: dict[tuple[bool, int], tuple[dict, dict]] = {}
+
+    def trained(self, retrain: bool, seed: int) -> TrainedModel:
+        if (retrain, seed) not in self._models:
+            self._models[(retrain, seed)] = self.trainer(retrain, seed)
+        return self._models[(retrain, seed)]
+
+    def reference(self, retrain: bool, seed: int) -> tuple[dict, dict]:
+        """``(logits, metrics)`` of the original or Retrain model of ``seed``."""
+        if (retrain, seed) not in self._evaluated:
+            model = self.trained(retrain, seed)
+            outputs = model_outputs(model, model.params, model.state, self.splits)
+            retrain_outputs = outputs if retrain else self.reference(True, seed)[0]
+            self._evaluated[(retrain, seed)] = (
+                outputs, evaluate(outputs, self.splits, retrain_outputs))
+        return self._evaluated[(retrain, seed)]
+
+    def record(self, run: dict) -> None:
+        self.results["runs"].append(run)
+        self.done.add(run_key(run["method"], run["seed"], run["role"], run["hparams"]))
+        save_results(self.out, self.results)
+
+    def run(self, method: methods_lib.Method, seed: int, role: str, hparams: dict) -> None:
+        if run_key(method.name, seed, role, hparams) in self.done:
+            return
+        retrain_metrics = self.reference(True, seed)[1]
+        if method.name in ("retrain", "original"):
+            retrain = method.name == "retrain"
+            outputs, metrics = self.reference(retrain, seed)
+            seconds, info = (self.trained(True, seed).seconds if retrain else 0.0), {}
+        else:
+            original = self.trained(False, seed)
+            task = methods_lib.UnlearnTask(
+                model=original.model, params=original.params, state=original.state,
+                forget=self.splits.forget, retain=self.splits.retain, train=self.splits.train,
+                num_classes=self.splits.num_classes,
+                retrain_fn=lambda s: (lambda m: (m.params, m.state))(self.trained(True, s)))
+            output = method.run(task, dict(hparams), seed)
+            outputs = model_outputs(original, output.params, output.state, self.splits)
+            metrics = evaluate(outputs, self.splits, self.reference(True, seed)[0])
+            seconds, info = output.seconds, output.info
+        self.record({"method": method.name, "seed": int(seed), "role": role,
+                     "hparams": hparams, "metrics": metrics,
+                     "avg_gap": gap_to_retrain(metrics, retrain_metrics),
+                     "seconds": float(seconds), "needs": method.needs, "info": info})
+
+
+ORIGINAL = methods_lib.Method(name="original", needs="— (before unlearning)",
+                              summary="the trained model, nothing unlearned",
+                              run=lambda task, hparams, seed: None)
+
+
+def plan_jobs(method: methods_lib.Method, seeds: Sequence[int], *, tune: bool,
+              overrides: Mapping[str, Any], grid: Mapping[str, Sequence] | None
+              ) -> tuple[list[tuple[int, str, dict]], list[int]]:
+    """``(tune_jobs, eval_seeds)``: the grid runs on the first seed and the seeds to report."""
+    base = method.hparams(overrides) if method.defaults else dict(overrides)
+    grid = method.grid if grid is None else grid
+    if not tune or not grid:
+        return [], list(seeds)
+    tune_jobs = [(seeds[0], "tune", {**base, **point}) for point in grid_points(grid)]
+    return tune_jobs, (list(seeds[1:]) or [seeds[0]])
+
+
+def run_experiment(
+    *,
+    splits,
+    trainer: Trainer,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: str | os.PathLike,
+    resume: bool = False,
+    tune: bool = False,
+    hparams: Mapping[str, Mapping[str, Any]] | None = None,
+    grids: Mapping[str, Mapping[str, Sequence]] | None = None,
+    config: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Runs ``methods`` × ``seeds`` and writes ``results.json`` / ``.md`` / ``tradeoff.png``.
+
+    Args:
+      splits: an ``imu_jax.data.Splits`` (forget, retain, test, train, num_classes, ...).
+      trainer: ``trainer(retrain, seed) -> TrainedModel`` (see :func:`cached_trainer`).
+      methods: registry names (``imu_jax.methods.available()``); ``"retrain"`` reports the
+        Retrain model itself. The original model is always reported as ``"original"``.
+      seeds: model and unlearning seeds; each seed has its own original and Retrain model.
+      out: output directory.
+      resume: keep the (method, seed) runs already in ``out/results.json`` and skip them.
+      tune: run each method's grid on ``seeds[0]`` and report the config with the smallest
+        Avg. Gap on the other seeds (``SELECTION_RULE``).
+      hparams: per-method overrides of the defaults, ``{"imu": {"learning_rate": 0.1}}``.
+      grids: per-method replacements of the tuning grids.
+      config: recorded verbatim in ``results.json["config"]`` (dataset, command, ...).
+      progress: show a tqdm progress bar.
+
+    Returns:
+      The results dict written to ``out/results.json``.
+    """
+    chosen = [methods_lib.get_method(name) for name in methods]  # unknown names fail first
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed.")
+    if len(splits.forget["label"]) == 0:
+        raise ValueError(f"the forget set is empty (spec {(config or {}).get('forget')!r}): "
+                         "nothing to unlearn.")
+    hparams, grids = dict(hparams or {}), dict(grids or {})
+    unknown = sorted((set(hparams) | set(grids)) - {m.name for m in chosen})
+    if unknown:
+        raise ValueError(f"hyperparameters given for methods not being run: {unknown}.")
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = load_results(out) if resume else {"runs": []}
+    results["config"] = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
+                         "tune": tune, "selection_rule": SELECTION_RULE if tune else None,
+                         "counts": getattr(splits, "info", {}).get("counts")}
+    runner = _Runner(splits, trainer, out, results, progress)
+
+    plans = {m.name: plan_jobs(m, seeds, tune=tune, overrides=hparams.get(m.name, {}),
+                               grid=grids.get(m.name)) for m in chosen}
+    total = len(seeds) + sum(len(t) + len(e) for t, e in plans.values())
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, disable=not progress, desc="runs", unit="run") as bar:
+        for seed in seeds:
+            runner.run(ORIGINAL, seed, "eval", {})
+            bar.update()
+        for method in chosen:
+            tune_jobs, eval_seeds = plans[method.name]
+            for i, (seed, role, point) in enumerate(tune_jobs):
+                bar.set_postfix_str(f"{method.name} tune {i + 1}/{len(tune_jobs)}")
+                runner.run(method, seed, role, point)
+                bar.update()
+            selected = select_hparams(results["runs"], method.name)
+            if selected is None:
+                selected = method.hparams(hparams.get(method.name)) if method.defaults else {}
+            for seed in eval_seeds:
+                bar.set_postfix_str(f"{method.name} seed {seed}")
+                runner.run(method, seed, "eval", selected)
+                bar.update()
+            write_reports(out, results)
+    write_reports(out, results)
+    return results
