@@ -4,8 +4,8 @@
 
 1. splits the dataset for the forget spec (``imu_jax.data.make_splits``);
 2. trains — or loads from ``OUT/models/`` — the original and the Retrain model of every seed;
-3. runs each method on each seed (optionally tuning it first: the grid on the first seed, the
-   config with the smallest Avg. Gap reported on the other seeds);
+3. runs each method on each seed (optionally tuning it first: its grid on separate tuning seeds,
+   the config with the smallest mean Avg. Gap then reported on the seeds);
 4. writes ``OUT/results.json`` after every finished (method, seed) run, so an interrupted run
    keeps its results and ``resume=True`` skips them; then ``results.md`` and ``tradeoff.png``.
 """
@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -29,9 +30,11 @@ from imu_jax import methods as methods_lib
 from imu_jax.unlearn import input_and_labels
 
 PyTree = Any
-SELECTION_RULE = ("every method gets the same budget, its grid (lr × epochs; SSD: α × λ) run on "
-                  "the first seed; the config with the smallest Avg. Gap to that seed's Retrain "
-                  "is selected and reported on the remaining seeds.")
+SELECTION_RULE = ("every method gets the same budget: its grid (lr × epochs; SSD: α × λ) runs "
+                  "on the tuning seeds, whose original and Retrain models are trained apart from "
+                  "the reported seeds'; the config with the smallest mean Avg. Gap to Retrain "
+                  "over the tuning seeds is selected, then run and reported on the reported "
+                  "seeds.")
 RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG = "results.json", "results.md", "tradeoff.png"
 
 
@@ -50,10 +53,58 @@ class TrainedModel:
 Trainer = Callable[[bool, int], TrainedModel]
 
 
+def _model_dir(out: pathlib.Path, retrain: bool, seed: int) -> pathlib.Path:
+    return out / "models" / f"{'retrain' if retrain else 'original'}_seed{seed}"
+
+
+def cached_trainer(splits, train_config, out: str | os.PathLike, *,
+                   progress: bool = True) -> Trainer:
+    """A :data:`Trainer` over ``imu_jax.train.train_model`` that caches each model under
+    ``OUT/models/{original,retrain}_seed{S}/`` (Orbax checkpoint + metrics.json) and reloads it.
+
+    A cached model of another architecture, dataset or forget spec is a ``ValueError`` (use
+    another ``out``, or delete ``OUT/models``), never a silent reuse.
+    """
+    from imu_jax import checkpoint
+    from imu_jax.models import model_config
+    from imu_jax.train import TrainConfig, train_model
+
+    cfg = TrainConfig.from_dict(train_config) if isinstance(train_config, Mapping) else train_config
+    out = pathlib.Path(out)
+    data_identity = {k: splits.info.get(k) for k in ("dataset", "forget_spec", "seed")}
+
+    def trainer(retrain: bool, seed: int) -> TrainedModel:
+        workdir = _model_dir(out, retrain, seed)
+        expected = model_config(cfg.model, num_classes=splits.num_classes,
+                                input_shape=splits.input_shape, seed=seed, **cfg.model_options)
+        if (workdir / "checkpoint").exists():
+            model, params, state, meta = checkpoint.restore(workdir / "checkpoint",
+                                                            expected=expected)
+            cached = {k: (meta.get("splits") or {}).get(k) for k in data_identity}
+            if cached != data_identity:
+                raise ValueError(
+                    f"cached model {workdir} was trained for {cached}, not {data_identity}; "
+                    "use another --out or delete its models/ folder.")
+            info = json.loads((workdir / "metrics.json").read_text())
+            return TrainedModel(model, params, state, float(info["train_seconds"]),
+                                {"cached": True, "path": str(workdir)})
+        model, params, state, info = train_model(cfg, splits, retrain=retrain, seed=seed,
+                                                 workdir=workdir, progress=progress)
+        return TrainedModel(model, params, state, float(info["train_seconds"]),
+                            {"cached": False, "path": str(workdir)})
+
+    return trainer
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_logits(model):
+    return jax.jit(lambda p, s, xb: model.apply(p, s, xb, train=False)[0])
+
+
 def predict(model, params: PyTree, state: PyTree, x: np.ndarray, *,
             batch_size: int = 1024) -> np.ndarray:
     """Model logits for ``x`` in inference mode, batched, as float32 numpy."""
-    apply = jax.jit(lambda p, s, xb: model.apply(p, s, xb, train=False)[0])
+    apply = _jitted_logits(model)
     return np.concatenate([np.asarray(apply(params, state, x[i:i + batch_size]))
                            for i in range(0, len(x), batch_size)]) if len(x) else np.zeros((0,))
 
@@ -169,12 +220,21 @@ def write_reports(out: pathlib.Path, results: Mapping) -> None:
     report_lib.tradeoff_plot(results, str(out / TRADEOFF_PNG))
 
 
+def hparams_key(hparams: Mapping) -> str:
+    return json.dumps(dict(sorted(hparams.items())), default=str)
+
+
 def select_hparams(runs: Sequence[Mapping], method: str) -> dict | None:
-    """The tuning run of ``method`` with the smallest Avg. Gap (first in grid order on ties)."""
+    """The tuning config of ``method`` with the smallest mean Avg. Gap over the tuning seeds
+    (the first in grid order on ties); ``None`` when there are no tuning runs."""
     tuned = [r for r in runs if r["method"] == method and r.get("role") == "tune"]
     if not tuned:
         return None
-    return dict(min(tuned, key=lambda r: r["avg_gap"])["hparams"])
+    by_config: dict[str, list[Mapping]] = {}
+    for run in tuned:
+        by_config.setdefault(hparams_key(run["hparams"]), []).append(run)
+    best = min(by_config.values(), key=lambda rs: float(np.mean([r["avg_gap"] for r in rs])))
+    return dict(best[0]["hparams"])
 
 
 class _Runner:
@@ -238,16 +298,15 @@ ORIGINAL = methods_lib.Method(name="original", needs="— (before unlearning)",
                               run=lambda task, hparams, seed: None)
 
 
-def plan_jobs(method: methods_lib.Method, seeds: Sequence[int], *, tune: bool,
+def plan_jobs(method: methods_lib.Method, tune_seeds: Sequence[int], *,
               overrides: Mapping[str, Any], grid: Mapping[str, Sequence] | None
-              ) -> tuple[list[tuple[int, str, dict]], list[int]]:
-    """``(tune_jobs, eval_seeds)``: the grid runs on the first seed and the seeds to report."""
+              ) -> list[tuple[int, dict]]:
+    """The tuning runs ``(seed, hparams)``: the method's grid on every tuning seed."""
     base = method.hparams(overrides) if method.defaults else dict(overrides)
     grid = method.grid if grid is None else grid
-    if not tune or not grid:
-        return [], list(seeds)
-    tune_jobs = [(seeds[0], "tune", {**base, **point}) for point in grid_points(grid)]
-    return tune_jobs, (list(seeds[1:]) or [seeds[0]])
+    if not grid:
+        return []
+    return [(seed, {**base, **point}) for seed in tune_seeds for point in grid_points(grid)]
 
 
 def run_experiment(
@@ -258,7 +317,7 @@ def run_experiment(
     seeds: Sequence[int],
     out: str | os.PathLike,
     resume: bool = False,
-    tune: bool = False,
+    tune_seeds: Sequence[int] = (),
     hparams: Mapping[str, Mapping[str, Any]] | None = None,
     grids: Mapping[str, Mapping[str, Sequence]] | None = None,
     config: Mapping[str, Any] | None = None,
@@ -274,8 +333,9 @@ def run_experiment(
       seeds: model and unlearning seeds; each seed has its own original and Retrain model.
       out: output directory.
       resume: keep the (method, seed) runs already in ``out/results.json`` and skip them.
-      tune: run each method's grid on ``seeds[0]`` and report the config with the smallest
-        Avg. Gap on the other seeds (``SELECTION_RULE``).
+      tune_seeds: when given, each method's grid runs on these seeds (their own original and
+        Retrain models) and the config with the smallest mean Avg. Gap is reported on ``seeds``
+        (``SELECTION_RULE``). Empty: every method runs its defaults (plus ``hparams``).
       hparams: per-method overrides of the defaults, ``{"imu": {"learning_rate": 0.1}}``.
       grids: per-method replacements of the tuning grids.
       config: recorded verbatim in ``results.json["config"]`` (dataset, command, ...).
@@ -298,13 +358,14 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(out) if resume else {"runs": []}
     results["config"] = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
-                         "tune": tune, "selection_rule": SELECTION_RULE if tune else None,
+                         "tune_seeds": list(tune_seeds),
+                         "selection_rule": SELECTION_RULE if tune_seeds else None,
                          "counts": getattr(splits, "info", {}).get("counts")}
     runner = _Runner(splits, trainer, out, results, progress)
 
-    plans = {m.name: plan_jobs(m, seeds, tune=tune, overrides=hparams.get(m.name, {}),
+    plans = {m.name: plan_jobs(m, tune_seeds, overrides=hparams.get(m.name, {}),
                                grid=grids.get(m.name)) for m in chosen}
-    total = len(seeds) + sum(len(t) + len(e) for t, e in plans.values())
+    total = len(seeds) * (1 + len(chosen)) + sum(len(jobs) for jobs in plans.values())
     from tqdm.auto import tqdm
 
     with tqdm(total=total, disable=not progress, desc="runs", unit="run") as bar:
@@ -312,15 +373,15 @@ def run_experiment(
             runner.run(ORIGINAL, seed, "eval", {})
             bar.update()
         for method in chosen:
-            tune_jobs, eval_seeds = plans[method.name]
-            for i, (seed, role, point) in enumerate(tune_jobs):
+            tune_jobs = plans[method.name]
+            for i, (seed, point) in enumerate(tune_jobs):
                 bar.set_postfix_str(f"{method.name} tune {i + 1}/{len(tune_jobs)}")
-                runner.run(method, seed, role, point)
+                runner.run(method, seed, "tune", point)
                 bar.update()
             selected = select_hparams(results["runs"], method.name)
             if selected is None:
                 selected = method.hparams(hparams.get(method.name)) if method.defaults else {}
-            for seed in eval_seeds:
+            for seed in seeds:
                 bar.set_postfix_str(f"{method.name} seed {seed}")
                 runner.run(method, seed, "eval", selected)
                 bar.update()

@@ -27,13 +27,18 @@ _LOG_FLOOR = 1e-30
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax over the last axis, in float64.
+    """Numerically stable softmax over the last axis, in float64. A row with a non-finite logit
+    (a diverged model) becomes uniform, so it counts as knowing nothing rather than crashing the
+    attack.
 
-    >>> softmax(np.array([[0.0, 0.0], [0.0, np.log(3.0)]])).round(3)
+    >>> softmax(np.array([[0.0, 0.0], [0.0, np.log(3.0)], [np.nan, 1.0]])).round(3)
     array([[0.5 , 0.5 ],
-                  [0.25, 0.75]])
+           [0.25, 0.75],
+           [0.5 , 0.5 ]])
     """
     z = np.asarray(logits, np.float64)
+    broken = ~np.all(np.isfinite(z), axis=-1, keepdims=True)
+    z = np.where(broken, 0.0, z)
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)

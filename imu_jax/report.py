@@ -2,7 +2,8 @@
 
 A results dict is ``{"config": {...}, "runs": [{"method", "seed", "role", "hparams", "metrics",
 "avg_gap", "seconds", "needs", ...}]}``. Runs with ``role == "eval"`` are the reported ones;
-``role == "tune"`` runs are the tuning sweep on the selection seed (plotted in ``tradeoff.png``).
+``role == "tune"`` runs are the tuning sweep on the tuning seeds (averaged per config, plotted in
+``tradeoff.png`` and summarised at matched forgetting).
 
 >>> runs = [{"method": "imu", "seed": s, "role": "eval", "metrics": {"ua": u}, "avg_gap": 0.1,
 ...          "seconds": 1.0, "hparams": {}, "needs": "forget set only"}
@@ -120,10 +121,33 @@ def table(results: Mapping, columns: Sequence[tuple[str, str]], *, with_needs: b
     return "\n".join(lines)
 
 
+def sweep_points(runs: Sequence[Mapping], method: str) -> list[dict[str, Any]]:
+    """The tuning sweep of ``method``: one point per config, metrics averaged over tuning seeds.
+
+    >>> runs = [{"method": "ga", "role": "tune", "seed": s, "hparams": {"lr": 1},
+    ...          "metrics": {"ua": u}, "avg_gap": 0.1} for s, u in ((0, 0.5), (1, 1.0))]
+    >>> sweep_points(runs, "ga")
+    [{'hparams': {'lr': 1}, 'metrics': {'ua': 0.75}, 'avg_gap': 0.1}]
+    """
+    groups: dict[str, list[Mapping]] = {}
+    for run in runs:
+        if run["method"] == method and run.get("role") == "tune":
+            groups.setdefault(json.dumps(run["hparams"], sort_keys=True, default=str),
+                              []).append(run)
+    points = []
+    for group in groups.values():
+        keys = set.intersection(*(set(r["metrics"]) for r in group))
+        points.append({"hparams": group[0]["hparams"],
+                       "metrics": {k: float(np.mean([r["metrics"][k] for r in group]))
+                                   for k in sorted(keys)},
+                       "avg_gap": float(np.mean([r["avg_gap"] for r in group]))})
+    return points
+
+
 def matched_forgetting(results: Mapping, thresholds: Sequence[float] = (0.5, 0.8, 0.9, 0.99)
                        ) -> str:
-    """For each method and UA threshold, the best TA (with its RA) among the tuning-sweep runs
-    that reach that UA: utility at matched forgetting. Empty when there was no sweep."""
+    """For each method and UA threshold, the best TA (with its RA) among the tuning-sweep configs
+    (seed-averaged) that reach that UA: utility at matched forgetting. Empty without a sweep."""
     sweep = [r for r in results["runs"] if r.get("role") == "tune"]
     if not sweep or is_sequence(results):
         return ""
@@ -133,7 +157,7 @@ def matched_forgetting(results: Mapping, thresholds: Sequence[float] = (0.5, 0.8
     for method in methods:
         row = [method]
         for threshold in thresholds:
-            ok = [r for r in sweep if r["method"] == method and r["metrics"]["ua"] >= threshold]
+            ok = [p for p in sweep_points(sweep, method) if p["metrics"]["ua"] >= threshold]
             if ok:
                 best = max(ok, key=lambda r: (r["metrics"]["ta"], r["metrics"]["ra"]))
                 row.append(f"{100 * best['metrics']['ta']:.1f} ({100 * best['metrics']['ra']:.1f})")
@@ -166,7 +190,8 @@ def results_markdown(results: Mapping) -> str:
                   table(results, MIA_COLUMNS, with_needs=False), ""]
         matched = matched_forgetting(results)
         if matched:
-            parts += ["## Utility at matched forgetting (tuning sweep, selection seed)", "",
+            parts += ["## Utility at matched forgetting (tuning sweep, mean over tuning seeds)",
+                      "",
                       matched, ""]
     return "\n".join(parts)
 
@@ -194,8 +219,7 @@ def tradeoff_plot(results: Mapping, path: str) -> None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, method in enumerate(methods):
         color = colors[i % len(colors)]
-        sweep = sorted((r for r in runs if r["method"] == method and r.get("role") == "tune"),
-                       key=lambda r: r["metrics"][x_key])
+        sweep = sorted(sweep_points(runs, method), key=lambda p: p["metrics"][x_key])
         if sweep:
             ax.plot([r["metrics"][x_key] for r in sweep], [r["metrics"][y_key] for r in sweep],
                     "-o", color=color, alpha=0.35, markersize=3)
@@ -206,7 +230,8 @@ def tradeoff_plot(results: Mapping, path: str) -> None:
                    edgecolors="black", linewidths=0.5)
     config = results.get("config", {})
     ax.set_title(f"{config.get('dataset', '')} / {config.get('forget', '')}: faint lines = "
-                 "tuning sweep, markers = reported seeds", fontsize=9)
+                 "tuning sweep (lr × steps, mean over tuning seeds), markers = reported seeds",
+                 fontsize=9)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)

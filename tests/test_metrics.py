@@ -107,3 +107,10 @@ def test_prediction_wasserstein_is_symmetric_and_zero_on_identity():
     assert metrics.prediction_wasserstein(a, b, labels) == pytest.approx(
         metrics.prediction_wasserstein(b, a, labels))
     assert metrics.prediction_wasserstein(a, b, labels) > 0
+
+
+def test_diverged_model_outputs_are_uniform_not_a_crash():
+    logits = np.array([[np.nan, 0.0, 1.0], [np.inf, 0.0, 0.0], [1.0, 2.0, 3.0]])
+    probs = metrics.softmax(logits)
+    np.testing.assert_allclose(probs[:2], 1 / 3)
+    assert np.all(np.isfinite(probs))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -90,9 +90,21 @@ def require(task: UnlearnTask, field: str, method: str) -> Any:
     return value
 
 
-def make_sgd(learning_rate: float, *, momentum: float = 0.9, weight_decay: float = 5e-4,
-             optimizer: str = "sgd") -> optax.GradientTransformation:
-    """SGD + momentum with coupled weight decay (PyTorch semantics), or AdamW; constant lr."""
+def step_schedule(learning_rate: float, total_steps: int, milestones: Sequence[float] = (),
+                  gamma: float = 0.1) -> optax.Schedule:
+    """Piecewise-constant lr: × ``gamma`` at each fraction ``milestones`` of ``total_steps``.
+
+    >>> schedule = step_schedule(1.0, 10, (0.5,))
+    >>> float(schedule(4)), float(schedule(5))
+    (1.0, 0.1)
+    """
+    boundaries = {max(1, int(round(f * total_steps))): gamma for f in milestones if 0 < f < 1}
+    return optax.piecewise_constant_schedule(learning_rate, boundaries)
+
+
+def make_sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
+             weight_decay: float = 5e-4, optimizer: str = "sgd") -> optax.GradientTransformation:
+    """SGD + momentum with coupled weight decay (PyTorch semantics), or AdamW."""
     if optimizer == "adamw":
         return optax.adamw(learning_rate, weight_decay=weight_decay)
     if optimizer != "sgd":
@@ -105,9 +117,11 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
                   loss_fn: Callable[[PyTree, PyTree, dict], jax.Array], *, learning_rate: float,
                   epochs: int, batch_size: int, seed: int, momentum: float = 0.9,
                   weight_decay: float = 5e-4, optimizer: str = "sgd",
-                  max_steps: int | None = None) -> tuple[PyTree, int]:
+                  max_steps: int | None = None, milestones: Sequence[float] = ()
+                  ) -> tuple[PyTree, int]:
     """Minimises ``loss_fn(params, state, batch)`` over shuffled mini-batches of ``arrays``, all
-    parameters trainable, model state fixed (inference mode). Returns ``(params, steps)``.
+    parameters trainable, model state fixed (inference mode). The lr is multiplied by 0.1 at each
+    fraction ``milestones`` of the steps. Returns ``(params, steps)``.
 
     >>> import jax.numpy as jnp, numpy as np
     >>> loss = lambda p, s, b: jnp.mean((b["x"] * p["w"] - b["y"]) ** 2)
@@ -125,8 +139,8 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
         order = rng.permutation(n)
         plan += [order[i:i + batch_size] for i in range(0, n, batch_size)]
     plan = plan[:max_steps] if max_steps else plan
-    tx = make_sgd(learning_rate, momentum=momentum, weight_decay=weight_decay,
-                  optimizer=optimizer)
+    tx = make_sgd(step_schedule(learning_rate, len(plan), milestones), momentum=momentum,
+                  weight_decay=weight_decay, optimizer=optimizer)
     opt_state = tx.init(params)
 
     @jax.jit

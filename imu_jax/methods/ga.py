@@ -10,9 +10,12 @@ from __future__ import annotations
 from imu_jax.methods.base import (FORGET_ONLY, Method, MethodOutput, UnlearnTask, gradient_loop,
                                   model_loss, timed, xy)
 
-DEFAULTS = {"learning_rate": 1e-3, "epochs": 5, "batch_size": 256, "momentum": 0.9,
-            "weight_decay": 5e-4, "optimizer": "sgd", "max_steps": None}
-GRID = {"learning_rate": (1e-4, 3e-4, 1e-3), "epochs": (5, 10, 20)}
+# The same optimizer recipe as IMU (SGD momentum 0.9, coupled decay, lr × 0.1 at 50% and 75%),
+# so GA differs from GA-head only in which parameters move (and the absence of the L1 term).
+DEFAULTS = {"learning_rate": 0.02, "epochs": 20, "batch_size": 256, "momentum": 0.9,
+            "weight_decay": 5e-4, "optimizer": "sgd", "max_steps": None,
+            "milestones": (0.5, 0.75)}
+GRID = {"learning_rate": (0.01, 0.02, 0.04), "epochs": (10, 15, 20, 25, 30, 40)}
 
 
 def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:

@@ -16,7 +16,9 @@ from imu_jax.unlearn import UnlearnConfig, unlearn
 TUNABLE = ("learning_rate", "epochs", "top_fraction", "alpha", "batch_size", "influence_mode",
            "update_batch_stats", "head", "optimizer", "max_steps", "weight_decay", "momentum")
 DEFAULTS = {name: getattr(UnlearnConfig(), name) for name in TUNABLE}
-GRID = {"learning_rate": (0.01, 0.03, 0.1), "epochs": (5, 10, 20)}
+# One grid for the whole IMU family (IMU, GA-head, shuffled weights): lr × epochs. Head-only
+# ascent forgets abruptly after a seed-dependent number of steps, so the step axis is dense.
+GRID = {"learning_rate": (0.005, 0.01, 0.02), "epochs": (10, 15, 20, 25, 30, 40)}
 
 
 def run_with_weighting(weighting: str):
