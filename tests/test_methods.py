@@ -46,7 +46,7 @@ def test_unknown_method_and_hparam_are_errors():
 @pytest.mark.parametrize("name, overrides", [
     ("imu", {"learning_rate": 0.1}),
     ("ga_head", {"learning_rate": 0.3}),
-    ("ga", {"learning_rate": 0.3, "epochs": 10}),
+    ("ga", {"learning_rate": 0.3, "epochs": 10, "milestones": ()}),
     ("random_label", {"learning_rate": 0.1, "epochs": 10}),
     ("boundary_shrink", {"learning_rate": 0.1, "epochs": 10}),
     ("npo", {"learning_rate": 0.3, "epochs": 10}),
