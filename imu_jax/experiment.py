@@ -388,3 +388,43 @@ def run_experiment(
             write_reports(out, results)
     write_reports(out, results)
     return results
+
+
+def run(
+    *,
+    dataset: str,
+    model: str | None,
+    forget: str | None,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: str | os.PathLike,
+    tune_seeds: Sequence[int] = (),
+    resume: bool = False,
+    hparams: Mapping[str, Mapping[str, Any]] | None = None,
+    grids: Mapping[str, Mapping[str, Sequence]] | None = None,
+    train_config: Mapping[str, Any] | None = None,
+    data_dir: str | None = None,
+    split_seed: int = 0,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Everything ``imu-jax run`` does: splits, cached original/Retrain models, methods, reports.
+
+    ``train_config`` overrides fields of the dataset's default recipe
+    (``imu_jax.train.recipe(dataset, model)``), e.g. ``{"epochs": 5}``. ``split_seed`` drives
+    ``random:`` and ``mislabeled:`` forget specs (the same forget set for every model seed).
+    """
+    for name in methods:  # unknown methods fail before any data is touched
+        methods_lib.get_method(name)
+    from imu_jax.data import make_splits
+    from imu_jax.train import recipe
+
+    cfg = {**recipe(dataset, model), **dict(train_config or {})}
+    cfg["forget"] = forget
+    splits = make_splits(dataset, forget, seed=split_seed, data_dir=data_dir)
+    trainer = cached_trainer(splits, cfg, out, progress=False)
+    record = {"dataset": dataset, "model": cfg["model"], "forget": forget,
+              "split_seed": split_seed, "train_config": cfg, "command": command}
+    return run_experiment(splits=splits, trainer=trainer, methods=methods, seeds=seeds, out=out,
+                          resume=resume, tune_seeds=tune_seeds, hparams=hparams, grids=grids,
+                          config=record, progress=progress)
