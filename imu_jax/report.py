@@ -76,7 +76,7 @@ def format_cell(stats: tuple[float, float, int] | None, key: str) -> str:
     if stats is None:
         return "–"
     mean, std, n = stats
-    if key in PERCENT_KEYS or key == "avg_gap":
+    if key in PERCENT_KEYS or key == "avg_gap_percent":
         mean, std = 100 * mean, 100 * std
         return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
     if key == "seconds":
@@ -113,7 +113,8 @@ def table(results: Mapping, columns: Sequence[tuple[str, str]], *, with_needs: b
         row += [format_cell(stats.get(key), key) for key, _ in columns]
         if with_needs:
             seeds = sorted({r["seed"] for r in reported_runs(runs) if r["method"] == method})
-            row += [format_cell(stats.get("avg_gap"), "avg_gap"),
+            gap_format = "avg_gap" if is_sequence(results) else "avg_gap_percent"
+            row += [format_cell(stats.get("avg_gap"), gap_format),
                     format_cell(stats.get("seconds"), "seconds"), ",".join(map(str, seeds))]
         if with_hparams:
             row.append(_hparam_text(runs, method))
