@@ -23,7 +23,7 @@ from imu_jax.unlearn import batch_loss
 
 DEFAULTS = {"learning_rate": 1e-2, "epochs": 5, "batch_size": 256, "momentum": 0.9,
             "weight_decay": 5e-4, "optimizer": "sgd", "max_steps": None, "beta": 0.1}
-GRID = {"learning_rate": (3e-3, 1e-2, 3e-2), "epochs": (5, 10, 20)}
+GRID = {"learning_rate": (1e-2, 3e-2, 1e-1), "epochs": (5, 10, 15, 20, 30, 40)}
 
 
 def npo_loss(log_prob: jax.Array, reference_log_prob: jax.Array, *, beta: float) -> jax.Array:

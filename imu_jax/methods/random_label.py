@@ -18,7 +18,7 @@ from imu_jax.methods.base import (FORGET_ONLY, Method, MethodOutput, UnlearnTask
 
 DEFAULTS = {"learning_rate": 1e-2, "epochs": 5, "batch_size": 256, "momentum": 0.9,
             "weight_decay": 5e-4, "optimizer": "sgd", "max_steps": None}
-GRID = {"learning_rate": (3e-3, 1e-2, 3e-2), "epochs": (5, 10, 20)}
+GRID = {"learning_rate": (3e-3, 1e-2, 3e-2), "epochs": (2, 5, 10, 15, 20, 30)}
 
 
 def random_wrong_labels(labels: np.ndarray, num_classes: int, *, seed: int) -> np.ndarray:
