@@ -240,3 +240,38 @@ def tradeoff_plot(results: Mapping, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def combined_markdown(named_results: Mapping[str, Mapping]) -> str:
+    """A summary over several experiments (e.g. the ten digits classes): for each method the mean
+    ± std across experiments of its per-experiment mean, and a per-experiment Avg. Gap table.
+
+    >>> run = lambda m, ua: {"method": m, "seed": 0, "role": "eval", "metrics": {
+    ...     "ua": ua, "ra": 1.0, "ta": 0.9, "mia_efficacy": ua}, "avg_gap": 1 - ua, "seconds": 1.0}
+    >>> text = combined_markdown({"a": {"runs": [run("imu", 1.0)]}, "b": {"runs": [run("imu", 0.5)]}})
+    >>> "| imu | 75.0 ± 25.0 |" in text
+    True
+    """
+    names = list(named_results)
+    per_experiment = {name: summarize(named_results[name]["runs"]) for name in names}
+    methods = list(dict.fromkeys(m for s in per_experiment.values() for m in s))
+    keys = [k for k, _ in CLASSIFICATION_COLUMNS] + ["avg_gap", "seconds"]
+    labels = [label for _, label in CLASSIFICATION_COLUMNS] + ["Avg. Gap ↓", "RTE (s)"]
+    lines = [f"Mean ± std over {len(names)} experiments ({', '.join(names)}) of each "
+             "experiment's seed mean. Fractions in %.", "",
+             "| Method | " + " | ".join(labels) + " |", "|" + "---|" * (len(keys) + 1)]
+    for method in methods:
+        row = [method]
+        for key in keys:
+            values = [per_experiment[n][method][key][0] for n in names
+                      if method in per_experiment[n] and key in per_experiment[n][method]]
+            stats = (float(np.mean(values)), float(np.std(values)), len(values)) if values else None
+            row.append(format_cell(stats, "avg_gap_percent" if key == "avg_gap" else key))
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Avg. Gap (%) per experiment:", "",
+              "| Method | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for method in methods:
+        cells = [format_cell(per_experiment[n].get(method, {}).get("avg_gap"), "avg_gap_percent")
+                 for n in names]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
