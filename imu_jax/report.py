@@ -197,10 +197,24 @@ def results_markdown(results: Mapping) -> str:
     return "\n".join(parts)
 
 
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated by another with lower-or-equal x and higher-or-equal y (lower x is
+    better: forget accuracy; higher y is better: test accuracy), sorted by x.
+
+    >>> pareto_front([(0.0, 0.5), (0.1, 0.9), (0.2, 0.8), (0.0, 0.4), (0.3, 0.95)])
+    [(0.0, 0.5), (0.1, 0.9), (0.3, 0.95)]
+    """
+    front = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
 def tradeoff_plot(results: Mapping, path: str) -> None:
     """``tradeoff.png``: forget accuracy vs test accuracy (sequences: KL to the true transitions on
-    forget-test vs retain-test), one line per method through its tuning sweep (sorted by forget
-    accuracy), plus the reported runs as markers."""
+    forget-test vs retain-test). Small dots: every config of a method's tuning sweep (mean over
+    the tuning seeds); line: that sweep's Pareto front; large markers: the reported runs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,24 +229,25 @@ def tradeoff_plot(results: Mapping, path: str) -> None:
         x_key, y_key = "fa", "ta"
         x_label, y_label = "forget accuracy (1 − UA)", "test accuracy (TA)"
     runs = results["runs"]
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
     methods = list(dict.fromkeys(r["method"] for r in runs))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, method in enumerate(methods):
         color = colors[i % len(colors)]
-        sweep = sorted(sweep_points(runs, method), key=lambda p: p["metrics"][x_key])
+        sweep = [(p["metrics"][x_key], p["metrics"][y_key]) for p in sweep_points(runs, method)]
         if sweep:
-            ax.plot([r["metrics"][x_key] for r in sweep], [r["metrics"][y_key] for r in sweep],
-                    "-o", color=color, alpha=0.35, markersize=3)
+            ax.scatter(*zip(*sweep), color=color, alpha=0.35, s=10)
+            if not sequence:
+                ax.plot(*zip(*pareto_front(sweep)), "-", color=color, alpha=0.5)
         shown = reported_runs([r for r in runs if r["method"] == method])
         marker = "*" if method in ("retrain", "original") else "o"
         ax.scatter([r["metrics"][x_key] for r in shown], [r["metrics"][y_key] for r in shown],
                    color=color, marker=marker, s=80 if marker == "*" else 30, label=method,
                    edgecolors="black", linewidths=0.5)
     config = results.get("config", {})
-    ax.set_title(f"{config.get('dataset', '')} / {config.get('forget', '')}: faint lines = "
-                 "tuning sweep (lr × steps, mean over tuning seeds), markers = reported seeds",
-                 fontsize=9)
+    ax.set_title(f"{config.get('dataset', '')} / {config.get('model', '')} / forget "
+                 f"{config.get('forget', '')}\ndots: lr × steps sweep (mean of tuning seeds); "
+                 "lines: its Pareto front; large markers: reported seeds", fontsize=9)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)
