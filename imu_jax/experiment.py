@@ -293,9 +293,14 @@ class _Runner:
                      "seconds": float(seconds), "needs": method.needs, "info": info})
 
 
+def _evaluated_by_the_runner(task, hparams, seed):
+    raise RuntimeError("'original' is the trained model itself; the runner evaluates it.")
+
+
+# A pseudo-method so the original model gets a row (and an Avg. Gap) in every table.
 ORIGINAL = methods_lib.Method(name="original", needs="— (before unlearning)",
                               summary="the trained model, nothing unlearned",
-                              run=lambda task, hparams, seed: None)
+                              run=_evaluated_by_the_runner)
 
 
 def plan_jobs(method: methods_lib.Method, tune_seeds: Sequence[int], *,
