@@ -232,6 +232,8 @@ def tradeoff_plot(results: Mapping, path: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     methods = list(dict.fromkeys(r["method"] for r in runs))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(methods) > len(colors):
+        colors = [plt.cm.tab20(i) for i in range(20)]
     for i, method in enumerate(methods):
         color = colors[i % len(colors)]
         sweep = [(p["metrics"][x_key], p["metrics"][y_key]) for p in sweep_points(runs, method)]
