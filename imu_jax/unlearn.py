@@ -29,7 +29,8 @@ from imu_jax import heads
 from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, NoNegativeInfluenceWarning,
                                classifier_influence, influence_scores, influence_weights,
                                per_example_grads)
-from imu_jax.transforms import influence_weighted_ascent, l1_penalty, weighted_ascent
+from imu_jax.transforms import (imu_sgd, influence_weighted_ascent, l1_penalty,
+                                 weighted_ascent)
 
 PyTree = Any
 
@@ -251,11 +252,16 @@ def _schedule(config: UnlearnConfig, total_steps: int) -> optax.Schedule | float
 def make_optimizer(config: UnlearnConfig, total_steps: int) -> optax.GradientTransformation:
     """The chain aggregate → L1 → (coupled decay → SGD momentum | AdamW).
 
-    Global mode aggregates with ``weighted_ascent`` (weights passed to ``update``); per-batch mode
-    with ``influence_weighted_ascent`` (weights computed inside).
+    Global mode with SGD is the core's ``imu_sgd`` (``weighted_ascent``, weights passed to
+    ``update``). Per-batch mode aggregates with ``influence_weighted_ascent`` (weights computed
+    inside each batch, with this config's damping / top fraction / clip quantile).
     """
     lr = _schedule(config, total_steps)
-    if config.influence_mode == "per_batch" and config.weighting == "influence":
+    per_batch = config.influence_mode == "per_batch" and config.weighting == "influence"
+    if config.optimizer == "sgd" and not per_batch:
+        return imu_sgd(lr, alpha=config.alpha, momentum=config.momentum,
+                       weight_decay=config.weight_decay)
+    if per_batch:
         aggregate = influence_weighted_ascent(damping=config.damping,
                                               top_fraction=config.top_fraction,
                                               clip_quantile=config.clip_quantile)
