@@ -33,12 +33,20 @@ __all__ = ["METHODS", "Method", "MethodOutput", "UnlearnTask", "available", "get
 
 
 def available() -> list[str]:
-    """Registered method names, in table order."""
+    """Registered method names, in table order.
+
+    >>> "imu" in available() and "retrain" in available()
+    True
+    """
     return list(METHODS)
 
 
 def get_method(name: str) -> Method:
-    """The method called ``name``; a ``ValueError`` listing the valid names otherwise."""
+    """The method called ``name``; a ``ValueError`` listing the valid names otherwise.
+
+    >>> get_method("ga_head").needs
+    'forget set only'
+    """
     try:
         return METHODS[name]
     except KeyError:
