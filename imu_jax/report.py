@@ -250,6 +250,9 @@ def tradeoff_plot(results: Mapping, path: str) -> None:
     ax.set_title(f"{config.get('dataset', '')} / {config.get('model', '')} / forget "
                  f"{config.get('forget', '')}\ndots: lr × steps sweep (mean of tuning seeds); "
                  "lines: its Pareto front; large markers: reported seeds", fontsize=9)
+    if sequence:  # diverged methods sit orders of magnitude away from the rest
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_yscale("symlog", linthresh=0.01)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)
