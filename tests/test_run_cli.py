@@ -174,3 +174,20 @@ def test_config_file_sets_options_and_flags_override(tmp_path):
     config.write_text("def get_config():\n    return {'lr': 0.1}\n")
     with pytest.raises(ValueError, match="unknown key"):
         cli.run_options(args)
+
+
+@pytest.mark.slow
+def test_tfds_catalogue_dataset_runs_under_mock_data(tmp_path):
+    """CIFAR-10 through the same command (TFDS mock data, a tiny MLP instead of ResNet-18)."""
+    import tensorflow_datasets as tfds
+
+    out = tmp_path / "cifar"
+    with tfds.testing.mock_data(num_examples=120, policy=tfds.testing.MockPolicy.USE_CODE):
+        rc = cli.main(["run", "--dataset", "cifar10", "--model", "mlp", "--forget", "class:0",
+                       "--methods", "retrain,imu", "--seeds", "0", "--no-progress",
+                       "--train-option", "epochs=1", "--train-option", "augment=false",
+                       "--train-option", 'model_options={"hidden": [16]}',
+                       "--out", str(out), "--data-dir", str(tmp_path / "tfds")])
+    assert rc == 0
+    imu = next(r for r in _runs(out) if r["method"] == "imu")
+    assert 0.0 <= imu["metrics"]["ua"] <= 1.0 and imu["info"]["closed_form"] is True
