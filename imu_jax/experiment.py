@@ -348,6 +348,28 @@ def run_experiment(
 
     Returns:
       The results dict written to ``out/results.json``.
+
+    Examples:
+      >>> import tempfile, types, jax.numpy as jnp, numpy as np
+      >>> class Linear:
+      ...     def apply(self, params, state, x, *, train=False):
+      ...         return x @ params["head"]["kernel"] + params["head"]["bias"], state
+      ...     def features(self, params, state, x):
+      ...         return x
+      >>> rng = np.random.default_rng(0)
+      >>> def split(n, classes):
+      ...     y = rng.choice(classes, n)
+      ...     return {"image": (3 * np.eye(3)[y] + rng.normal(size=(n, 3))).astype(np.float32),
+      ...             "label": y}
+      >>> splits = types.SimpleNamespace(forget=split(20, [2]), retain=split(60, [0, 1]),
+      ...                                test=split(30, [0, 1]), train=None, num_classes=3)
+      >>> def trainer(retrain, seed):  # stands in for training: a fixed linear classifier
+      ...     head = {"kernel": jnp.eye(3) * (1 - np.eye(3)[2] * retrain), "bias": jnp.zeros(3)}
+      ...     return TrainedModel(Linear(), {"head": head}, {}, seconds=0.0)
+      >>> results = run_experiment(splits=splits, trainer=trainer, methods=["retrain", "imu"],
+      ...                          seeds=[0], out=tempfile.mkdtemp(), progress=False)
+      >>> sorted(r["method"] for r in results["runs"])
+      ['imu', 'original', 'retrain']
     """
     chosen = [methods_lib.get_method(name) for name in methods]  # unknown names fail first
     if not seeds:
@@ -414,6 +436,9 @@ def run(
     command: str | None = None,
 ) -> dict:
     """Everything ``imu-jax run`` does: splits, cached original/Retrain models, methods, reports.
+
+    Example: ``run(dataset="digits", model="mlp", forget="class:3", methods=["retrain", "imu"],
+    seeds=[0, 1, 2], tune_seeds=[100, 101], out="runs/digits_class3")`` (~1 min on 2 CPU cores).
 
     ``train_config`` overrides fields of the dataset's default recipe
     (``imu_jax.train.recipe(dataset, model)``), e.g. ``{"epochs": 5}``. ``split_seed`` drives
