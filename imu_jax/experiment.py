@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import pathlib
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax

@@ -1,6 +1,5 @@
 """Tests for imu_jax.unlearn on tiny self-contained models (no data or models branch needed)."""
 
-import warnings
 
 import jax
 import jax.numpy as jnp
