@@ -18,16 +18,19 @@ def test_ci_runs_the_readme_test_command():
     assert TEST_COMMAND in ci, ".ci/run must run the README's test command verbatim"
 
 
-def test_demo_command_parses():
+def test_run_commands_parse():
+    """Every ``imu-jax run`` command line in the README parses and names registered methods."""
     from imu_jax import cli
     from imu_jax.methods import get_method
 
-    (line,) = [l for l in README.splitlines() if l.startswith("pip install -e . && imu-jax run")]
-    argv = shlex.split(line.split("&& imu-jax", 1)[1])
-    args = cli.build_parser().parse_args(argv)
-    assert args.command == "run" and args.out
-    for name in args.methods.split(","):
-        get_method(name)
+    lines = [l for l in README.splitlines() if "imu-jax run " in l and not l.startswith(("`", "|"))]
+    assert any(l.startswith("pip install -e . && imu-jax run") for l in lines)  # the demo
+    for line in lines:
+        argv = shlex.split(line.split("imu-jax", 1)[1])
+        args = cli.build_parser().parse_args(argv)
+        assert args.command == "run" and args.out
+        for name in args.methods.split(",") if args.methods else []:
+            get_method(name)
 
 
 def test_links_resolve():
