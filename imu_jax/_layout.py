@@ -73,7 +73,9 @@ def tensordot(a: jax.Array, b: jax.Array, axes: int | Sequence[Sequence[int]]) -
         else:
             used |= set(names)
             out.append(entry)
-    return jnp.tensordot(a, b, (axes_a, axes_b), out_sharding=PartitionSpec(*out))
+    mesh = jax.typeof(a if explicit_spec(a) is not None else b).sharding.mesh
+    return jnp.tensordot(a, b, (axes_a, axes_b),
+                         out_sharding=NamedSharding(mesh, PartitionSpec(*out)))
 
 
 def leading_sharding(tree: Any) -> NamedSharding | None:
@@ -91,5 +93,5 @@ def constrain_leading(x: jax.Array, sharding: NamedSharding | None) -> jax.Array
     if sharding is None:
         return x
     if explicit_spec(x) is not None:
-        return jax.sharding.reshard(x, sharding.spec)
+        return jax.sharding.reshard(x, sharding)
     return jax.lax.with_sharding_constraint(x, sharding)

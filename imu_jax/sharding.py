@@ -39,6 +39,7 @@ __all__ = [
     "shard_batch",
     "process_slice",
     "local_slice",
+    "to_host",
     "initialize_distributed",
 ]
 
@@ -243,6 +244,24 @@ def local_slice(arrays: PyTree, **kwargs) -> PyTree:
     n = len(jax.tree.leaves(arrays)[0])
     block = process_slice(n, **kwargs)
     return jax.tree.map(lambda x: x[block], arrays)
+
+
+def to_host(tree: PyTree) -> PyTree:
+    """Numpy copies of (possibly multi-host sharded) arrays, identical on every process.
+
+    Sharded arrays are first replicated with a jitted identity (an all-gather inside XLA), so
+    this works even when no single process holds the whole array. Meant for small results such
+    as influence scores (``[N]``), never for per-example gradients.
+    """
+
+    def fetch(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(x)
+        if not x.is_fully_replicated:
+            x = jax.jit(lambda y: y, out_shardings=NamedSharding(x.sharding.mesh, P()))(x)
+        return np.asarray(x.addressable_data(0))
+
+    return jax.tree.map(fetch, tree)
 
 
 _ENV = {
