@@ -135,7 +135,13 @@ def split_head(params: PyTree, selector: Selector) -> tuple[PyTree, PyTree]:
 
 
 def merge_head(head: PyTree, rest: PyTree) -> PyTree:
-    """Inverse of :func:`split_head`: each leaf comes from whichever tree is not ``None`` there."""
+    """Inverse of :func:`split_head`: each leaf comes from whichever tree is not ``None`` there.
+
+    Examples:
+      >>> import imu_jax as imu
+      >>> imu.merge_head({"body": None, "head": 2.0}, {"body": 1.0, "head": None})
+      {'body': 1.0, 'head': 2.0}
+    """
 
     def pick(h, r):
         if (h is None) == (r is None):
