@@ -68,7 +68,7 @@ def measure(n, devices, chunk_size, repeats):
     head = sharding.shard_params(head, mesh)
     out = sharding.batch_sharding(mesh)
     compiled = influence._influence_scores.lower(
-        example_loss, head, batch, 0.01, chunk_size, out).compile()
+        *influence._scores_args(example_loss, head, batch, 0.01, chunk_size, out)).compile()
     stats = compiled.memory_analysis()
     per_device = (stats.argument_size_in_bytes + stats.output_size_in_bytes
                   + stats.temp_size_in_bytes - stats.alias_size_in_bytes)

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-__all__ = ["explicit_spec", "leading_shards", "tensordot", "constrain_leading", "leading_sharding"]
+__all__ = ["explicit_spec", "leading_shards", "leading_is_sharded", "tensordot",
+           "constrain_leading", "leading_sharding", "shard_like"]
 
 
 def explicit_spec(x: Any) -> PartitionSpec | None:
@@ -88,6 +89,19 @@ def leading_sharding(tree: Any) -> NamedSharding | None:
     return NamedSharding(sharding.mesh, PartitionSpec(spec[0] if spec else None))
 
 
+def leading_is_sharded(tree: Any) -> bool:
+    """True when ``tree``'s first leaf has its leading axis split over several devices."""
+    leaf = jax.tree.leaves(tree)[0]
+    if leading_shards(leaf) > 1:
+        return True
+    sharding = getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) else None
+    if not isinstance(sharding, NamedSharding) or isinstance(leaf, jax.core.Tracer):
+        return False
+    spec = tuple(sharding.spec)
+    names = _axis_names(spec[0]) if spec else ()
+    return math.prod(sharding.mesh.shape[name] for name in names) > 1
+
+
 def constrain_leading(x: jax.Array, sharding: NamedSharding | None) -> jax.Array:
     """Places ``x`` with ``sharding`` inside ``jit`` (``reshard`` on Explicit meshes)."""
     if sharding is None:
@@ -95,3 +109,12 @@ def constrain_leading(x: jax.Array, sharding: NamedSharding | None) -> jax.Array
     if explicit_spec(x) is not None:
         return jax.sharding.reshard(x, sharding)
     return jax.lax.with_sharding_constraint(x, sharding)
+
+
+def shard_like(x: jax.Array, like: jax.Array) -> jax.Array:
+    """On an Explicit mesh, reshards ``x`` to ``like``'s sharding of its first ``x.ndim`` dims."""
+    spec = explicit_spec(like)
+    if spec is None:
+        return x
+    mesh = jax.typeof(like).sharding.mesh
+    return jax.sharding.reshard(x, NamedSharding(mesh, PartitionSpec(*spec[:jnp.ndim(x)])))

@@ -156,20 +156,31 @@ def influence_scores(
     _checks.check_finite(params, "params")
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}.")
+    return _influence_scores(*_scores_args(loss_fn, params, batch, damping, chunk_size,
+                                           out_sharding))
+
+
+def _scores_args(loss_fn, params, batch, damping=DEFAULT_DAMPING, chunk_size=None,
+                 out_sharding=None):
+    """The arguments :func:`influence_scores` jits with (also to ``lower`` it in benchmarks)."""
     if out_sharding is None:
         out_sharding = _layout.leading_sharding(batch)
-    return _influence_scores(loss_fn, params, batch, damping,
-                             None if chunk_size is None else int(chunk_size), out_sharding)
+    return (loss_fn, params, batch, damping, None if chunk_size is None else int(chunk_size),
+            out_sharding, _layout.leading_is_sharded(batch))
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "chunk_size", "out_sharding"))
-def _influence_scores(loss_fn, params, batch, damping, chunk_size, out_sharding=None):
-    scores = _influence_scores_impl(loss_fn, params, batch, damping, chunk_size)
+@functools.partial(jax.jit,
+                   static_argnames=("loss_fn", "chunk_size", "out_sharding", "strided"))
+def _influence_scores(loss_fn, params, batch, damping, chunk_size, out_sharding=None,
+                      strided=False):
+    scores = _influence_scores_impl(loss_fn, params, batch, damping, chunk_size, strided)
     return _layout.constrain_leading(scores, out_sharding)
 
 
-def _influence_scores_impl(loss_fn, params, batch, damping, chunk_size):
+def _influence_scores_impl(loss_fn, params, batch, damping, chunk_size, strided=False):
     n = jax.tree.leaves(batch)[0].shape[0]
+    spec = _layout.explicit_spec(jax.tree.leaves(batch)[0])
+    strided = strided or (spec is not None and spec[0] is not None)
     grads_of = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))
     if chunk_size is not None:  # on an Explicit mesh, whole rows of the sharded example axis
         shards = _layout.leading_shards(jax.tree.leaves(batch)[0])
@@ -177,28 +188,38 @@ def _influence_scores_impl(loss_fn, params, batch, damping, chunk_size):
     if chunk_size is None or chunk_size >= n:
         return influence_from_grads(grads_of(params, batch), damping)
 
-    # Strided chunks: [N] -> [chunk_size, K] -> [K, chunk_size]; chunk j holds examples
-    # j, j + K, j + 2K, ..., so each chunk is spread over every device holding the (block-sharded)
-    # batch. The batch is padded to whole chunks; padded rows are masked out.
+    # The batch is padded to whole chunks; padded rows are masked out. On one device chunk j is
+    # examples [j·c, (j+1)·c). When the batch is sharded, chunks are strided instead,
+    # [N] -> [c, K] -> [K, c]: chunk j holds examples j, j + K, j + 2K, ..., so each chunk is
+    # spread over every device holding the (block-sharded) batch.
     num_chunks = math.ceil(n / chunk_size)
     pad = num_chunks * chunk_size - n
 
     def to_chunks(x):
         if pad:
             x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        if not strided:
+            return x.reshape((num_chunks, chunk_size) + x.shape[1:])
         return jnp.swapaxes(x.reshape((chunk_size, num_chunks) + x.shape[1:]), 0, 1)
 
     chunks = jax.tree.map(to_chunks, batch)
-    valid = to_chunks(jnp.arange(n) >= 0)  # padded rows are False
+    # Padded rows are False; on an Explicit mesh the mask is sharded like the chunks.
+    valid = _layout.shard_like(to_chunks(jnp.arange(n) >= 0), jax.tree.leaves(chunks)[0])
 
-    # Pass 1: Σ g and Σ g², chunk by chunk.
+    # Pass 1: Σ g and Σ g², chunk by chunk. The sums are matrix-vector products with the mask
+    # (a reduction would let XLA:CPU fuse the per-example gradients into a slow loop, 10x); with
+    # padding, padded rows are zeroed first so a loss that is NaN on a zero input cannot leak in.
     def accumulate(carry, chunk_and_valid):
         chunk, ok = chunk_and_valid
         g = grads_of(params, chunk)
-        g = jax.tree.map(lambda x: jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0), g)
+        if pad:
+            g = jax.tree.map(lambda x: jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0),
+                             g)
         total, total_sq = carry
-        total = jax.tree.map(lambda a, x: a + jnp.sum(x, axis=0), total, g)
-        total_sq = jax.tree.map(lambda a, x: a + jnp.sum(x * x, axis=0), total_sq, g)
+        total = jax.tree.map(
+            lambda a, x: a + _layout.tensordot(ok.astype(x.dtype), x, 1), total, g)
+        total_sq = jax.tree.map(
+            lambda a, x: a + _layout.tensordot(ok.astype(x.dtype), x * x, 1), total_sq, g)
         return (total, total_sq), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
@@ -210,7 +231,9 @@ def _influence_scores_impl(loss_fn, params, batch, damping, chunk_size):
         return jax.jvp(lambda p: loss_fn(p, example), (params,), (direction,))[1]
 
     scores = jax.lax.map(jax.vmap(directional_derivative), chunks)  # [K, chunk_size]
-    scores = jnp.swapaxes(scores, 0, 1).reshape(num_chunks * chunk_size)
+    if strided:
+        scores = jnp.swapaxes(scores, 0, 1)
+    scores = scores.reshape(num_chunks * chunk_size)
     return -(scores[:n] if pad else scores).astype(jnp.float32)
 
 

@@ -166,7 +166,7 @@ def _peak_bytes(mesh, loss, head, batch, chunk_size):
     batch = sharding.shard_batch(batch, mesh)
     head = sharding.shard_params(head, mesh)
     compiled = influence._influence_scores.lower(
-        loss, head, batch, 0.01, chunk_size, sharding.batch_sharding(mesh)).compile()
+        *influence._scores_args(loss, head, batch, 0.01, chunk_size)).compile()
     stats = compiled.memory_analysis()
     return (stats.temp_size_in_bytes + stats.argument_size_in_bytes
             + stats.output_size_in_bytes - stats.alias_size_in_bytes)
