@@ -35,6 +35,8 @@ __all__ = [
     "RunCheckpointer",
     "abstract_like",
     "architecture_of",
+    "add_arguments",
+    "from_args",
 ]
 
 PyTree = Any
@@ -241,3 +243,38 @@ def _item_names(manager, step) -> set[str]:
         return set(manager.item_metadata(step).keys())
     except Exception:  # older layouts: assume all
         return {"state", "selection", "meta"}
+
+
+def add_arguments(parser, *, default_save_every: int = 100, default_keep: int = 3) -> None:
+    """Adds ``--checkpoint-dir``, ``--save-every``, ``--keep`` and ``--resume`` to a parser.
+
+    Examples:
+      >>> import argparse
+      >>> from imu_jax import run_checkpoint
+      >>> parser = argparse.ArgumentParser()
+      >>> run_checkpoint.add_arguments(parser)
+      >>> args = parser.parse_args(["--checkpoint-dir", "/tmp/run", "--resume"])
+      >>> args.save_every, args.keep, args.resume
+      (100, 3, True)
+    """
+    group = parser.add_argument_group("checkpoints")
+    group.add_argument("--checkpoint-dir", default=None,
+                       help="save the unlearning run here (Orbax, sharded, asynchronous)")
+    group.add_argument("--save-every", type=int, default=default_save_every, metavar="K",
+                       help=f"checkpoint every K steps (default {default_save_every})")
+    group.add_argument("--keep", type=int, default=default_keep, metavar="N",
+                       help=f"keep the last N checkpoints (default {default_keep})")
+    group.add_argument("--resume", action="store_true",
+                       help="continue from the newest readable checkpoint in --checkpoint-dir")
+
+
+def from_args(args, *, default_directory=None,
+              architecture: Mapping[str, Any] | None = None) -> RunCheckpointer | None:
+    """A :class:`RunCheckpointer` from :func:`add_arguments`' flags, or ``None`` without a dir."""
+    directory = getattr(args, "checkpoint_dir", None) or default_directory
+    if directory is None:
+        if getattr(args, "resume", False):
+            raise ValueError("--resume needs --checkpoint-dir (where the run was saved).")
+        return None
+    return RunCheckpointer(directory, save_every=args.save_every, keep=args.keep,
+                           architecture=architecture)

@@ -41,6 +41,8 @@ __all__ = [
     "local_slice",
     "to_host",
     "initialize_distributed",
+    "add_arguments",
+    "mesh_from_args",
 ]
 
 PyTree = Any
@@ -309,3 +311,38 @@ def initialize_distributed(
         process_id=None if values["process_id"] is None else int(values["process_id"]),
         local_device_ids=local_device_ids)
     return True
+
+
+def add_arguments(parser) -> None:
+    """Adds ``--mesh``, ``--mesh-axis-types`` and the multi-host flags to an ``argparse`` parser.
+
+    Examples:
+      >>> import argparse
+      >>> from imu_jax import sharding
+      >>> parser = argparse.ArgumentParser()
+      >>> sharding.add_arguments(parser)
+      >>> args = parser.parse_args(["--mesh", "data=4,model=2"])
+      >>> args.mesh, args.mesh_axis_types, args.num_processes
+      ('data=4,model=2', 'explicit', None)
+    """
+    group = parser.add_argument_group("devices and hosts")
+    group.add_argument("--mesh", default=None, metavar="AXES",
+                       help="device mesh, e.g. 'data=4,model=2' or 'data=-1' (default: every "
+                            "device on a 'data' axis); the forget batch is sharded over 'data', "
+                            "the head over 'model' (FSDP-style) if present")
+    group.add_argument("--mesh-axis-types", choices=sorted(_AXIS_TYPES), default="explicit",
+                       help="mesh axis types (default explicit, as jax.make_mesh)")
+    group.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                       help="multi-host: address of process 0 (or $IMU_COORDINATOR_ADDRESS)")
+    group.add_argument("--num-processes", type=int, default=None,
+                       help="multi-host: number of processes (or $IMU_NUM_PROCESSES)")
+    group.add_argument("--process-id", type=int, default=None,
+                       help="multi-host: this process's index (or $IMU_PROCESS_ID)")
+
+
+def mesh_from_args(args) -> Mesh:
+    """Starts the multi-host runtime if configured, then builds the mesh of :func:`add_arguments`."""
+    initialize_distributed(getattr(args, "coordinator_address", None),
+                           getattr(args, "num_processes", None), getattr(args, "process_id", None))
+    return make_mesh(getattr(args, "mesh", None),
+                     axis_types=getattr(args, "mesh_axis_types", "explicit"))

@@ -215,3 +215,16 @@ def test_two_processes_match_one_process(tmp_path):
     a, b = np.load(one), np.load(two)
     for name in ("scores", "kernel", "bias"):
         np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-5)
+
+
+def test_checkpoint_flags(tmp_path):
+    import argparse
+    parser = argparse.ArgumentParser()
+    run_checkpoint.add_arguments(parser, default_save_every=5)
+    assert run_checkpoint.from_args(parser.parse_args([])) is None
+    with pytest.raises(ValueError, match="--resume needs --checkpoint-dir"):
+        run_checkpoint.from_args(parser.parse_args(["--resume"]))
+    ckpt = run_checkpoint.from_args(parser.parse_args(["--checkpoint-dir", str(tmp_path),
+                                                       "--keep", "2"]))
+    assert ckpt.save_every == 5 and ckpt.directory == str(tmp_path)
+    ckpt.close()

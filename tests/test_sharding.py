@@ -194,3 +194,18 @@ def test_per_device_memory_of_scoring_shrinks_with_devices(axis_types, chunk_siz
     per_example_grads_bytes = (n if chunk_size is None else chunk_size) * (d * c + c) * 4
     assert one >= per_example_grads_bytes  # the 1-device program does hold them
     assert eight <= one / 4, (eight, one)
+
+
+def test_cli_flags_build_the_mesh_and_single_process_needs_no_runtime(monkeypatch):
+    import argparse
+    for name in ("IMU_COORDINATOR_ADDRESS", "IMU_NUM_PROCESSES", "IMU_PROCESS_ID",
+                 "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert sharding.initialize_distributed() is False
+    assert sharding.initialize_distributed(num_processes=1) is False
+    parser = argparse.ArgumentParser()
+    sharding.add_arguments(parser)
+    mesh = sharding.mesh_from_args(parser.parse_args(["--mesh", "data=2,model=-1",
+                                                      "--mesh-axis-types", "auto"]))
+    assert dict(mesh.shape) == {"data": 2, "model": 4}
+    assert mesh.axis_types == (jax.sharding.AxisType.Auto,) * 2
