@@ -17,7 +17,9 @@ a :class:`CheckpointFallbackWarning` and the previous one is used.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import warnings
 from typing import Any, Mapping
@@ -171,8 +173,9 @@ class RunCheckpointer:
         failures = []
         for candidate in steps:
             try:
-                meta = self._manager.restore(
-                    candidate, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+                with _quiet_absl():  # "item ... found but not restored": we only want meta here
+                    meta = self._manager.restore(
+                        candidate, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             except Exception as error:  # unreadable metadata: corrupted
                 failures.append((candidate, error))
                 self._warn(candidate, error, steps)
@@ -228,6 +231,17 @@ class RunCheckpointer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _params_of(state: PyTree) -> PyTree:

@@ -228,3 +228,27 @@ def test_checkpoint_flags(tmp_path):
                                                        "--keep", "2"]))
     assert ckpt.save_every == 5 and ckpt.directory == str(tmp_path)
     ckpt.close()
+
+
+@pytest.mark.slow
+def test_two_process_checkpoint_resumes_on_one_process_with_8_devices(tmp_path):
+    """Each of 2 processes writes its shards; 1 process on another mesh resumes from them."""
+    ckpt = tmp_path / "ckpt"
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, WORKER, "--out", str(tmp_path / "two.npz"), "--mesh", "data=2,model=2",
+         "--steps", "6", "--ckpt", str(ckpt), "--save-every", "2",
+         "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
+        env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-3000:]
+    assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [4, 6]
+    info = _run_worker(["--out", str(tmp_path / "resumed.npz"), "--mesh", "data=8",
+                        "--steps", "8", "--ckpt", str(ckpt), "--resume"], devices=8)
+    assert info["start_step"] == 6 and info["devices"] == 8
+    _run_worker(["--out", str(tmp_path / "straight.npz"), "--mesh", "data=4", "--steps", "8"])
+    a, b = np.load(tmp_path / "straight.npz"), np.load(tmp_path / "resumed.npz")
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-5)
