@@ -40,6 +40,7 @@ __all__ = [
     "process_slice",
     "local_slice",
     "to_host",
+    "gather_slices",
     "initialize_distributed",
     "add_arguments",
     "mesh_from_args",
@@ -264,6 +265,33 @@ def to_host(tree: PyTree) -> PyTree:
         return np.asarray(x.addressable_data(0))
 
     return jax.tree.map(fetch, tree)
+
+
+def gather_slices(local: PyTree) -> PyTree:
+    """Concatenates every process's host slice (leading axis) in process order, on all processes.
+
+    The inverse of :func:`local_slice` for host-side results, e.g. per-example predictions on
+    each process's slice of an evaluation set, before computing metrics. Slices may differ in
+    length. With one process it returns ``local`` unchanged.
+
+    Examples:
+      >>> from imu_jax import sharding
+      >>> sharding.gather_slices({"p": np.arange(3)})["p"].tolist()
+      [0, 1, 2]
+    """
+    if jax.process_count() == 1:
+        return local
+    from jax.experimental import multihost_utils
+
+    def gather(x):
+        x = np.asarray(x)
+        sizes = np.asarray(multihost_utils.process_allgather(np.array([len(x)]), tiled=True))
+        padded = np.zeros((int(sizes.max()),) + x.shape[1:], x.dtype)
+        padded[:len(x)] = x
+        stacked = np.asarray(multihost_utils.process_allgather(padded, tiled=False))
+        return np.concatenate([stacked[p, :sizes[p]] for p in range(len(sizes))])
+
+    return jax.tree.map(gather, local)
 
 
 _ENV = {

@@ -51,6 +51,11 @@ def main():
     mesh = sharding.make_mesh(args.mesh, axis_types=args.axis_types)
     forget = {"x": xs.astype(np.float32), "y": ys.astype(np.int32)}
     local = sharding.local_slice(forget)  # this process loads only its slice
+    # e.g. evaluation: per-example results on the local slice, gathered for host-side metrics
+    gathered = sharding.gather_slices({"y": local["y"][:-1] if jax.process_index() else local["y"]})
+    expected = np.concatenate([sharding.local_slice(forget, process_index=p)["y"][:-1 if p else None]
+                               for p in range(jax.process_count())])
+    gathered_ok = bool(np.array_equal(gathered["y"], expected))
     batch = sharding.shard_batch(local, mesh)
     head = sharding.shard_params(params["head"], mesh)
     scores = sharding.to_host(imu.influence_scores(loss, head, batch, chunk_size=16))
@@ -75,7 +80,8 @@ def main():
     if jax.process_index() == 0:
         np.savez(args.out, **{k: v for k, v in head.items()}, scores=scores)
         print(json.dumps({"start_step": info["start_step"], "processes": jax.process_count(),
-                          "devices": jax.device_count(), "kept": len(indices)}), flush=True)
+                          "devices": jax.device_count(), "kept": len(indices),
+                          "gathered_ok": gathered_ok}), flush=True)
 
 
 if __name__ == "__main__":
