@@ -177,7 +177,12 @@ def run_unlearning(
 
     params_sharding = sharding_lib.param_shardings(
         params, mesh, model_axis=model_axis if model_axis in mesh.shape else None)
-    params = jax.tree.map(lambda x, s: _global(np.asarray(x), s), params, params_sharding)
+    if jax.process_count() == 1:
+        params = jax.device_put(params, params_sharding)
+    elif all(isinstance(x, jax.Array) for x in jax.tree.leaves(params)):  # global arrays
+        params = jax.jit(lambda p: p, out_shardings=params_sharding)(params)
+    else:
+        params = jax.tree.map(lambda x, s: _global(np.asarray(x), s), params, params_sharding)
     opt_state, state_sharding = init_opt_state(optimizer, params, params_sharding)
     if not all(isinstance(x, jax.Array) for x in jax.tree.leaves(forget)):
         forget = jax.tree.map(lambda x: _global(x, data), forget)

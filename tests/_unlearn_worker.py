@@ -71,7 +71,7 @@ def main():
             time.sleep(args.sleep)
 
     head, info = steps.run_unlearning(
-        loss, params["head"], batch, indices, weights, optimizer=imu.imu_sgd(0.05),
+        loss, head, batch, indices, weights, optimizer=imu.imu_sgd(0.05),
         num_steps=args.steps, batch_size=8, seed=7, mesh=mesh, checkpointer=checkpointer,
         resume=args.resume, config={"steps": args.steps}, on_step=on_step)
     head = sharding.to_host(head)
