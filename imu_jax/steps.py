@@ -178,7 +178,8 @@ def run_unlearning(
     params_sharding = sharding_lib.param_shardings(
         params, mesh, model_axis=model_axis if model_axis in mesh.shape else None)
     if jax.process_count() == 1:
-        params = jax.device_put(params, params_sharding)
+        # a fresh copy: the step donates its inputs, the caller keeps theirs
+        params = jax.tree.map(jnp.copy, jax.device_put(params, params_sharding))
     elif all(isinstance(x, jax.Array) for x in jax.tree.leaves(params)):  # global arrays
         params = jax.jit(lambda p: p, out_shardings=params_sharding)(params)
     else:
