@@ -1,0 +1,84 @@
+"""Parsing forget specifications (one parser for the CLI and the API).
+
+A spec is ``KIND:ARG``:
+
+=================  ==========================================================================
+``class:K``        every training example of class K
+``classes:K1,K2``  every training example of these classes
+``random:F``       a seeded fraction F in (0, 1) of the training examples
+``superclass:K``   CIFAR-100: coarse class K (labels are the 20 coarse classes)
+``subclass:K``     CIFAR-100: fine class K (labels are coarse; retain/test = its sibling classes)
+``indices:FILE``   training indices listed in FILE (.npy, or integers separated by , or spaces)
+``mislabeled:F``   a seeded fraction F of training examples relabelled to a random other class
+``chain:K``        Markov data: forget chain K (1 = forget1, 2 = forget2)
+=================  ==========================================================================
+
+Examples:
+  >>> parse_forget_spec("classes:1,3")
+  ForgetSpec(kind='classes', classes=(1, 3), fraction=None, path=None, text='classes:1,3')
+  >>> parse_forget_spec("random:0.1").fraction
+  0.1
+  >>> parse_forget_spec("colour:3")
+  Traceback (most recent call last):
+  ...
+  ValueError: Unknown forget spec kind 'colour' in 'colour:3'; valid kinds: class, classes, ..., chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+KINDS = ("class", "classes", "random", "superclass", "subclass", "indices", "mislabeled", "chain")
+_INT_KINDS = ("class", "classes", "superclass", "subclass", "chain")
+_FRACTION_KINDS = ("random", "mislabeled")
+
+
+@dataclasses.dataclass(frozen=True)
+class ForgetSpec:
+    """A parsed forget specification; ``classes`` also holds superclass/subclass/chain ids."""
+
+    kind: str
+    classes: tuple[int, ...] = ()
+    fraction: float | None = None
+    path: str | None = None
+    text: str = ""
+
+
+def parse_forget_spec(spec: str) -> ForgetSpec:
+    """Parses ``KIND:ARG`` into a :class:`ForgetSpec`; raises ``ValueError`` with the valid kinds.
+
+    >>> parse_forget_spec("random:1.5")
+    Traceback (most recent call last):
+    ...
+    ValueError: Fraction in 'random:1.5' must lie strictly between 0 and 1, got 1.5.
+    """
+    kind, sep, arg = spec.strip().partition(":")
+    kind = kind.strip().lower()
+    if kind not in KINDS:
+        raise ValueError(
+            f"Unknown forget spec kind {kind!r} in {spec!r}; valid kinds: {', '.join(KINDS)}."
+        )
+    if not sep or not arg.strip():
+        raise ValueError(f"Forget spec {spec!r} needs an argument, e.g. '{kind}:...'.")
+    arg = arg.strip()
+    if kind in _INT_KINDS:
+        try:
+            ids = tuple(int(a) for a in arg.split(",") if a.strip())
+        except ValueError:
+            raise ValueError(f"Forget spec {spec!r}: expected integer ids, got {arg!r}.") from None
+        if kind != "classes" and len(ids) != 1:
+            raise ValueError(f"Forget spec {spec!r}: {kind} takes exactly one id.")
+        if not ids:
+            raise ValueError(f"Forget spec {spec!r}: no class ids given.")
+        return ForgetSpec(kind, classes=ids, text=spec)
+    if kind in _FRACTION_KINDS:
+        try:
+            fraction = float(arg)
+        except ValueError:
+            raise ValueError(f"Forget spec {spec!r}: expected a fraction, got {arg!r}.") from None
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(
+                f"Fraction in {spec!r} must lie strictly between 0 and 1, got {fraction}."
+            )
+        return ForgetSpec(kind, fraction=fraction, text=spec)
+    return ForgetSpec(kind, path=arg, text=spec)

@@ -1,0 +1,152 @@
+"""Reading datasets as numpy arrays through ``tfds.data_source`` (array_record, no TensorFlow).
+
+Local datasets (``digits``, ``markov``) are built on first use into the data directory
+(see :func:`imu_jax.data.paths.resolve_data_dir`); catalogue datasets (``cifar10``, ``cifar100``,
+``mnist``, ``fashion_mnist``) come from TFDS.
+
+Examples:
+  >>> import tempfile
+  >>> raw = load("digits", data_dir=tempfile.mkdtemp())
+  >>> raw["train"]["image"].shape, raw["train"]["image"].dtype, raw["test"]["label"].shape
+  ((1437, 8, 8, 1), dtype('uint8'), (360,))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from imu_jax.data import digits as digits_lib
+from imu_jax.data import markov as markov_lib
+from imu_jax.data.paths import ENV_VAR, DataDirError, rebuild_hint, resolve_data_dir
+
+LOCAL = {"digits": (digits_lib.ImuDigits, None), "markov": (markov_lib.ImuMarkovChain, "full")}
+CATALOGUE = ("cifar10", "cifar100", "mnist", "fashion_mnist")
+ALIASES = {"markov_chain": "markov"}
+
+
+def canonical_name(dataset: str) -> tuple[str, str | None]:
+    """Splits ``"markov/small"`` into ``("markov", "small")``; validates the name.
+
+    >>> canonical_name("markov_chain/small"), canonical_name("cifar100")
+    (('markov', 'small'), ('cifar100', None))
+    """
+    base, _, config = dataset.partition("/")
+    base = ALIASES.get(base, base)
+    if base not in LOCAL and base not in CATALOGUE:
+        valid = sorted(LOCAL) + ["markov/small"] + list(CATALOGUE)
+        raise ValueError(f"Unknown dataset {dataset!r}; valid: {', '.join(valid)}.")
+    if base in LOCAL and config and LOCAL[base][1] is None:
+        raise ValueError(f"Dataset {base!r} has no configs, got {dataset!r}.")
+    return base, config or (LOCAL[base][1] if base in LOCAL else None)
+
+
+def local_builder(dataset: str, data_dir=None) -> tfds.core.DatasetBuilder:
+    """The TFDS builder of a local dataset (``digits``, ``markov[/small|/full]``)."""
+    base, config = canonical_name(dataset)
+    if base not in LOCAL:
+        raise ValueError(f"{dataset!r} is a TFDS catalogue dataset, not a local one.")
+    kwargs = {"config": config} if config else {}
+    return LOCAL[base][0](data_dir=str(resolve_data_dir(data_dir)), file_format="array_record",
+                          **kwargs)
+
+
+def prepare(builder: tfds.core.DatasetBuilder) -> None:
+    """Builds a local dataset quietly (one line on stderr instead of TFDS's progress output)."""
+    print(f"imu-jax: building {builder.name} into {builder.data_dir}", file=sys.stderr)
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        builder.download_and_prepare()
+
+
+def build(dataset: str, data_dir=None, *, overwrite: bool = False) -> pathlib.Path:
+    """Builds a local dataset (deleting a previous copy when ``overwrite``); returns its dir."""
+    builder = local_builder(dataset, data_dir)
+    path = pathlib.Path(builder.data_dir)
+    if overwrite and path.exists():
+        shutil.rmtree(path)
+        builder = local_builder(dataset, data_dir)
+    prepare(builder)
+    return path
+
+
+def _all_records(source, chunk: int = 4096) -> list:
+    """Every record; batched reads where the source supports them (about 2x faster)."""
+    n = len(source)
+    try:
+        return [r for i in range(0, n, chunk)
+                for r in source.__getitems__(list(range(i, min(i + chunk, n))))]
+    except (AttributeError, TypeError):  # e.g. tfds.testing.mock_data sources
+        return [source[i] for i in range(n)]
+
+
+def read_split(source) -> dict[str, np.ndarray]:
+    """Stacks every record of a data source into numeric numpy arrays (string fields dropped).
+
+    Records with a numeric ``id`` are sorted by it, so the order is the generation order.
+    """
+    records = _all_records(source)
+    if not records:
+        return {}
+    keys = [k for k, v in records[0].items() if np.asarray(v).dtype.kind in "biuf"]
+    out = {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys}
+    if "id" in out:  # local datasets: restore generation order (array_record shuffles by key)
+        order = np.argsort(out["id"], kind="stable")
+        out = {k: v[order] for k, v in out.items()}
+    return out
+
+
+def _local_sources(dataset: str, data_dir, download: bool):
+    builder = local_builder(dataset, data_dir)
+    if not builder.is_prepared():
+        if not download:
+            raise DataDirError(
+                f"Dataset {dataset!r} is not built in {resolve_data_dir(data_dir)}. "
+                + rebuild_hint(dataset, resolve_data_dir(data_dir))
+            )
+        prepare(builder)
+    return {split: builder.as_data_source(split=split) for split in ("train", "test")}
+
+
+def load(dataset: str, *, data_dir=None, download: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """Loads ``{"train": arrays, "test": arrays}`` (raw values: uint8 images, int labels).
+
+    Raises:
+      DataDirError: the data is missing (``download=False``) or unreadable, with a rebuild hint.
+      ValueError: unknown dataset name.
+    """
+    base, _ = canonical_name(dataset)
+    dd = resolve_data_dir(data_dir)
+    explicit = False
+    try:
+        if base in LOCAL:
+            sources = _local_sources(dataset, data_dir, download)
+        else:
+            explicit = data_dir or os.environ.get(ENV_VAR)
+            kwargs = {"data_dir": os.fspath(dd)} if explicit else {}  # else TFDS's default dir
+            sources = tfds.data_source(base, split=["train", "test"], download=download, **kwargs)
+            sources = dict(zip(("train", "test"), sources))
+        out = {split: read_split(src) for split, src in sources.items()}
+    except DataDirError:
+        raise
+    except Exception as err:  # anything TFDS / array_record raises on broken files
+        hint = (
+            rebuild_hint(dataset, dd)
+            if base in LOCAL
+            else f"Build it with `tfds build {base} --file_format=array_record"
+            + (f" --data_dir {dd}`." if explicit else "`.")
+        )
+        raise DataDirError(
+            f"Could not read dataset {dataset!r} from {dd} ({type(err).__name__}: {err}). " + hint
+        ) from err
+    if not len(out["train"].get("label", out["train"].get("tokens", []))):
+        raise DataDirError(f"Dataset {dataset!r} in {dd} has an empty train split. "
+                           + rebuild_hint(dataset, dd))
+    return out

@@ -1,0 +1,269 @@
+"""Forget / retain / test splits of a dataset for a forget specification.
+
+Image splits are ``{"image": f32 [N,H,W,C] normalised, "label": i32 [N]}``; sequence splits are
+``{"tokens": i32 [N,T], "label": i32 [N,T]}`` with ``label[:, t] = tokens[:, t+1]`` and -1 at the
+last position (ignored).
+
+Examples:
+  >>> import tempfile
+  >>> s = make_splits("digits", "class:3", data_dir=tempfile.mkdtemp())
+  >>> s.info["counts"]
+  {'train': 1437, 'forget': 146, 'retain': 1291, 'test': 323, 'forget_test': 37}
+  >>> s.num_classes, s.input_shape
+  (10, (8, 8, 1))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+from imu_jax.data import markov as markov_lib
+from imu_jax.data.forget_spec import ForgetSpec, parse_forget_spec
+from imu_jax.data.sources import canonical_name, load
+
+Arrays = dict[str, np.ndarray]
+
+# (mean, std) per channel of images scaled to [0, 1]; digits are scaled by 1/16.
+NORMALIZATION = {
+    "digits": ((0.3050,), (0.3750,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+NUM_COARSE = 20
+# Official CIFAR-100 fine -> coarse (superclass) map.
+CIFAR100_COARSE_OF_FINE = np.array([
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
+    6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
+    5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
+    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
+    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
+])  # fmt: skip
+
+
+@dataclasses.dataclass
+class Splits:
+    """Everything an unlearning run needs; see ``docs/CONTRACTS.md``.
+
+    ``retrain_set`` is what the Retrain reference trains on when it differs from ``retain``
+    (``subclass:K``: retain is restricted to the sibling classes, Retrain sees all but K);
+    use :attr:`retrain_data`.
+    """
+
+    train: Arrays
+    forget: Arrays
+    retain: Arrays
+    test: Arrays
+    num_classes: int
+    input_shape: tuple[int, ...]
+    info: dict
+    forget_test: Arrays | None = None
+    control: Arrays | None = None
+    control_test: Arrays | None = None
+    transition: np.ndarray | None = None
+    transitions: dict[str, np.ndarray] | None = None
+    retrain_set: Arrays | None = None
+
+    @property
+    def retrain_data(self) -> Arrays:
+        """The training set of the Retrain reference."""
+        return self.retain if self.retrain_set is None else self.retrain_set
+
+
+def take(arrays: Arrays, index) -> Arrays:
+    """Rows ``index`` (bool mask or int array) of every array.
+
+    >>> take({"x": np.arange(4)}, np.array([True, False, True, False]))["x"].tolist()
+    [0, 2]
+    """
+    return {k: v[index] for k, v in arrays.items()}
+
+
+def concat(*parts: Arrays) -> Arrays:
+    """Concatenates splits along the example axis."""
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def normalize_images(images: np.ndarray, dataset: str) -> np.ndarray:
+    """uint8 (or 0..16 for digits) images -> float32, standardised per channel."""
+    scale = 16.0 if dataset == "digits" else 255.0
+    mean, std = (np.asarray(v, np.float32) for v in NORMALIZATION[dataset])
+    return ((images.astype(np.float32) / scale) - mean) / std
+
+
+def next_token_arrays(tokens: np.ndarray) -> Arrays:
+    """``{"tokens", "label"}`` with the next-token shift, -1 at the last position.
+
+    >>> next_token_arrays(np.array([[1, 2, 3]]))["label"].tolist()
+    [[2, 3, -1]]
+    """
+    tokens = tokens.astype(np.int32)
+    label = np.concatenate([tokens[:, 1:], np.full((len(tokens), 1), -1, np.int32)], axis=1)
+    return {"tokens": tokens, "label": label}
+
+
+def _counts(**splits) -> dict[str, int]:
+    return {k: int(len(next(iter(v.values())))) for k, v in splits.items() if v is not None}
+
+
+def _check_ids(spec: ForgetSpec, upper: int, what: str) -> None:
+    bad = [k for k in spec.classes if not 0 <= k < upper]
+    if bad:
+        raise ValueError(f"Forget spec {spec.text!r}: {what} {bad} out of range [0, {upper - 1}].")
+
+
+def _read_indices(path: str, n: int) -> np.ndarray:
+    p = pathlib.Path(path).expanduser()
+    if not p.exists():
+        raise ValueError(f"indices file {str(p)!r} does not exist.")
+    if p.suffix == ".npy":
+        idx = np.load(p)
+    else:
+        idx = np.array(p.read_text().replace(",", " ").split(), dtype=np.int64)
+    idx = np.unique(np.asarray(idx, np.int64).ravel())
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"indices in {str(p)!r} must lie in [0, {n - 1}].")
+    return idx
+
+
+def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Splits:
+    base, _ = canonical_name(dataset)
+    kind = spec.kind if spec else None
+    has_coarse = "coarse_label" in raw["train"]
+    if kind in ("superclass", "subclass") and not has_coarse:
+        raise ValueError(
+            f"Forget spec {spec.text!r} needs coarse labels (CIFAR-100); {dataset!r} has none."
+        )
+    if kind == "chain":
+        raise ValueError(f"Forget spec {spec.text!r} applies to the Markov data only.")
+    coarse = kind in ("superclass", "subclass")
+    label_key = "coarse_label" if coarse else "label"
+    num_classes = NUM_COARSE if coarse else NUM_CLASSES[base]
+
+    def arrays(split):
+        return {
+            "image": normalize_images(raw[split]["image"], base),
+            "label": raw[split][label_key].astype(np.int32),
+        }
+
+    train, test = arrays("train"), arrays("test")
+    fine_tr, fine_te = raw["train"]["label"], raw["test"]["label"]
+    n = len(train["label"])
+    rng = np.random.default_rng(seed)
+    extra = {}
+    if kind is None:
+        mask = np.zeros(n, bool)
+    elif kind in ("class", "classes"):
+        _check_ids(spec, num_classes, "class")
+        mask = np.isin(train["label"], spec.classes)
+        in_test = np.isin(test["label"], spec.classes)
+        extra["forget_test"], test = take(test, in_test), take(test, ~in_test)
+    elif kind == "superclass":
+        _check_ids(spec, NUM_COARSE, "superclass")
+        mask = train["label"] == spec.classes[0]
+        in_test = test["label"] == spec.classes[0]
+        extra["forget_test"], test = take(test, in_test), take(test, ~in_test)
+    elif kind == "subclass":
+        _check_ids(spec, len(CIFAR100_COARSE_OF_FINE), "subclass")
+        k = spec.classes[0]
+        siblings = np.flatnonzero(CIFAR100_COARSE_OF_FINE == CIFAR100_COARSE_OF_FINE[k])
+        others = siblings[siblings != k]
+        mask = fine_tr == k
+        extra["forget_test"] = take(test, fine_te == k)
+        extra["retrain_set"] = take(train, ~mask)
+        test = take(test, np.isin(fine_te, others))
+    elif kind in ("random", "mislabeled"):
+        chosen = rng.choice(n, size=int(round(spec.fraction * n)), replace=False)
+        mask = np.zeros(n, bool)
+        mask[chosen] = True
+        if kind == "mislabeled":
+            shift = rng.integers(1, num_classes, size=chosen.size)
+            train["label"] = train["label"].copy()
+            train["label"][chosen] = (train["label"][chosen] + shift) % num_classes
+    elif kind == "indices":
+        mask = np.zeros(n, bool)
+        mask[_read_indices(spec.path, n)] = True
+    else:  # pragma: no cover - parse_forget_spec rejects unknown kinds
+        raise ValueError(f"Unsupported forget spec {spec.text!r}.")
+    if spec is not None and not mask.any():
+        raise ValueError(f"Forget spec {spec.text!r} leaves the forget set empty on {dataset!r}.")
+    forget, retain = take(train, mask), take(train, ~mask)
+    if kind == "subclass":
+        retain = take(train, np.isin(fine_tr, others))
+    info = {
+        "dataset": dataset,
+        "forget_spec": spec.text if spec else None,
+        "seed": seed,
+        "label_key": label_key,
+        "num_classes": num_classes,
+        "counts": _counts(train=train, forget=forget, retain=retain, test=test,
+                          forget_test=extra.get("forget_test"),
+                          retrain_set=extra.get("retrain_set")),
+    }
+    return Splits(train=train, forget=forget, retain=retain, test=test, num_classes=num_classes,
+                  input_shape=tuple(train["image"].shape[1:]), info=info, **extra)
+
+
+def _markov_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw, cfg) -> Splits:
+    spec = spec or parse_forget_spec("chain:1")
+    if spec.kind != "chain":
+        raise ValueError(
+            f"Forget spec {spec.text!r} does not apply to Markov data; use 'chain:1' or 'chain:2'."
+        )
+    _check_ids(spec, 3, "chain")
+    k = spec.classes[0]
+    if k == 0:
+        raise ValueError(f"Forget spec {spec.text!r}: chain 0 is the retain chain; use 1 or 2.")
+    other = 3 - k
+    tr, te = raw["train"], raw["test"]
+
+    def chain(split, c):
+        return next_token_arrays(split["tokens"][split["chain"] == c])
+
+    retain, forget, control = chain(tr, 0), chain(tr, k), chain(tr, other)
+    test, forget_test, control_test = chain(te, 0), chain(te, k), chain(te, other)
+    train = concat(retain, forget)
+    transitions = {
+        name: markov_lib.transition_matrix(c, cfg.num_states, cfg.leak)
+        for name, c in (("retain", 0), ("forget", k), ("control", other))
+    }
+    info = {
+        "dataset": dataset,
+        "forget_spec": spec.text,
+        "seed": seed,
+        "num_classes": cfg.num_states,
+        "markov_config": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                          if f.name not in ("name", "description", "version", "release_notes",
+                                            "supported_versions", "tags")},
+        "counts": _counts(train=train, forget=forget, retain=retain, test=test,
+                          forget_test=forget_test, control=control, control_test=control_test),
+    }
+    return Splits(train=train, forget=forget, retain=retain, test=test,
+                  num_classes=cfg.num_states, input_shape=(cfg.length,), info=info,
+                  forget_test=forget_test, control=control, control_test=control_test,
+                  transition=transitions["retain"], transitions=transitions)
+
+
+def make_splits(dataset: str, forget: str | ForgetSpec | None = None, *, seed: int = 0,
+                data_dir=None, download: bool = True) -> Splits:
+    """Loads ``dataset`` and splits it for the forget spec (``None``: nothing forgotten;
+    Markov data defaults to ``chain:1``). ``seed`` drives ``random:`` and ``mislabeled:``.
+
+    Raises:
+      ValueError: bad spec (kind, range, fraction, empty forget set, wrong dataset).
+      DataDirError: missing/corrupt data, with a rebuild hint.
+    """
+    spec = parse_forget_spec(forget) if isinstance(forget, str) else forget
+    base, config = canonical_name(dataset)
+    raw = load(dataset, data_dir=data_dir, download=download)
+    if base == "markov":
+        from imu_jax.data.sources import local_builder
+
+        cfg = local_builder(dataset, data_dir).builder_config
+        return _markov_splits(dataset, spec, seed, raw, cfg)
+    return _image_splits(dataset, spec, seed, raw)
