@@ -60,8 +60,32 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="TFDS data dir (default: $IMU_JAX_DATA_DIR or "
                    "~/.cache/imu_jax/tfds)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_mesh_arguments(p)
     p.set_defaults(func=run_train)
     return p
+
+
+def add_mesh_arguments(p: argparse.ArgumentParser) -> None:
+    """``--mesh``, ``--mesh-axis-types`` and the multi-host flags (see docs/SCALING.md)."""
+    from imu_jax import sharding
+
+    sharding.add_arguments(p)
+
+
+def mesh_from_args(args):
+    """The device mesh the flags ask for (starting the multi-host runtime first), or ``None``."""
+    from imu_jax import sharding
+
+    if not (args.mesh or args.coordinator_address or args.num_processes
+            or _env_configured()):
+        return None
+    return sharding.mesh_from_args(args)
+
+
+def _env_configured() -> bool:
+    import os
+
+    return any(os.environ.get(n) for n in ("IMU_COORDINATOR_ADDRESS", "IMU_NUM_PROCESSES"))
 
 
 def train_config_from_args(args) -> dict:
@@ -83,13 +107,14 @@ def run_train(args) -> int:
     from imu_jax.data import make_splits
     from imu_jax.train import TrainConfig, train_model
 
+    mesh = mesh_from_args(args)  # first: the multi-host runtime starts before any device use
     cfg = TrainConfig.from_dict(train_config_from_args(args))
     splits = make_splits(cfg.dataset, cfg.forget, seed=args.seed, data_dir=args.data_dir)
     which = "retrain" if args.retrain else "original"
     print(f"imu-jax train: {cfg.model} on {cfg.dataset} ({which}), "
           f"splits {json.dumps(splits.info['counts'])}", file=sys.stderr)
     _, _, _, metrics = train_model(cfg, splits, retrain=args.retrain, seed=args.seed,
-                                   workdir=args.out, progress=not args.no_progress)
+                                   workdir=args.out, progress=not args.no_progress, mesh=mesh)
     keys = [k for k, v in metrics.items() if isinstance(v, float)]
     print(json.dumps({k: round(metrics[k], 5) for k in keys}))
     out = pathlib.Path(args.out)

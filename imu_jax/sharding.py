@@ -44,6 +44,7 @@ __all__ = [
     "initialize_distributed",
     "add_arguments",
     "mesh_from_args",
+    "jit_step",
 ]
 
 PyTree = Any
@@ -339,6 +340,59 @@ def initialize_distributed(
         process_id=None if values["process_id"] is None else int(values["process_id"]),
         local_device_ids=local_device_ids)
     return True
+
+
+def jit_step(fn, *, carry: Sequence[int], donate_argnums: Sequence[int] = ()):
+    """Jits a training-style step whose first outputs keep the shardings of arguments ``carry``.
+
+    ``fn(*args) -> (out_0, ..., out_k, *rest)``: output ``i`` (for ``i < len(carry)``) is placed
+    like argument ``carry[i]`` (e.g. params, state, optimizer state), the remaining outputs (a
+    loss) are replicated. On a mesh with Explicit axes the body runs under
+    ``jax.sharding.auto_axes``, so model code that was not written for explicit sharding (convs,
+    embedding lookups) still partitions automatically. Compiled once per input placement.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from imu_jax import sharding
+      >>> mesh = sharding.make_mesh(data=8)
+      >>> step = sharding.jit_step(lambda w, x: (w - x.mean(0), jnp.sum(x)), carry=[0])
+      >>> w = sharding.shard_params(jnp.ones(3), mesh)
+      >>> x = sharding.shard_batch(jnp.ones((8, 3)), mesh)
+      >>> w, total = step(w, x)
+      >>> w.sharding.spec, float(total)
+      (P(), 24.0)
+    """
+    carry = tuple(carry)
+    compiled = {}
+
+    def placed(x):
+        sharding = getattr(x, "sharding", None)
+        return sharding if isinstance(sharding, NamedSharding) else None
+
+    def wrapper(*args):
+        outs = tuple(jax.tree.map(placed, args[i]) for i in carry)
+        leaves = [s for s in jax.tree.leaves(outs) if s is not None]
+        key = jax.tree.structure(outs), tuple(leaves)
+        if key not in compiled:
+            if not leaves:
+                compiled[key] = jax.jit(fn, donate_argnums=tuple(donate_argnums))
+            else:
+                mesh = leaves[0].mesh
+                rest = NamedSharding(mesh, P())
+
+                def body(*a):
+                    result = fn(*a)
+                    return result[:len(carry)], result[len(carry):]
+
+                out_shardings = (outs, rest)
+                if AxisType.Explicit in tuple(mesh.axis_types):
+                    body = jax.sharding.auto_axes(body, out_sharding=out_shardings)
+                jitted = jax.jit(body, out_shardings=out_shardings,
+                                 donate_argnums=tuple(donate_argnums))
+                compiled[key] = lambda *a, _j=jitted: (lambda r: (*r[0], *r[1]))(_j(*a))
+        return compiled[key](*args)
+
+    return wrapper
 
 
 def add_arguments(parser) -> None:
