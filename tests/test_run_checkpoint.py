@@ -64,21 +64,22 @@ def test_restore_across_device_counts(tmp_path, save_on, restore_on):
         assert kernel.sharding.spec == P(None, "model")
 
 
-def _corrupt(step_dir):
-    """Overwrites every data file of a checkpoint's ``state`` item with garbage."""
-    for root, _, files in os.walk(os.path.join(step_dir, "state")):
+def _corrupt(step_dir, item="state"):
+    """Overwrites every file of a checkpoint item with garbage."""
+    for root, _, files in os.walk(os.path.join(step_dir, item)):
         for name in files:
             with open(os.path.join(root, name), "wb") as handle:
                 handle.write(b"\x00garbage" * 7)
 
 
-def test_corrupted_latest_falls_back_to_previous_with_warning(tmp_path):
+@pytest.mark.parametrize("item", ["state", "meta"])
+def test_corrupted_latest_falls_back_to_previous_with_warning(tmp_path, item):
     mesh = sharding.make_mesh(data=8)
     states = {step: make_state(mesh, seed=step) for step in (2, 4)}
     with RunCheckpointer(tmp_path, save_every=2, keep=3) as ckpt:
         for step, state in states.items():
             ckpt.save(step, state)
-    _corrupt(os.path.join(tmp_path, "4"))
+    _corrupt(os.path.join(tmp_path, "4"), item)
     with RunCheckpointer(tmp_path) as ckpt:
         assert ckpt.latest_step == 4
         with pytest.warns(CheckpointFallbackWarning, match="step 4 .*falling back to step 2"):
