@@ -18,7 +18,10 @@ a :class:`CheckpointFallbackWarning` and the previous one is used.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import warnings
@@ -39,6 +42,9 @@ __all__ = [
     "architecture_of",
     "add_arguments",
     "from_args",
+    "use_run_checkpoints",
+    "for_run",
+    "fingerprint",
 ]
 
 PyTree = Any
@@ -292,3 +298,62 @@ def from_args(args, *, default_directory=None,
         return None
     return RunCheckpointer(directory, save_every=args.save_every, keep=args.keep,
                            architecture=architecture)
+
+
+_SETTINGS: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "imu_jax_run_checkpoints", default=None)
+
+
+@contextlib.contextmanager
+def use_run_checkpoints(root, *, save_every: int = 100, keep: int = 3, resume: bool = False):
+    """Inside the block, high-level loops (``imu_jax.unlearn``) checkpoint each run under
+    ``root/<run fingerprint>`` and, with ``resume``, continue from there (see :func:`for_run`).
+
+    Examples:
+      >>> import tempfile
+      >>> from imu_jax import run_checkpoint
+      >>> with run_checkpoint.use_run_checkpoints(tempfile.mkdtemp(), save_every=5):
+      ...   ckpt, resume = run_checkpoint.for_run("imu-abc")
+      >>> ckpt.save_every, resume
+      (5, False)
+      >>> run_checkpoint.for_run("imu-abc")
+      (None, False)
+    """
+    token = _SETTINGS.set({"root": os.path.abspath(os.fspath(root)), "save_every": save_every,
+                           "keep": keep, "resume": resume})
+    try:
+        yield
+    finally:
+        _SETTINGS.reset(token)
+
+
+def for_run(key: str, *, architecture: Mapping[str, Any] | None = None
+            ) -> tuple[RunCheckpointer | None, bool]:
+    """``(checkpointer, resume)`` for the run named ``key`` under :func:`use_run_checkpoints`,
+    or ``(None, False)`` outside it."""
+    settings = _SETTINGS.get()
+    if settings is None:
+        return None, False
+    ckpt = RunCheckpointer(os.path.join(settings["root"], key), save_every=settings["save_every"],
+                           keep=settings["keep"], architecture=architecture)
+    return ckpt, bool(settings["resume"])
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts and arrays (names a run's checkpoint directory).
+
+    Examples:
+      >>> import numpy as np
+      >>> from imu_jax.run_checkpoint import fingerprint
+      >>> fingerprint({"lr": 0.01}, np.arange(3)) == fingerprint({"lr": 0.01}, np.arange(3))
+      True
+    """
+    digest = hashlib.sha1()
+    for part in parts:
+        if isinstance(part, (np.ndarray, jax.Array)):
+            array = np.ascontiguousarray(np.asarray(part))
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]

@@ -18,6 +18,8 @@ for hosts.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
 import re
@@ -45,6 +47,9 @@ __all__ = [
     "add_arguments",
     "mesh_from_args",
     "jit_step",
+    "auto_mesh",
+    "use_mesh",
+    "current_mesh",
 ]
 
 PyTree = Any
@@ -220,7 +225,52 @@ def shard_batch(batch: PyTree, mesh: Mesh, axis: str | tuple[str, ...] | None = 
     if process_local:
         return jax.tree.map(
             lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
-    return jax.device_put(batch, sharding)
+    if jax.process_count() == 1:
+        return jax.device_put(batch, sharding)
+    return jax.tree.map(lambda x: _from_full_host_copy(x, sharding), batch)
+
+
+def _from_full_host_copy(x, sharding: NamedSharding) -> jax.Array:
+    """A global array from a host value every process holds in full (each keeps its shards)."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def auto_mesh(mesh: Mesh) -> Mesh:
+    """The same devices and axes with ``Auto`` axis types (for model code not written for
+    explicit sharding: the compiler then propagates shardings through it)."""
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+
+
+_CURRENT_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar(
+    "imu_jax_mesh", default=None)
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh | None):
+    """Makes ``mesh`` the mesh of imu-jax's high-level loops (``imu_jax.unlearn``) inside the block.
+
+    Unlike ``jax.set_mesh`` it changes nothing for other code: jitted functions elsewhere keep
+    running on their default device. ``current_mesh()`` reads it.
+
+    Examples:
+      >>> from imu_jax import sharding
+      >>> with sharding.use_mesh(sharding.make_mesh(data=8)):
+      ...   dict(sharding.current_mesh().shape)
+      {'data': 8}
+      >>> sharding.current_mesh() is None
+      True
+    """
+    token = _CURRENT_MESH.set(mesh)
+    try:
+        yield mesh
+    finally:
+        _CURRENT_MESH.reset(token)
+
+
+def current_mesh() -> Mesh | None:
+    """The mesh set by :func:`use_mesh`, or ``None``."""
+    return _CURRENT_MESH.get()
 
 
 def process_slice(num_examples: int, *, process_index: int | None = None,
