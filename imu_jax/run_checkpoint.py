@@ -42,6 +42,7 @@ __all__ = [
     "architecture_of",
     "add_arguments",
     "from_args",
+    "LoopCheckpoint",
     "use_run_checkpoints",
     "for_run",
     "fingerprint",
@@ -248,6 +249,66 @@ def _quiet_absl():
         yield
     finally:
         logger.setLevel(level)
+
+
+class LoopCheckpoint:
+    """Checkpoint-and-resume glue for a step loop; does nothing without a checkpointer.
+
+    ``start(state)`` returns ``(first_step, state)``: ``(0, state)``, or with ``resume`` the
+    newest readable checkpoint's (checking that it was saved for the same selection of forget
+    examples). ``done(step, state)`` saves when due (and always at ``total_steps``);
+    ``finish()`` waits for the asynchronous writes.
+
+    Examples:
+      >>> import tempfile, numpy as np, jax.numpy as jnp
+      >>> from imu_jax.run_checkpoint import LoopCheckpoint, RunCheckpointer
+      >>> directory = tempfile.mkdtemp()
+      >>> loop = LoopCheckpoint(RunCheckpointer(directory, save_every=2), total_steps=3)
+      >>> first, w = loop.start({"w": jnp.zeros(2)})
+      >>> for step in range(first, 3):
+      ...   w = {"w": w["w"] + 1}
+      ...   loop.done(step + 1, w)
+      >>> loop.finish()
+      >>> again = LoopCheckpoint(RunCheckpointer(directory), total_steps=3, resume=True)
+      >>> first, w = again.start({"w": jnp.zeros(2)})
+      >>> first, w["w"].tolist()
+      (3, [3.0, 3.0])
+    """
+
+    def __init__(self, checkpointer: RunCheckpointer | None, *, total_steps: int,
+                 resume: bool = False, selection: Mapping[str, Any] | None = None,
+                 config: Mapping[str, Any] | None = None):
+        self.checkpointer, self.total_steps, self.resume = checkpointer, int(total_steps), resume
+        self.selection = None if selection is None else {
+            k: np.asarray(v) for k, v in selection.items()}
+        self.config = dict(config or {})
+
+    def start(self, state: PyTree) -> tuple[int, PyTree]:
+        if self.checkpointer is None or not self.resume:
+            return 0, state
+        restored = self.checkpointer.restore(state)
+        if restored is None:
+            return 0, state
+        saved = restored.selection
+        if self.selection is not None and saved is not None and not (
+                all(k in saved and saved[k].shape == v.shape for k, v in self.selection.items())
+                and np.array_equal(saved["indices"], self.selection["indices"])
+                and np.allclose(saved["weights"], self.selection["weights"])):
+            raise ValueError(
+                f"checkpoint step {restored.step} in {self.checkpointer.directory} was saved for "
+                f"another selection of forget examples ({len(saved['indices'])} kept) than this "
+                f"run's ({len(self.selection['indices'])} kept); resume with the same data and "
+                "settings, or use another checkpoint directory.")
+        return restored.step, restored.state
+
+    def done(self, step: int, state: PyTree) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.save(step, state, selection=self.selection, config=self.config,
+                                   force=int(step) == self.total_steps)
+
+    def finish(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.wait_until_finished()
 
 
 def _params_of(state: PyTree) -> PyTree:

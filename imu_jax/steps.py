@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from imu_jax import _layout
 from imu_jax import sharding as sharding_lib
+from imu_jax.run_checkpoint import LoopCheckpoint
 
 __all__ = ["make_unlearn_step", "init_opt_state", "run_unlearning", "batch_plan"]
 
@@ -190,19 +191,9 @@ def run_unlearning(
     state = {"params": params, "opt_state": opt_state,
              "step": _global(np.zeros((), np.int32), replicated),
              "rng": _global(np.asarray(jax.random.key_data(jax.random.key(seed))), replicated)}
-    selection = {"indices": indices, "weights": weights}
-    start = 0
-    if checkpointer is not None and resume:
-        restored = checkpointer.restore(state)
-        if restored is not None:
-            state, start = restored.state, restored.step
-            if restored.selection is not None and not (
-                    np.array_equal(restored.selection["indices"], indices)
-                    and np.allclose(restored.selection["weights"], weights)):
-                raise ValueError(
-                    f"checkpoint step {start} was saved for another selection of forget examples "
-                    f"({len(restored.selection['indices'])} kept) than this run's "
-                    f"({len(indices)} kept); resume with the same data and settings.")
+    loop = LoopCheckpoint(checkpointer, total_steps=num_steps, resume=resume, config=config,
+                          selection={"indices": indices, "weights": weights})
+    start, state = loop.start(state)
 
     step_fn = make_unlearn_step(loss_fn, optimizer, params_sharding=params_sharding,
                                 opt_state_sharding=state_sharding)
@@ -218,17 +209,15 @@ def run_unlearning(
         batch_weights = _global(padded_weights[rows], data)
         params, opt_state, loss = step_fn(params, opt_state, batch, batch_weights)
         if checkpointer is not None:
-            done = step + 1
             state = {"params": params, "opt_state": opt_state,
-                     "step": _global(np.asarray(done, np.int32), replicated), "rng": state["rng"]}
-            checkpointer.save(done, state, selection=selection, config=config,
-                              force=done == int(num_steps))
+                     "step": _global(np.asarray(step + 1, np.int32), replicated),
+                     "rng": state["rng"]}
+            loop.done(step + 1, state)
         if on_step is not None:
             loss = float(loss)
             on_step(step + 1, loss)
         losses.append(loss)
-    if checkpointer is not None:
-        checkpointer.wait_until_finished()
+    loop.finish()
     return params, {"steps": int(num_steps), "start_step": start,
                     "losses": [float(x) for x in losses], "batch_size": batch_size}
 
