@@ -80,7 +80,9 @@ def architecture_of(params: PyTree, description: Mapping[str, Any] | None = None
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     shapes = {heads.param_path(path): f"{np.dtype(leaf.dtype).name}[{','.join(map(str, np.shape(leaf)))}]"
               for path, leaf in leaves}
-    return {"params": shapes, "description": dict(description or {})}
+    # through JSON, as it is stored (tuples become lists), so saved and wanted compare equal
+    described = json.loads(json.dumps(dict(description or {}), default=str, sort_keys=True))
+    return {"params": shapes, "description": described}
 
 
 def abstract_like(tree: PyTree, shardings: PyTree | None = None) -> PyTree:

@@ -255,3 +255,12 @@ def test_two_process_checkpoint_resumes_on_one_process_with_8_devices(tmp_path):
     a, b = np.load(tmp_path / "straight.npz"), np.load(tmp_path / "resumed.npz")
     for name in ("kernel", "bias"):
         np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-5)
+
+
+def test_same_described_architecture_with_tuples_restores(tmp_path):
+    mesh = sharding.make_mesh(data=8)
+    description = {"name": "mlp", "hidden": (32, 16)}
+    with RunCheckpointer(tmp_path, architecture=description) as ckpt:
+        ckpt.save(1, make_state(mesh))
+    with RunCheckpointer(tmp_path, architecture=description) as ckpt:
+        assert ckpt.restore(make_state(mesh)).step == 1
