@@ -98,7 +98,8 @@ def plot(records, path):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for setting, style in (("materialized", "-"), ("chunked", "--")):
         for devices, marker in ((1, "o"), (8, "s")):
-            rows = [r for r in records["vs_n"] if r["setting"] == setting and r["devices"] == devices]
+            rows = [r for r in records["vs_n"]
+                    if r["setting"] == setting and r["devices"] == devices]
             ns = [r["n"] for r in rows]
             label = f"{setting}, {devices} dev"
             axes[0].plot(ns, [r["seconds"] for r in rows], style, marker=marker, label=label)
@@ -108,7 +109,8 @@ def plot(records, path):
         ax.plot([r["devices"] for r in rows], [r["per_device_mib"] for r in rows], style,
                 marker="o", label=f"{setting}: memory / device")
     ideal = [r for r in records["vs_devices"] if r["setting"] == "materialized"]
-    ax.plot([r["devices"] for r in ideal], [ideal[0]["per_device_mib"] / r["devices"] for r in ideal],
+    ax.plot([r["devices"] for r in ideal],
+            [ideal[0]["per_device_mib"] / r["devices"] for r in ideal],
             ":", color="gray", label="ideal 1/devices")
     twin = ax.twinx()
     for setting, style in (("materialized", "-"), ("chunked", "--")):
@@ -147,7 +149,8 @@ def markdown(records):
         lines.append(f"| {r['setting']} | {r['devices']} | {r['n']:,} | {r['seconds']:.4f} | "
                      f"{r['per_device_mib']:.2f} |")
     lines += ["", "## Against devices (N = %s)" % f"{records['vs_devices'][0]['n']:,}", "",
-              "| setting | devices | seconds | MiB / device | × of 1 device |", "|---|---|---|---|---|"]
+              "| setting | devices | seconds | MiB / device | × of 1 device |",
+              "|---|---|---|---|---|"]
     for r in records["vs_devices"]:
         lines.append(f"| {r['setting']} | {r['devices']} | {r['seconds']:.4f} | "
                      f"{r['per_device_mib']:.2f} | {r['memory_ratio_vs_1']:.3f} |")
@@ -203,7 +206,8 @@ def main(argv=None):
     slopes = {}
     for setting in ("materialized", "chunked"):
         for devices in (1, 8):
-            rows = [r for r in records["vs_n"] if r["setting"] == setting and r["devices"] == devices]
+            rows = [r for r in records["vs_n"]
+                    if r["setting"] == setting and r["devices"] == devices]
             big = [r for r in rows if r["n"] >= 4096] or rows
             slopes[f"time vs N, {setting}, {devices} dev (N >= 4k)"] = loglog_slope(
                 [r["n"] for r in big], [r["seconds"] for r in big])

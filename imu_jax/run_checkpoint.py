@@ -78,7 +78,8 @@ def architecture_of(params: PyTree, description: Mapping[str, Any] | None = None
       {'params': {'head/kernel': 'float32[4,3]'}, 'description': {'name': 'mlp'}}
     """
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    shapes = {heads.param_path(path): f"{np.dtype(leaf.dtype).name}[{','.join(map(str, np.shape(leaf)))}]"
+    shapes = {heads.param_path(path):
+              f"{np.dtype(leaf.dtype).name}[{','.join(map(str, np.shape(leaf)))}]"
               for path, leaf in leaves}
     # through JSON, as it is stored (tuples become lists), so saved and wanted compare equal
     described = json.loads(json.dumps(dict(description or {}), default=str, sort_keys=True))
@@ -145,7 +146,7 @@ class RunCheckpointer:
     # -- saving -----------------------------------------------------------------------------
     def save(self, step: int, state: PyTree, *, selection: Mapping[str, Any] | None = None,
              config: Mapping[str, Any] | None = None, force: bool = False) -> bool:
-        """Saves ``state`` at ``step`` if due (every ``save_every``) or ``force``; returns if it did."""
+        """Saves ``state`` at ``step`` if due (every ``save_every``) or ``force``; True if saved."""
         step = int(step)
         if not force and step % self.save_every:
             return False

@@ -101,7 +101,7 @@ def make_mesh(
     devices: Sequence[jax.Device] | None = None,
     **axes: int,
 ) -> Mesh:
-    """A mesh over the available devices, e.g. ``make_mesh("data=4,model=2")``, ``make_mesh(data=-1)``.
+    """A mesh over the available devices: ``make_mesh("data=4,model=2")``, ``make_mesh(data=-1)``.
 
     A size of ``-1`` takes the devices the other axes leave; the sizes must multiply to the
     number of devices (all of them, across processes, unless ``devices`` is given). Built with
@@ -166,8 +166,9 @@ def param_shardings(params: PyTree, mesh: Mesh, *, model_axis: str | None = MODE
 
     Each leaf with at least ``min_size`` elements is sharded along its last dimension when the
     ``model_axis`` size divides it (a dense kernel's output dimension, so ``x @ kernel`` contracts
-    an unsharded dimension), else along its largest dimension the size divides; other leaves (and every leaf when the mesh has no such axis, or
-    it has size 1) are replicated. Works on arrays or ``jax.ShapeDtypeStruct`` leaves.
+    an unsharded dimension), else along its largest dimension the size divides; other leaves
+    (and every leaf when the mesh has no such axis, or it has size 1) are replicated. Works on
+    arrays or ``jax.ShapeDtypeStruct`` leaves.
 
     Examples:
       >>> from imu_jax import sharding
@@ -474,7 +475,8 @@ def add_arguments(parser) -> None:
 
 
 def mesh_from_args(args) -> Mesh:
-    """Starts the multi-host runtime if configured, then builds the mesh of :func:`add_arguments`."""
+    """Starts the multi-host runtime if configured, then builds the mesh :func:`add_arguments`
+    describes."""
     initialize_distributed(getattr(args, "coordinator_address", None),
                            getattr(args, "num_processes", None), getattr(args, "process_id", None))
     return make_mesh(getattr(args, "mesh", None),

@@ -53,8 +53,9 @@ def main():
     local = sharding.local_slice(forget)  # this process loads only its slice
     # e.g. evaluation: per-example results on the local slice, gathered for host-side metrics
     gathered = sharding.gather_slices({"y": local["y"][:-1] if jax.process_index() else local["y"]})
-    expected = np.concatenate([sharding.local_slice(forget, process_index=p)["y"][:-1 if p else None]
-                               for p in range(jax.process_count())])
+    expected = np.concatenate([
+        sharding.local_slice(forget, process_index=p)["y"][:-1 if p else None]
+        for p in range(jax.process_count())])
     gathered_ok = bool(np.array_equal(gathered["y"], expected))
     batch = sharding.shard_batch(local, mesh)
     head = sharding.shard_params(params["head"], mesh)
