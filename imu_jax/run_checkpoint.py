@@ -87,7 +87,14 @@ def architecture_of(params: PyTree, description: Mapping[str, Any] | None = None
 
 
 def abstract_like(tree: PyTree, shardings: PyTree | None = None) -> PyTree:
-    """``jax.ShapeDtypeStruct`` leaves (with ``shardings``, or each array's own) to restore onto."""
+    """``jax.ShapeDtypeStruct`` leaves (with ``shardings``, or each array's own) to restore onto.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from imu_jax.run_checkpoint import abstract_like
+      >>> abstract_like({"w": jnp.zeros((2, 3))})["w"].shape
+      (2, 3)
+    """
     if shardings is None:
         shardings = jax.tree.map(lambda x: getattr(x, "sharding", None), tree)
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s),

@@ -196,7 +196,15 @@ def param_shardings(params: PyTree, mesh: Mesh, *, model_axis: str | None = MODE
 def shard_params(params: PyTree, mesh: Mesh, *, model_axis: str | None = MODEL_AXIS,
                  min_size: int = 0) -> PyTree:
     """Places ``params`` on ``mesh`` with :func:`param_shardings` (host values must be the same
-    on every process)."""
+    on every process).
+
+    Examples:
+      >>> from imu_jax import sharding
+      >>> mesh = sharding.make_mesh("data=4,model=2")
+      >>> head = sharding.shard_params({"kernel": np.ones((3, 4))}, mesh)
+      >>> head["kernel"].sharding.spec, head["kernel"].addressable_shards[0].data.shape
+      (P(None, 'model'), (3, 2))
+    """
     shardings = param_shardings(params, mesh, model_axis=model_axis, min_size=min_size)
     if jax.process_count() == 1:
         return jax.device_put(params, shardings)
@@ -240,7 +248,13 @@ def _from_full_host_copy(x, sharding: NamedSharding) -> jax.Array:
 
 def auto_mesh(mesh: Mesh) -> Mesh:
     """The same devices and axes with ``Auto`` axis types (for model code not written for
-    explicit sharding: the compiler then propagates shardings through it)."""
+    explicit sharding: the compiler then propagates shardings through it).
+
+    Examples:
+      >>> from imu_jax import sharding
+      >>> sharding.auto_mesh(sharding.make_mesh(data=8)).axis_types
+      (Auto,)
+    """
     return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
 
 
@@ -271,7 +285,13 @@ def use_mesh(mesh: Mesh | None):
 
 
 def current_mesh() -> Mesh | None:
-    """The mesh set by :func:`use_mesh`, or ``None``."""
+    """The mesh set by :func:`use_mesh`, or ``None``.
+
+    Examples:
+      >>> from imu_jax import sharding
+      >>> sharding.current_mesh() is None
+      True
+    """
     return _CURRENT_MESH.get()
 
 
@@ -296,7 +316,13 @@ def process_slice(num_examples: int, *, process_index: int | None = None,
 
 
 def local_slice(arrays: PyTree, **kwargs) -> PyTree:
-    """``arrays`` (leading example axis) cut to this process's :func:`process_slice`."""
+    """``arrays`` (leading example axis) cut to this process's :func:`process_slice`.
+
+    Examples:
+      >>> from imu_jax import sharding
+      >>> sharding.local_slice({"y": np.arange(6)}, process_index=1, process_count=2)["y"].tolist()
+      [3, 4, 5]
+    """
     n = len(jax.tree.leaves(arrays)[0])
     block = process_slice(n, **kwargs)
     return jax.tree.map(lambda x: x[block], arrays)
@@ -308,6 +334,12 @@ def to_host(tree: PyTree) -> PyTree:
     Sharded arrays are first replicated with a jitted identity (an all-gather inside XLA), so
     this works even when no single process holds the whole array. Meant for small results such
     as influence scores (``[N]``), never for per-example gradients.
+
+    Examples:
+      >>> from imu_jax import sharding
+      >>> x = sharding.shard_batch(np.arange(8.0), sharding.make_mesh(data=8))
+      >>> sharding.to_host(x).tolist()
+      [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
     """
 
     def fetch(x):
@@ -373,6 +405,11 @@ def initialize_distributed(
 
     Returns:
       True when the runtime was initialized by this call.
+
+    Examples:
+      >>> from imu_jax import sharding
+      >>> sharding.initialize_distributed(num_processes=1)   # one process: nothing to start
+      False
     """
     values = {"coordinator_address": coordinator_address, "num_processes": num_processes,
               "process_id": process_id}

@@ -81,6 +81,16 @@ def init_opt_state(optimizer: optax.GradientTransformation, params: PyTree,
     """``(opt_state, opt_state_sharding)``: the state created already sharded like ``params``.
 
     Parameter-shaped leaves (momentum, …) follow ``params_sharding``; counters are replicated.
+
+    Examples:
+      >>> import jax.numpy as jnp, imu_jax as imu
+      >>> from imu_jax import sharding
+      >>> from imu_jax.steps import init_opt_state
+      >>> mesh = sharding.make_mesh("data=4,model=2")
+      >>> head = sharding.shard_params({"kernel": jnp.ones((3, 4))}, mesh)
+      >>> state, _ = init_opt_state(imu.imu_sgd(0.1), head, {"kernel": head["kernel"].sharding})
+      >>> state[3][0].trace["kernel"].sharding.spec     # the momentum, sharded like the head
+      P(None, 'model')
     """
     if params_sharding is None:
         return jax.jit(optimizer.init)(params), None
@@ -162,6 +172,18 @@ def run_unlearning(
 
     Returns:
       ``(params, info)``; ``info`` has ``steps``, ``start_step`` (> 0 when resumed), ``losses``.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, imu_jax as imu
+      >>> from imu_jax import sharding
+      >>> from imu_jax.steps import run_unlearning
+      >>> loss = lambda w, ex: 0.5 * jnp.sum((ex["x"] @ w - ex["y"]) ** 2)
+      >>> forget = {"x": np.eye(8, 2, dtype=np.float32), "y": np.ones(8, np.float32)}
+      >>> w, info = run_unlearning(loss, jnp.zeros(2), forget, np.arange(8), np.ones(8),
+      ...                          optimizer=imu.imu_sgd(0.1), num_steps=3, batch_size=4,
+      ...                          mesh=sharding.make_mesh(data=4, devices=jax.devices()[:4]))
+      >>> info["steps"], w.sharding.spec, bool(jnp.all(w < 0))     # ascent moved w away
+      (3, P(), True)
     """
     indices = np.asarray(indices, np.int32)
     weights = np.asarray(weights, np.float32)
