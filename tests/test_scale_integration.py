@@ -9,11 +9,15 @@ import pytest
 from imu_jax import checkpoint, cli
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
 @pytest.mark.parametrize("axis_types", ["explicit", "auto"])
-def test_train_on_a_mesh_matches_one_device(tmp_path, axis_types, capsys):
+def test_train_on_a_mesh_matches_one_device(tmp_path, axis_types, data_dir):
     common = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1",
-              "--batch-size", "64", "--lr", "0.05", "--data-dir", str(tmp_path / "d"),
-              "--no-progress"]
+              "--batch-size", "64", "--lr", "0.05", "--data-dir", data_dir, "--no-progress"]
     assert cli.main([*common, "--out", str(tmp_path / "one")]) == 0
     assert cli.main([*common, "--out", str(tmp_path / "mesh"), "--mesh", "data=4,model=2",
                      "--mesh-axis-types", axis_types]) == 0
