@@ -10,7 +10,10 @@ Every contender computes the spec §1 influence of every example with respect to
 
 * ``torch loop``   — the public code: batch of one, autograd, two passes (2N backward passes).
 * ``torch vmap``   — ``torch.func.vmap(grad)`` per chunk, two passes (per-example grads twice).
-* ``jax scores``   — ``imu.influence_scores`` (jitted, streaming; pass 2 is a JVP).
+* ``jax scores``   — ``imu.influence_scores`` with the same chunk as torch vmap (jitted, streaming;
+                     pass 2 is a JVP).
+* ``jax unchunked``— ``imu.influence_scores`` with ``chunk_size=None``: one pass, all N × P gradients
+                     at once (the default; fine for small heads).
 * ``jax closed``   — backbone features + ``imu.classifier_influence`` (closed form).
 * ``jax forward``  — one jitted forward pass of the same network over the same examples.
 
@@ -79,6 +82,8 @@ def jax_contenders(layers, x, y, chunk_size):
     return {
         "jax scores": lambda: imu.influence_scores(example_loss, head, batch,
                                                    chunk_size=chunk_size).block_until_ready(),
+        "jax unchunked": lambda: imu.influence_scores(example_loss, head,
+                                                      batch).block_until_ready(),
         "jax closed": lambda: closed(layers, batch["x"], batch["y"]).block_until_ready(),
         "jax forward": lambda: forward(layers, batch["x"]).block_until_ready(),
     }
@@ -180,18 +185,19 @@ def main(argv=None):
         if name != "jax forward":
             scores = np.asarray(fn())
             agreement[name] = float(np.max(np.abs(scores - reference)) / np.max(np.abs(reference)))
-            print(f"{name:12s} max relative difference to jax scores: {agreement[name]:.1e}")
+            print(f"{name:13s} max relative difference to jax scores: {agreement[name]:.1e}")
             assert agreement[name] < 1e-3, f"{name} disagrees with jax scores"
 
     seconds = {}
     for name, fn in contenders.items():
         repeats = args.loop_repeats if name == "torch loop" else args.repeats
         seconds[name] = timed(fn, repeats)
-        print(f"{name:12s} {seconds[name] * 1e3:10.2f} ms")
+        print(f"{name:13s} {seconds[name] * 1e3:10.2f} ms")
 
     ratios = {
         "torch loop / jax scores": seconds.get("torch loop", np.nan) / seconds["jax scores"],
         "torch vmap / jax scores": seconds.get("torch vmap", np.nan) / seconds["jax scores"],
+        "torch vmap / jax unchunked": seconds.get("torch vmap", np.nan) / seconds["jax unchunked"],
         "jax closed / jax forward": seconds["jax closed"] / seconds["jax forward"],
     }
     for name, value in ratios.items():

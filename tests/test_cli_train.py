@@ -26,15 +26,15 @@ def test_train_help_documents_every_flag(capsys):
 
 
 def test_subcommands_are_pluggable():
-    def add_run(subparsers):
-        p = subparsers.add_parser("run")
+    def add_probe(subparsers):
+        p = subparsers.add_parser("probe-subcommand")
         p.set_defaults(func=lambda args: 7)
 
-    cli.SUBCOMMANDS.append(add_run)
+    cli.SUBCOMMANDS.append(add_probe)
     try:
-        assert cli.main(["run"]) == 7
+        assert cli.main(["probe-subcommand"]) == 7
     finally:
-        cli.SUBCOMMANDS.remove(add_run)
+        cli.SUBCOMMANDS.remove(add_probe)
 
 
 def test_train_digits_mlp_end_to_end(tmp_path, capsys):
