@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import pathlib
+import shlex
 import sys
 
 
@@ -141,9 +142,184 @@ def run_data(args) -> int:
     print(build(args.dataset, args.data_dir, overwrite=args.rebuild))
     return 0
 
+def _csv_ints(text: str) -> list[int]:
+    """``"0,1,2"`` → ``[0, 1, 2]`` (empty string → ``[]``)."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def _value(text: str):
+    """A JSON value if it parses (``0.1``, ``true``, ``[64]``), else the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_method_options(items: list[str] | None, *, sweep: bool) -> dict[str, dict]:
+    """``["imu.learning_rate=0.1"]`` → ``{"imu": {"learning_rate": 0.1}}``; with ``sweep`` the
+    value is a comma-separated list (``"imu.epochs=10,20"`` → ``{"imu": {"epochs": [10, 20]}}``).
+
+    >>> parse_method_options(["imu.epochs=10,20", "ga.learning_rate=0.01"], sweep=True)
+    {'imu': {'epochs': [10, 20]}, 'ga': {'learning_rate': [0.01]}}
+    """
+    out: dict[str, dict] = {}
+    for item in items or []:
+        target, sep, value = item.partition("=")
+        method, dot, name = target.partition(".")
+        if not sep or not dot or not method or not name:
+            raise ValueError(f"expected METHOD.NAME=VALUE, got {item!r}")
+        parsed = [_value(v) for v in value.split(",")] if sweep else _value(value)
+        out.setdefault(method, {})[name] = parsed
+    return out
+
+
+def parse_train_options(items: list[str] | None) -> dict:
+    """``["epochs=5"]`` → ``{"epochs": 5}`` (TrainConfig field overrides; values are JSON)."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        out[name] = _value(value)
+    return out
+
+
+RUN_DEFAULTS = {"dataset": "digits", "model": None, "forget": None,
+                "methods": ["retrain", "ga", "ga_head", "imu"], "seeds": [0, 1, 2],
+                "tune_seeds": [], "split_seed": 0, "hparams": {}, "grids": {},
+                "train_config": {}}
+
+
+def add_run_command(subparsers) -> argparse.ArgumentParser:
+    """Registers ``imu-jax run`` (unlearning experiments; the work is ``experiment.run``)."""
+    from imu_jax.methods import available
+
+    p = subparsers.add_parser(
+        "run",
+        help="unlearn with IMU and baselines, compare against Retrain",
+        description="Train (or load from OUT/models) the original and Retrain models of every "
+        "seed, run each method on each seed, and write OUT/results.json (after every finished "
+        "run), OUT/results.md (mean ± std over seeds) and OUT/tradeoff.png (forget vs test "
+        "accuracy as each method's lr / step count sweeps). Options come from the flags, else "
+        "from --config, else from the defaults shown. Methods: " + ", ".join(available()) + ".",
+        epilog="Example: imu-jax run --dataset digits --model mlp --forget class:3 "
+        "--methods retrain,ga,imu --seeds 0,1,2 --tune-seeds 100,101 --out runs/digits_class3",
+    )
+    p.add_argument("--config", help="experiment file whose get_config() returns a dict of these "
+                   "options (keys: dataset, model, forget, methods, seeds, tune_seeds, "
+                   "split_seed, hparams, grids, train_config), e.g. "
+                   "experiments/configs/unlearn_digits_class3.py")
+    p.add_argument("--dataset", help="digits, markov, markov/small, cifar10, cifar100, mnist, "
+                   "fashion_mnist (default: digits)")
+    p.add_argument("--model", help="mlp, cnn, resnet18, transformer (default: the dataset's "
+                   "recipe)")
+    p.add_argument("--forget", help="forget spec: class:K, classes:K1,K2, random:F, "
+                   "superclass:K, subclass:K, indices:FILE, mislabeled:F, chain:K (Markov "
+                   "default: chain:1)")
+    p.add_argument("--methods", help="comma-separated methods (default: retrain,ga,ga_head,imu)")
+    p.add_argument("--seeds", type=_csv_ints,
+                   help="reported seeds; each trains its own original and Retrain model "
+                   "(default: 0,1,2)")
+    p.add_argument("--tune-seeds", type=_csv_ints,
+                   help="tune every method on these seeds (its grid; smallest mean Avg. Gap "
+                   "wins) before reporting on --seeds; empty (default) = use the defaults, "
+                   "which are the public IMU code's")
+    p.add_argument("--out", required=True, help="output directory (models are cached in "
+                   "OUT/models)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in OUT/results.json and skip them")
+    p.add_argument("--hparam", action="append", metavar="METHOD.NAME=VALUE",
+                   help="override a method's default, e.g. imu.learning_rate=0.02 (repeatable)")
+    p.add_argument("--grid", action="append", metavar="METHOD.NAME=V1,V2",
+                   help="replace one axis of a method's tuning grid, e.g. imu.epochs=10,20 "
+                   "(repeatable)")
+    p.add_argument("--train-config", help="recipe file with get_config() for the original and "
+                   "Retrain models (default: the dataset's recipe)")
+    p.add_argument("--train-option", action="append", metavar="NAME=VALUE",
+                   help="override a training-recipe field, e.g. epochs=5 (repeatable)")
+    p.add_argument("--split-seed", type=int,
+                   help="seed of random:/mislabeled: forget sets (default: 0)")
+    p.add_argument("--data-dir", help="TFDS data dir (default: $IMU_JAX_DATA_DIR or "
+                   "~/.cache/imu_jax/tfds)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run_run)
+    return p
+
+
+def run_options(args) -> dict:
+    """The options of ``experiment.run``: flags, else ``--config``, else ``RUN_DEFAULTS``."""
+    from imu_jax.methods import get_method
+
+    options = {**RUN_DEFAULTS, **(load_config_file(args.config) if args.config else {})}
+    unknown = sorted(set(options) - set(RUN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {args.config}; valid: "
+                         f"{sorted(RUN_DEFAULTS)}")
+    flags = {"dataset": args.dataset, "model": args.model, "forget": args.forget,
+             "methods": args.methods.split(",") if args.methods else None, "seeds": args.seeds,
+             "tune_seeds": args.tune_seeds, "split_seed": args.split_seed}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    if isinstance(options["methods"], str):
+        options["methods"] = options["methods"].split(",")
+    train_config = dict(options["train_config"])
+    if args.train_config:
+        train_config.update(load_config_file(args.train_config))
+    options["train_config"] = {**train_config, **parse_train_options(args.train_option)}
+    hparams = {m: dict(v) for m, v in options["hparams"].items()}
+    for method, values in parse_method_options(args.hparam, sweep=False).items():
+        hparams.setdefault(method, {}).update(values)
+    grids = {m: dict(v) for m, v in options["grids"].items()}
+    for method, axes in parse_method_options(args.grid, sweep=True).items():
+        grids[method] = {**(grids.get(method) or dict(get_method(method).grid)), **axes}
+    options["hparams"], options["grids"] = hparams, grids
+    return options
+
+
+def run_command_line(args) -> str:
+    """The ``imu-jax run`` command that reproduces ``args`` (recorded in results.md)."""
+    parts = ["imu-jax", "run"]
+    for flag, value in (("--config", args.config), ("--dataset", args.dataset),
+                        ("--model", args.model), ("--forget", args.forget),
+                        ("--methods", args.methods),
+                        ("--seeds", None if args.seeds is None else ",".join(map(str, args.seeds))),
+                        ("--tune-seeds", None if args.tune_seeds is None
+                         else ",".join(map(str, args.tune_seeds))),
+                        ("--train-config", args.train_config),
+                        ("--split-seed", None if args.split_seed is None else str(args.split_seed)),
+                        ("--out", args.out)):
+        if value is not None:
+            parts += [flag, value]
+    for flag, items in (("--hparam", args.hparam), ("--grid", args.grid),
+                        ("--train-option", args.train_option)):
+        for item in items or []:
+            parts += [flag, item]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_run(args) -> int:
+    """``imu-jax run``: resolve options, call :func:`imu_jax.experiment.run`; user errors
+    (unknown method, empty forget set, a cached model of another architecture, ...) print one
+    line and exit with status 2."""
+    from imu_jax import experiment
+
+    try:
+        options = run_options(args)
+        experiment.run(**options, out=args.out, resume=args.resume, data_dir=args.data_dir,
+                       progress=not args.no_progress, command=run_command_line(args))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"imu-jax run: error: {err}", file=sys.stderr)
+        return 2
+    out = pathlib.Path(args.out)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'tradeoff.png'}",
+          file=sys.stderr)
+    return 0
+
 
 # Other subcommands (``run``, ``demo``) are registered by appending their add_*_command here.
-SUBCOMMANDS = [add_train_command, add_data_command]
+SUBCOMMANDS = [add_train_command, add_data_command, add_run_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,21 @@
+"""CIFAR-100 (20 coarse labels), forget a random 10% of the training set, ResNet-18.
+
+Command:
+  imu-jax run --config experiments/configs/unlearn_cifar100_random.py \
+      --out experiments/results/cifar100_random10
+Expected GPU time (one H100): ~1.5 h (8 ResNet-18 trainings) plus ~15 min of unlearning runs.
+Not run offline here.
+"""
+
+
+def get_config() -> dict:
+    return {
+        "dataset": "cifar100",
+        "model": "resnet18",
+        "forget": "random:0.1",
+        "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random", "npo", "ssd"],
+        "seeds": [0, 1, 2],
+        "tune_seeds": [100],
+        "grids": {name: {"learning_rate": [0.003, 0.01, 0.03], "epochs": [5, 10, 20]}
+                  for name in ("imu", "ga_head", "imu_random")},
+    }

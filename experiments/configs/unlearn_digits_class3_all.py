@@ -1,0 +1,23 @@
+"""Digits class:3 with every baseline (the must-show setting plus the full comparison).
+
+Command:
+  imu-jax run --config experiments/configs/unlearn_digits_class3_all.py \
+      --out experiments/results/digits_class3_all
+The 3-method × 3-seed timing check (from scratch, training included):
+  imu-jax run --config experiments/configs/unlearn_digits_class3_all.py \
+      --methods retrain,ga,imu --out /tmp/digits_3x3
+Expected time: ~6-8 min on 2 CPU cores (every method: its grid on 2 tuning seeds, 3 reported
+seeds); the 3 × 3 check takes ~1.5-2 min. No GPU needed.
+"""
+
+
+def get_config() -> dict:
+    return {
+        "dataset": "digits",
+        "model": "mlp",
+        "forget": "class:3",
+        "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random", "imu_batch",
+                    "random_label", "boundary_shrink", "npo", "ssd"],
+        "seeds": [0, 1, 2],
+        "tune_seeds": [100, 101],
+    }

@@ -1,0 +1,459 @@
+"""Unlearning experiments: original + Retrain models, every method × seed, results on disk.
+
+:func:`run_experiment` is what ``imu-jax run`` calls (the CLI only parses arguments). It
+
+1. splits the dataset for the forget spec (``imu_jax.data.make_splits``);
+2. trains — or loads from ``OUT/models/`` — the original and the Retrain model of every seed;
+3. runs each method on each seed (optionally tuning it first: its grid on separate tuning seeds,
+   the config with the smallest mean Avg. Gap then reported on the seeds);
+4. writes ``OUT/results.json`` after every finished (method, seed) run, so an interrupted run
+   keeps its results and ``resume=True`` skips them; then ``results.md`` and ``tradeoff.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import json
+import os
+import pathlib
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from imu_jax import metrics as metrics_lib
+from imu_jax import report as report_lib
+from imu_jax import methods as methods_lib
+from imu_jax.unlearn import input_and_labels
+
+PyTree = Any
+SELECTION_RULE = ("every method gets the same budget: its grid (lr × epochs; SSD: α × λ) runs "
+                  "on the tuning seeds, whose original and Retrain models are trained apart from "
+                  "the reported seeds'; the config with the smallest mean Avg. Gap to Retrain "
+                  "over the tuning seeds is selected, then run and reported on the reported "
+                  "seeds.")
+RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG = "results.json", "results.md", "tradeoff.png"
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A trained model as pure functions plus its parameters; ``seconds`` = training time."""
+
+    model: Any
+    params: PyTree
+    state: PyTree
+    seconds: float
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+# A trainer returns the original (``retrain=False``) or Retrain model of a seed.
+Trainer = Callable[[bool, int], TrainedModel]
+
+
+def _model_dir(out: pathlib.Path, retrain: bool, seed: int) -> pathlib.Path:
+    return out / "models" / f"{'retrain' if retrain else 'original'}_seed{seed}"
+
+
+def cached_trainer(splits, train_config, out: str | os.PathLike, *,
+                   progress: bool = True) -> Trainer:
+    """A :data:`Trainer` over ``imu_jax.train.train_model`` that caches each model under
+    ``OUT/models/{original,retrain}_seed{S}/`` (Orbax checkpoint + metrics.json) and reloads it.
+
+    A cached model of another architecture, dataset or forget spec is a ``ValueError`` (use
+    another ``out``, or delete ``OUT/models``), never a silent reuse.
+    """
+    from imu_jax import checkpoint
+    from imu_jax.models import model_config
+    from imu_jax.train import TrainConfig, train_model
+
+    cfg = TrainConfig.from_dict(train_config) if isinstance(train_config, Mapping) else train_config
+    out = pathlib.Path(out)
+    data_identity = {k: splits.info.get(k) for k in ("dataset", "forget_spec", "seed")}
+
+    def trainer(retrain: bool, seed: int) -> TrainedModel:
+        workdir = _model_dir(out, retrain, seed)
+        expected = model_config(cfg.model, num_classes=splits.num_classes,
+                                input_shape=splits.input_shape, seed=seed, **cfg.model_options)
+        if (workdir / "checkpoint").exists():
+            model, params, state, meta = checkpoint.restore(workdir / "checkpoint",
+                                                            expected=expected)
+            cached = {k: (meta.get("splits") or {}).get(k) for k in data_identity}
+            if cached != data_identity:
+                raise ValueError(
+                    f"cached model {workdir} was trained for {cached}, not {data_identity}; "
+                    "use another --out or delete its models/ folder.")
+            info = json.loads((workdir / "metrics.json").read_text())
+            return TrainedModel(model, params, state, float(info["train_seconds"]),
+                                {"cached": True, "path": str(workdir)})
+        model, params, state, info = train_model(cfg, splits, retrain=retrain, seed=seed,
+                                                 workdir=workdir, progress=progress)
+        return TrainedModel(model, params, state, float(info["train_seconds"]),
+                            {"cached": False, "path": str(workdir)})
+
+    return trainer
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_logits(model):
+    return jax.jit(lambda p, s, xb: model.apply(p, s, xb, train=False)[0])
+
+
+def predict(model, params: PyTree, state: PyTree, x: np.ndarray, *,
+            batch_size: int = 1024) -> np.ndarray:
+    """Model logits for ``x`` in inference mode, batched, as float32 numpy."""
+    apply = _jitted_logits(model)
+    return np.concatenate([np.asarray(apply(params, state, x[i:i + batch_size]))
+                           for i in range(0, len(x), batch_size)]) if len(x) else np.zeros((0,))
+
+
+def _splits_dict(splits) -> dict[str, Mapping[str, np.ndarray]]:
+    names = ("forget", "retain", "test", "forget_test", "control", "control_test")
+    return {n: getattr(splits, n, None) for n in names if getattr(splits, n, None) is not None}
+
+
+def model_outputs(trained: TrainedModel, params: PyTree, state: PyTree, splits
+                  ) -> dict[str, np.ndarray]:
+    """Logits of the model on every evaluation split."""
+    return {name: predict(trained.model, params, state, input_and_labels(arrays)[0])
+            for name, arrays in _splits_dict(splits).items()}
+
+
+def _token_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    mask = labels >= 0
+    return float(np.mean(np.argmax(logits, -1)[mask] == labels[mask]))
+
+
+def evaluate(outputs: Mapping[str, np.ndarray], splits,
+             reference: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Metrics of one model from its logits (``reference`` = Retrain's logits, for distances).
+
+    Classification: UA, RA, TA, FA, the five MIA variants, forget-test accuracy ``fta`` and
+    ``w1_retrain``. Sequences: next-token UA/RA/TA, per-token KL to Retrain and to the true
+    transitions on retain-test (``test``), forget-test and forget2-test (``control_test``).
+    """
+    labels = {name: arrays["label"] for name, arrays in _splits_dict(splits).items()}
+    if labels["forget"].ndim == 1:
+        probs = {name: metrics_lib.softmax(logits) for name, logits in outputs.items()}
+        result = metrics_lib.classification_metrics(
+            {k: probs[k] for k in ("forget", "retain", "test")}, labels)
+        if "forget_test" in probs and len(labels["forget_test"]):
+            result["fta"] = metrics_lib.accuracy(probs["forget_test"], labels["forget_test"])
+        if reference is not None:
+            result["w1_retrain"] = metrics_lib.prediction_wasserstein(
+                probs["test"], metrics_lib.softmax(reference["test"]), labels["test"])
+        return result
+    result = {"ua": 1 - _token_accuracy(outputs["forget"], labels["forget"]),
+              "ra": _token_accuracy(outputs["retain"], labels["retain"]),
+              "ta": _token_accuracy(outputs["test"], labels["test"])}
+    result["fa"] = 1 - result["ua"]
+    transitions = getattr(splits, "transitions", None) or {}
+    inputs = {name: input_and_labels(arrays)[0] for name, arrays in _splits_dict(splits).items()}
+    for split, chain in (("test", "retain"), ("forget_test", "forget"), ("control_test", "control")):
+        if split not in outputs:
+            continue
+        if reference is not None:
+            result[f"kl_retrain_{split}"] = metrics_lib.token_kl(reference[split], outputs[split],
+                                                                 labels[split])
+        if chain in transitions:
+            result[f"kl_true_{split}"] = metrics_lib.transition_kl(
+                transitions[chain], inputs[split], outputs[split], labels[split])
+    return result
+
+
+def gap_to_retrain(metrics: Mapping[str, float], retrain_metrics: Mapping[str, float]) -> float:
+    """Avg. Gap. Classification: over UA, RA, TA, MIA-efficacy. Sequences: the mean per-token KL
+    to Retrain on retain-test and forget-test (already a distance to Retrain).
+
+    >>> gap_to_retrain({"kl_retrain_test": 0.1, "kl_retrain_forget_test": 0.3}, {})
+    0.2
+    """
+    if "kl_retrain_test" in metrics:
+        return float(np.mean([metrics["kl_retrain_test"], metrics["kl_retrain_forget_test"]]))
+    return metrics_lib.avg_gap(metrics, retrain_metrics)
+
+
+def grid_points(grid: Mapping[str, Sequence]) -> list[dict[str, Any]]:
+    """Cartesian product of a grid, in order.
+
+    >>> grid_points({"lr": (1, 2), "epochs": (5,)})
+    [{'lr': 1, 'epochs': 5}, {'lr': 2, 'epochs': 5}]
+    """
+    if not grid:
+        return [{}]
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def run_key(method: str, seed: int, role: str, hparams: Mapping) -> str:
+    """Identity of a run for ``--resume``."""
+    return json.dumps([method, int(seed), role, dict(sorted(hparams.items()))], default=str)
+
+
+def load_results(out: pathlib.Path) -> dict:
+    path = out / RESULTS_JSON
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
+def save_results(out: pathlib.Path, results: Mapping) -> None:
+    """Atomic write of ``results.json`` (a crash never leaves a half-written file)."""
+    tmp = out / (RESULTS_JSON + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=_json_default))
+    os.replace(tmp, out / RESULTS_JSON)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def write_reports(out: pathlib.Path, results: Mapping) -> None:
+    """``results.md`` and ``tradeoff.png`` from the results dict."""
+    (out / RESULTS_MD).write_text(report_lib.results_markdown(results))
+    report_lib.tradeoff_plot(results, str(out / TRADEOFF_PNG))
+
+
+def hparams_key(hparams: Mapping) -> str:
+    return json.dumps(dict(sorted(hparams.items())), default=str)
+
+
+def select_hparams(runs: Sequence[Mapping], method: str) -> dict | None:
+    """The tuning config of ``method`` with the smallest mean Avg. Gap over the tuning seeds
+    (the first in grid order on ties); ``None`` when there are no tuning runs."""
+    tuned = [r for r in runs if r["method"] == method and r.get("role") == "tune"]
+    if not tuned:
+        return None
+    by_config: dict[str, list[Mapping]] = {}
+    for run in tuned:
+        by_config.setdefault(hparams_key(run["hparams"]), []).append(run)
+    best = min(by_config.values(), key=lambda rs: float(np.mean([r["avg_gap"] for r in rs])))
+    return dict(best[0]["hparams"])
+
+
+class _Runner:
+    """Holds the state of one experiment; see :func:`run_experiment`."""
+
+    def __init__(self, splits, trainer: Trainer, out: pathlib.Path, results: dict, progress):
+        self.splits, self.trainer, self.out, self.results = splits, trainer, out, results
+        self.done = {run_key(r["method"], r["seed"], r.get("role", "eval"), r["hparams"])
+                     for r in results["runs"]}
+        self.progress = progress
+        self._models: dict[tuple[bool, int], TrainedModel] = {}
+        self._evaluated: dict[tuple[bool, int], tuple[dict, dict]] = {}
+
+    def trained(self, retrain: bool, seed: int) -> TrainedModel:
+        if (retrain, seed) not in self._models:
+            self._models[(retrain, seed)] = self.trainer(retrain, seed)
+        return self._models[(retrain, seed)]
+
+    def reference(self, retrain: bool, seed: int) -> tuple[dict, dict]:
+        """``(logits, metrics)`` of the original or Retrain model of ``seed``."""
+        if (retrain, seed) not in self._evaluated:
+            model = self.trained(retrain, seed)
+            outputs = model_outputs(model, model.params, model.state, self.splits)
+            retrain_outputs = outputs if retrain else self.reference(True, seed)[0]
+            self._evaluated[(retrain, seed)] = (
+                outputs, evaluate(outputs, self.splits, retrain_outputs))
+        return self._evaluated[(retrain, seed)]
+
+    def record(self, run: dict) -> None:
+        self.results["runs"].append(run)
+        self.done.add(run_key(run["method"], run["seed"], run["role"], run["hparams"]))
+        save_results(self.out, self.results)
+
+    def run(self, method: methods_lib.Method, seed: int, role: str, hparams: dict) -> None:
+        if run_key(method.name, seed, role, hparams) in self.done:
+            return
+        retrain_metrics = self.reference(True, seed)[1]
+        if method.name in ("retrain", "original"):
+            retrain = method.name == "retrain"
+            outputs, metrics = self.reference(retrain, seed)
+            seconds, info = (self.trained(True, seed).seconds if retrain else 0.0), {}
+        else:
+            original = self.trained(False, seed)
+            task = methods_lib.UnlearnTask(
+                model=original.model, params=original.params, state=original.state,
+                forget=self.splits.forget, retain=self.splits.retain, train=self.splits.train,
+                num_classes=self.splits.num_classes,
+                retrain_fn=lambda s: (lambda m: (m.params, m.state))(self.trained(True, s)))
+            output = method.run(task, dict(hparams), seed)
+            outputs = model_outputs(original, output.params, output.state, self.splits)
+            metrics = evaluate(outputs, self.splits, self.reference(True, seed)[0])
+            seconds, info = output.seconds, output.info
+        self.record({"method": method.name, "seed": int(seed), "role": role,
+                     "hparams": hparams, "metrics": metrics,
+                     "avg_gap": gap_to_retrain(metrics, retrain_metrics),
+                     "seconds": float(seconds), "needs": method.needs, "info": info})
+
+
+def _evaluated_by_the_runner(task, hparams, seed):
+    raise RuntimeError("'original' is the trained model itself; the runner evaluates it.")
+
+
+# A pseudo-method so the original model gets a row (and an Avg. Gap) in every table.
+ORIGINAL = methods_lib.Method(name="original", needs="— (before unlearning)",
+                              summary="the trained model, nothing unlearned",
+                              run=_evaluated_by_the_runner)
+
+
+def plan_jobs(method: methods_lib.Method, tune_seeds: Sequence[int], *,
+              overrides: Mapping[str, Any], grid: Mapping[str, Sequence] | None
+              ) -> list[tuple[int, dict]]:
+    """The tuning runs ``(seed, hparams)``: the method's grid on every tuning seed."""
+    base = method.hparams(overrides) if method.defaults else dict(overrides)
+    grid = method.grid if grid is None else grid
+    if not grid:
+        return []
+    return [(seed, {**base, **point}) for seed in tune_seeds for point in grid_points(grid)]
+
+
+def run_experiment(
+    *,
+    splits,
+    trainer: Trainer,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: str | os.PathLike,
+    resume: bool = False,
+    tune_seeds: Sequence[int] = (),
+    hparams: Mapping[str, Mapping[str, Any]] | None = None,
+    grids: Mapping[str, Mapping[str, Sequence]] | None = None,
+    config: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Runs ``methods`` × ``seeds`` and writes ``results.json`` / ``.md`` / ``tradeoff.png``.
+
+    Args:
+      splits: an ``imu_jax.data.Splits`` (forget, retain, test, train, num_classes, ...).
+      trainer: ``trainer(retrain, seed) -> TrainedModel`` (see :func:`cached_trainer`).
+      methods: registry names (``imu_jax.methods.available()``); ``"retrain"`` reports the
+        Retrain model itself. The original model is always reported as ``"original"``.
+      seeds: model and unlearning seeds; each seed has its own original and Retrain model.
+      out: output directory.
+      resume: keep the (method, seed) runs already in ``out/results.json`` and skip them.
+      tune_seeds: when given, each method's grid runs on these seeds (their own original and
+        Retrain models) and the config with the smallest mean Avg. Gap is reported on ``seeds``
+        (``SELECTION_RULE``). Empty: every method runs its defaults (plus ``hparams``).
+      hparams: per-method overrides of the defaults, ``{"imu": {"learning_rate": 0.1}}``.
+      grids: per-method replacements of the tuning grids.
+      config: recorded verbatim in ``results.json["config"]`` (dataset, command, ...).
+      progress: show a tqdm progress bar.
+
+    Returns:
+      The results dict written to ``out/results.json``.
+
+    Examples:
+      >>> import tempfile, types, jax.numpy as jnp, numpy as np
+      >>> class Linear:
+      ...     def apply(self, params, state, x, *, train=False):
+      ...         return x @ params["head"]["kernel"] + params["head"]["bias"], state
+      ...     def features(self, params, state, x):
+      ...         return x
+      >>> rng = np.random.default_rng(0)
+      >>> def split(n, classes):
+      ...     y = rng.choice(classes, n)
+      ...     return {"image": (3 * np.eye(3)[y] + rng.normal(size=(n, 3))).astype(np.float32),
+      ...             "label": y}
+      >>> splits = types.SimpleNamespace(forget=split(20, [2]), retain=split(60, [0, 1]),
+      ...                                test=split(30, [0, 1]), train=None, num_classes=3)
+      >>> def trainer(retrain, seed):  # stands in for training: a fixed linear classifier
+      ...     head = {"kernel": jnp.eye(3) * (1 - np.eye(3)[2] * retrain), "bias": jnp.zeros(3)}
+      ...     return TrainedModel(Linear(), {"head": head}, {}, seconds=0.0)
+      >>> results = run_experiment(splits=splits, trainer=trainer, methods=["retrain", "imu"],
+      ...                          seeds=[0], out=tempfile.mkdtemp(), progress=False)
+      >>> sorted(r["method"] for r in results["runs"])
+      ['imu', 'original', 'retrain']
+    """
+    chosen = [methods_lib.get_method(name) for name in methods]  # unknown names fail first
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed.")
+    if len(splits.forget["label"]) == 0:
+        raise ValueError(f"the forget set is empty (spec {(config or {}).get('forget')!r}): "
+                         "nothing to unlearn.")
+    hparams, grids = dict(hparams or {}), dict(grids or {})
+    unknown = sorted((set(hparams) | set(grids)) - {m.name for m in chosen})
+    if unknown:
+        raise ValueError(f"hyperparameters given for methods not being run: {unknown}.")
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = load_results(out) if resume else {"runs": []}
+    results["config"] = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
+                         "tune_seeds": list(tune_seeds),
+                         "selection_rule": SELECTION_RULE if tune_seeds else None,
+                         "counts": getattr(splits, "info", {}).get("counts")}
+    runner = _Runner(splits, trainer, out, results, progress)
+
+    plans = {m.name: plan_jobs(m, tune_seeds, overrides=hparams.get(m.name, {}),
+                               grid=grids.get(m.name)) for m in chosen}
+    total = len(seeds) * (1 + len(chosen)) + sum(len(jobs) for jobs in plans.values())
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, disable=not progress, desc="runs", unit="run") as bar:
+        for seed in seeds:
+            runner.run(ORIGINAL, seed, "eval", {})
+            bar.update()
+        for method in chosen:
+            tune_jobs = plans[method.name]
+            for i, (seed, point) in enumerate(tune_jobs):
+                bar.set_postfix_str(f"{method.name} tune {i + 1}/{len(tune_jobs)}")
+                runner.run(method, seed, "tune", point)
+                bar.update()
+            selected = select_hparams(results["runs"], method.name)
+            if selected is None:
+                selected = method.hparams(hparams.get(method.name)) if method.defaults else {}
+            for seed in seeds:
+                bar.set_postfix_str(f"{method.name} seed {seed}")
+                runner.run(method, seed, "eval", selected)
+                bar.update()
+            write_reports(out, results)
+    write_reports(out, results)
+    return results
+
+
+def run(
+    *,
+    dataset: str,
+    model: str | None,
+    forget: str | None,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: str | os.PathLike,
+    tune_seeds: Sequence[int] = (),
+    resume: bool = False,
+    hparams: Mapping[str, Mapping[str, Any]] | None = None,
+    grids: Mapping[str, Mapping[str, Sequence]] | None = None,
+    train_config: Mapping[str, Any] | None = None,
+    data_dir: str | None = None,
+    split_seed: int = 0,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Everything ``imu-jax run`` does: splits, cached original/Retrain models, methods, reports.
+
+    Example: ``run(dataset="digits", model="mlp", forget="class:3", methods=["retrain", "imu"],
+    seeds=[0, 1, 2], tune_seeds=[100, 101], out="runs/digits_class3")`` (~1 min on 2 CPU cores).
+
+    ``train_config`` overrides fields of the dataset's default recipe
+    (``imu_jax.train.recipe(dataset, model)``), e.g. ``{"epochs": 5}``. ``split_seed`` drives
+    ``random:`` and ``mislabeled:`` forget specs (the same forget set for every model seed).
+    """
+    for name in methods:  # unknown methods fail before any data is touched
+        methods_lib.get_method(name)
+    from imu_jax.data import make_splits
+    from imu_jax.train import recipe
+
+    cfg = {**recipe(dataset, model), **dict(train_config or {})}
+    cfg["forget"] = forget
+    splits = make_splits(dataset, forget, seed=split_seed, data_dir=data_dir)
+    trainer = cached_trainer(splits, cfg, out, progress=False)
+    record = {"dataset": dataset, "model": cfg["model"], "forget": forget,
+              "split_seed": split_seed, "train_config": cfg, "command": command}
+    return run_experiment(splits=splits, trainer=trainer, methods=methods, seeds=seeds, out=out,
+                          resume=resume, tune_seeds=tune_seeds, hparams=hparams, grids=grids,
+                          config=record, progress=progress)

@@ -1,0 +1,53 @@
+"""Unlearning methods behind one interface, and the registry that names them.
+
+Adding a baseline is one module with a ``METHOD`` plus one line in ``_REGISTERED``.
+
+>>> available()[:3]
+['imu', 'imu_batch', 'imu_random']
+>>> get_method("npo").needs
+'forget set + original model'
+"""
+
+from __future__ import annotations
+
+from imu_jax.methods import (boundary_shrink, finetune, ga, ga_head, imu, imu_random, npo,
+                             random_label, retrain, ssd)
+from imu_jax.methods.base import Method, MethodOutput, UnlearnTask
+
+_REGISTERED = (
+    imu.METHOD,
+    imu.PER_BATCH,
+    imu_random.METHOD,
+    ga_head.METHOD,
+    ga.METHOD,
+    random_label.METHOD,
+    boundary_shrink.METHOD,
+    npo.METHOD,
+    ssd.METHOD,
+    finetune.METHOD,
+    retrain.METHOD,
+)
+METHODS: dict[str, Method] = {m.name: m for m in _REGISTERED}
+
+__all__ = ["METHODS", "Method", "MethodOutput", "UnlearnTask", "available", "get_method"]
+
+
+def available() -> list[str]:
+    """Registered method names, in table order.
+
+    >>> "imu" in available() and "retrain" in available()
+    True
+    """
+    return list(METHODS)
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``; a ``ValueError`` listing the valid names otherwise.
+
+    >>> get_method("ga_head").needs
+    'forget set only'
+    """
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}.") from None

@@ -1,0 +1,174 @@
+"""The interface every unlearning method shares, and the small training loop most of them use.
+
+A :class:`Method` is a name, what data it needs (repeated in the results tables), default
+hyperparameters, a small tuning grid, and ``run(task, hparams, seed) -> MethodOutput``. A
+:class:`UnlearnTask` carries the trained model and every split a method might ask for; each method
+touches only what its ``needs`` says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from imu_jax.unlearn import batch_loss, input_and_labels
+
+PyTree = Any
+
+FORGET_ONLY = "forget set only"
+FORGET_AND_ORIGINAL = "forget set + original model"
+FULL_SET_STATISTICS = "forget set + full training set statistics"
+RETAIN_SET = "retain set"
+
+
+@dataclasses.dataclass
+class UnlearnTask:
+    """What a method may use. ``model`` has ``apply(params, state, x, *, train)`` (and usually
+    ``features``); ``retrain_fn(seed) -> (params, state)`` trains on D_r from scratch."""
+
+    model: Any
+    params: PyTree
+    state: PyTree
+    forget: Mapping[str, np.ndarray]
+    num_classes: int
+    retain: Mapping[str, np.ndarray] | None = None
+    train: Mapping[str, np.ndarray] | None = None
+    retrain_fn: Callable[[int], tuple[PyTree, PyTree]] | None = None
+
+
+@dataclasses.dataclass
+class MethodOutput:
+    params: PyTree
+    state: PyTree
+    seconds: float
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One unlearning method behind the shared interface.
+
+    Attributes:
+      name: registry key, e.g. ``"imu"``.
+      needs: the data it uses (``FORGET_ONLY``, ``FORGET_AND_ORIGINAL``, ...).
+      summary: one line for tables.
+      run: ``run(task, hparams, seed) -> MethodOutput``.
+      defaults: hyperparameters used when none are given.
+      grid: ``{name: [values]}``, the tuning grid (its Cartesian product); ``{}`` = nothing to tune.
+      reference: True for Retrain / Fine-tune, reference points rather than competitors.
+    """
+
+    name: str
+    needs: str
+    summary: str
+    run: Callable[[UnlearnTask, dict, int], MethodOutput]
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    grid: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+    reference: bool = False
+
+    def hparams(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults updated with ``overrides`` (unknown names are an error)."""
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"method {self.name!r} has no hyperparameter(s) {unknown}; "
+                             f"it takes {sorted(self.defaults)}.")
+        return {**self.defaults, **overrides}
+
+
+def require(task: UnlearnTask, field: str, method: str) -> Any:
+    """``task.<field>``, or a clear error naming the method that needs it."""
+    value = getattr(task, field)
+    if value is None:
+        raise ValueError(f"method {method!r} needs task.{field}, which was not given.")
+    return value
+
+
+def step_schedule(learning_rate: float, total_steps: int, milestones: Sequence[float] = (),
+                  gamma: float = 0.1) -> optax.Schedule:
+    """Piecewise-constant lr: × ``gamma`` at each fraction ``milestones`` of ``total_steps``.
+
+    >>> schedule = step_schedule(1.0, 10, (0.5,))
+    >>> float(schedule(4)), float(schedule(5))
+    (1.0, 0.1)
+    """
+    boundaries = {max(1, int(round(f * total_steps))): gamma for f in milestones if 0 < f < 1}
+    return optax.piecewise_constant_schedule(learning_rate, boundaries)
+
+
+def make_sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
+             weight_decay: float = 5e-4, optimizer: str = "sgd") -> optax.GradientTransformation:
+    """SGD + momentum with coupled weight decay (PyTorch semantics), or AdamW."""
+    if optimizer == "adamw":
+        return optax.adamw(learning_rate, weight_decay=weight_decay)
+    if optimizer != "sgd":
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}.")
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(learning_rate, momentum=momentum or None))
+
+
+def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.ndarray],
+                  loss_fn: Callable[[PyTree, PyTree, dict], jax.Array], *, learning_rate: float,
+                  epochs: int, batch_size: int, seed: int, momentum: float = 0.9,
+                  weight_decay: float = 5e-4, optimizer: str = "sgd",
+                  max_steps: int | None = None, milestones: Sequence[float] = ()
+                  ) -> tuple[PyTree, int]:
+    """Minimises ``loss_fn(params, state, batch)`` over shuffled mini-batches of ``arrays``, all
+    parameters trainable, model state fixed (inference mode). The lr is multiplied by 0.1 at each
+    fraction ``milestones`` of the steps. Returns ``(params, steps)``.
+
+    >>> import jax.numpy as jnp, numpy as np
+    >>> loss = lambda p, s, b: jnp.mean((b["x"] * p["w"] - b["y"]) ** 2)
+    >>> data = {"x": np.ones(8, np.float32), "y": np.full(8, 2.0, np.float32)}
+    >>> p, steps = gradient_loop(None, {"w": jnp.zeros(())}, {}, data, loss, learning_rate=0.1,
+    ...                          epochs=20, batch_size=4, seed=0, momentum=0.0, weight_decay=0.0)
+    >>> steps, round(float(p["w"]), 2)
+    (40, 2.0)
+    """
+    del model
+    n = len(next(iter(arrays.values())))
+    rng = np.random.default_rng(seed)
+    plan = []
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        plan += [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    plan = plan[:max_steps] if max_steps else plan
+    tx = make_sgd(step_schedule(learning_rate, len(plan), milestones), momentum=momentum,
+                  weight_decay=weight_decay, optimizer=optimizer)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        grads = jax.grad(loss_fn)(params, state, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    for idx in plan:
+        params, opt_state = step(params, opt_state, {k: v[idx] for k, v in arrays.items()})
+    return jax.block_until_ready(params), len(plan)
+
+
+def model_loss(model, params, state, x, y) -> jax.Array:
+    """Mean cross-entropy of a batch, inference mode."""
+    logits, _ = model.apply(params, state, x, train=False)
+    return jnp.mean(batch_loss(logits, y))
+
+
+def xy(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``{"x", "y"}`` from a split dict."""
+    x, y = input_and_labels(arrays)
+    return {"x": x, "y": y}
+
+
+def timed(fn: Callable[[], tuple[PyTree, PyTree, dict]]) -> MethodOutput:
+    """Runs ``fn() -> (params, state, info)`` and records its wall-clock seconds."""
+    start = time.perf_counter()
+    params, state, info = fn()
+    jax.block_until_ready(params)
+    return MethodOutput(params=params, state=state, seconds=time.perf_counter() - start, info=info)

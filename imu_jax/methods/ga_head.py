@@ -1,0 +1,23 @@
+"""GA-head (ablation): IMU's optimizer on the head with uniform weights over all of D_f.
+
+Forget set only. Identical to IMU except that every forget example gets weight 1, so comparing the
+two isolates what the influence selection and weighting add.
+
+>>> from imu_jax.methods import get_method
+>>> get_method("ga_head").defaults["learning_rate"]
+0.01
+"""
+
+from __future__ import annotations
+
+from imu_jax.methods import imu
+from imu_jax.methods.base import FORGET_ONLY, Method
+
+METHOD = Method(
+    name="ga_head",
+    needs=FORGET_ONLY,
+    summary="gradient ascent on the head, uniform weights (IMU without influence)",
+    run=imu.run_with_weighting("uniform"),
+    defaults=imu.DEFAULTS,
+    grid=imu.GRID,
+)

@@ -1,0 +1,48 @@
+"""IMU (the paper's method): influence-weighted gradient ascent on the head. Forget set only.
+
+>>> from imu_jax.methods import get_method
+>>> get_method("imu").needs
+'forget set only'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from imu_jax.methods.base import FORGET_ONLY, Method, MethodOutput, UnlearnTask
+from imu_jax.unlearn import UnlearnConfig, unlearn
+
+# Hyperparameters of the IMU family exposed to tuning and the CLI; the rest keep their defaults.
+TUNABLE = ("learning_rate", "epochs", "top_fraction", "alpha", "batch_size", "influence_mode",
+           "update_batch_stats", "head", "optimizer", "max_steps", "weight_decay", "momentum")
+DEFAULTS = {name: getattr(UnlearnConfig(), name) for name in TUNABLE}
+# One grid for the whole IMU family (IMU, GA-head, shuffled weights): lr × epochs. Head-only
+# ascent forgets abruptly after a seed-dependent number of steps, so the step axis is dense.
+GRID = {"learning_rate": (0.005, 0.01, 0.02), "epochs": (10, 15, 20, 25, 30, 40)}
+
+
+def run_with_weighting(weighting: str):
+    """A ``run`` function for the IMU family with a fixed weighting rule."""
+
+    def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
+        config = UnlearnConfig(weighting=weighting, **hparams)
+        params, report = unlearn(task.model, task.params, task.forget, config, state=task.state,
+                                 seed=seed)
+        return MethodOutput(params=params, state=report.state, seconds=report.seconds,
+                            info=report.to_dict())
+
+    return run
+
+
+METHOD = Method(
+    name="imu",
+    needs=FORGET_ONLY,
+    summary="influence-weighted ascent on the head (top negative-influence examples)",
+    run=run_with_weighting("influence"),
+    defaults=DEFAULTS,
+    grid=GRID,
+)
+
+PER_BATCH = dataclasses.replace(
+    METHOD, name="imu_batch", summary="IMU with weights recomputed inside each mini-batch",
+    defaults={**DEFAULTS, "influence_mode": "per_batch"})

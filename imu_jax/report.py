@@ -1,0 +1,297 @@
+"""Tables and plots from an experiment's ``results.json`` (see :mod:`imu_jax.experiment`).
+
+A results dict is ``{"config": {...}, "runs": [{"method", "seed", "role", "hparams", "metrics",
+"avg_gap", "seconds", "needs", ...}]}``. Runs with ``role == "eval"`` are the reported ones;
+``role == "tune"`` runs are the tuning sweep on the tuning seeds (averaged per config, plotted in
+``tradeoff.png`` and summarised at matched forgetting).
+
+>>> runs = [{"method": "imu", "seed": s, "role": "eval", "metrics": {"ua": u}, "avg_gap": 0.1,
+...          "seconds": 1.0, "hparams": {}, "needs": "forget set only"}
+...         for s, u in ((1, 0.8), (2, 1.0))]
+>>> summary = summarize(runs)
+>>> summary["imu"]["ua"]
+(0.9, 0.1, 2)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+CLASSIFICATION_COLUMNS = (("ua", "UA"), ("ra", "RA"), ("ta", "TA"), ("mia_efficacy", "MIA-eff."))
+MIA_COLUMNS = (("mia_entropy", "MIA entropy"), ("mia_m_entropy", "MIA m-entropy"),
+               ("mia_correctness", "MIA correctness"), ("mia_prob", "MIA prob"),
+               ("fta", "Forget-test acc."), ("w1_retrain", "W1 to Retrain"))
+SEQUENCE_COLUMNS = (("kl_retrain_test", "KL→Retrain retain-test"),
+                    ("kl_retrain_forget_test", "KL→Retrain forget-test"),
+                    ("kl_retrain_control_test", "KL→Retrain forget2-test"),
+                    ("kl_true_test", "KL→true retain-test"),
+                    ("kl_true_forget_test", "KL→true forget-test"),
+                    ("kl_true_control_test", "KL→true forget2-test"))
+PERCENT_KEYS = {"ua", "ra", "ta", "fa", "fta", "mia_efficacy", "mia_entropy", "mia_m_entropy",
+                "mia_correctness", "mia_prob"}
+
+
+def reported_runs(runs: Sequence[Mapping]) -> list[Mapping]:
+    """The runs that go into the tables: ``role == "eval"``."""
+    return [r for r in runs if r.get("role", "eval") == "eval"]
+
+
+def _values(runs: Iterable[Mapping], key: str) -> list[float]:
+    out = []
+    for run in runs:
+        value = run.get(key) if key in ("avg_gap", "seconds") else run["metrics"].get(key)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            out.append(float(value))
+    return out
+
+
+def summarize(runs: Sequence[Mapping], keys: Sequence[str] | None = None
+              ) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """``{method: {key: (mean, std, n)}}`` over the reported runs (population std, ddof 0)."""
+    runs = reported_runs(runs)
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    if keys is None:
+        keys = sorted({k for r in runs for k in r["metrics"]}) + ["avg_gap", "seconds"]
+    summary = {}
+    for method in methods:
+        mine = [r for r in runs if r["method"] == method]
+        summary[method] = {}
+        for key in keys:
+            values = _values(mine, key)
+            if values:
+                summary[method][key] = (float(np.mean(values)), float(np.std(values)), len(values))
+    return summary
+
+
+def format_cell(stats: tuple[float, float, int] | None, key: str) -> str:
+    """``"mean ± std"``; fractions as percentages with one decimal.
+
+    >>> format_cell((0.91234, 0.0123, 3), "ta"), format_cell((1.5, 0.0, 1), "seconds")
+    ('91.2 ± 1.2', '1.50')
+    """
+    if stats is None:
+        return "–"
+    mean, std, n = stats
+    if key in PERCENT_KEYS or key == "avg_gap_percent":
+        mean, std = 100 * mean, 100 * std
+        return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
+    if key == "seconds":
+        return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
+    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
+
+
+def is_sequence(results: Mapping) -> bool:
+    return any("kl_true_test" in r["metrics"] for r in results["runs"])
+
+
+def _hparam_text(runs: Sequence[Mapping], method: str, keys=("learning_rate", "epochs", "alpha",
+                                                              "dampening", "top_fraction")) -> str:
+    mine = [r for r in reported_runs(runs) if r["method"] == method]
+    if not mine:
+        return ""
+    hp = mine[0].get("hparams") or {}
+    return ", ".join(f"{k}={hp[k]}" for k in keys if k in hp)
+
+
+def table(results: Mapping, columns: Sequence[tuple[str, str]], *, with_needs: bool = True,
+          with_hparams: bool = False) -> str:
+    """One markdown table: a row per method, a column per metric (mean ± std over eval seeds)."""
+    runs = results["runs"]
+    summary = summarize(runs)
+    head = ["Method"] + (["Data needed"] if with_needs else [])
+    head += [label for _, label in columns]
+    head += ["Avg. Gap ↓", "RTE (s)", "seeds"] if with_needs else []
+    head += ["hparams"] if with_hparams else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    needs = {r["method"]: r.get("needs", "") for r in runs}
+    for method, stats in summary.items():
+        row = [method] + ([needs.get(method, "")] if with_needs else [])
+        row += [format_cell(stats.get(key), key) for key, _ in columns]
+        if with_needs:
+            seeds = sorted({r["seed"] for r in reported_runs(runs) if r["method"] == method})
+            gap_format = "avg_gap" if is_sequence(results) else "avg_gap_percent"
+            row += [format_cell(stats.get("avg_gap"), gap_format),
+                    format_cell(stats.get("seconds"), "seconds"), ",".join(map(str, seeds))]
+        if with_hparams:
+            row.append(_hparam_text(runs, method))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def sweep_points(runs: Sequence[Mapping], method: str) -> list[dict[str, Any]]:
+    """The tuning sweep of ``method``: one point per config, metrics averaged over tuning seeds.
+
+    >>> runs = [{"method": "ga", "role": "tune", "seed": s, "hparams": {"lr": 1},
+    ...          "metrics": {"ua": u}, "avg_gap": 0.1} for s, u in ((0, 0.5), (1, 1.0))]
+    >>> sweep_points(runs, "ga")
+    [{'hparams': {'lr': 1}, 'metrics': {'ua': 0.75}, 'avg_gap': 0.1}]
+    """
+    groups: dict[str, list[Mapping]] = {}
+    for run in runs:
+        if run["method"] == method and run.get("role") == "tune":
+            groups.setdefault(json.dumps(run["hparams"], sort_keys=True, default=str),
+                              []).append(run)
+    points = []
+    for group in groups.values():
+        keys = set.intersection(*(set(r["metrics"]) for r in group))
+        points.append({"hparams": group[0]["hparams"],
+                       "metrics": {k: float(np.mean([r["metrics"][k] for r in group]))
+                                   for k in sorted(keys)},
+                       "avg_gap": float(np.mean([r["avg_gap"] for r in group]))})
+    return points
+
+
+def matched_forgetting(results: Mapping, thresholds: Sequence[float] = (0.5, 0.8, 0.9, 0.99)
+                       ) -> str:
+    """For each method and UA threshold, the best TA (with its RA) among the tuning-sweep configs
+    (seed-averaged) that reach that UA: utility at matched forgetting. Empty without a sweep."""
+    sweep = [r for r in results["runs"] if r.get("role") == "tune"]
+    if not sweep or is_sequence(results):
+        return ""
+    methods = list(dict.fromkeys(r["method"] for r in sweep))
+    head = ["Method"] + [f"UA ≥ {t:g}: best TA (RA)" for t in thresholds]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in methods:
+        row = [method]
+        for threshold in thresholds:
+            ok = [p for p in sweep_points(sweep, method) if p["metrics"]["ua"] >= threshold]
+            if ok:
+                best = max(ok, key=lambda r: (r["metrics"]["ta"], r["metrics"]["ra"]))
+                row.append(f"{100 * best['metrics']['ta']:.1f} ({100 * best['metrics']['ra']:.1f})")
+            else:
+                row.append("not reached")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def results_markdown(results: Mapping) -> str:
+    """The full ``results.md``: command, setup, main table, secondary metrics, sweep summary."""
+    config = results.get("config", {})
+    parts = [f"# Unlearning results: {config.get('dataset', '?')} / {config.get('model', '?')} / "
+             f"forget `{config.get('forget', '?')}`", ""]
+    if config.get("command"):
+        parts += ["Reproduce with:", "", "```", config["command"], "```", ""]
+    if config.get("counts"):
+        parts += [f"Split sizes: {json.dumps(config['counts'])}.", ""]
+    if config.get("selection_rule"):
+        parts += [f"Tuning rule: {config['selection_rule']}", ""]
+    parts += ["Mean ± std over the reported seeds. Fractions in %. Avg. Gap = mean |metric − "
+              "Retrain| over the main metric columns (lower is better). RTE = wall-clock seconds "
+              "of the unlearning itself (Retrain: its training time; Original: 0). Seconds vary "
+              "run to run; every other number is deterministic given the command.", ""]
+    if is_sequence(results):
+        parts += [table(results, SEQUENCE_COLUMNS, with_hparams=True), ""]
+    else:
+        parts += [table(results, CLASSIFICATION_COLUMNS, with_hparams=True), "",
+                  "## Other attacks and distances", "",
+                  table(results, MIA_COLUMNS, with_needs=False), ""]
+        matched = matched_forgetting(results)
+        if matched:
+            parts += ["## Utility at matched forgetting (tuning sweep, mean over tuning seeds)",
+                      "",
+                      matched, ""]
+    return "\n".join(parts)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated by another with lower-or-equal x and higher-or-equal y (lower x is
+    better: forget accuracy; higher y is better: test accuracy), sorted by x.
+
+    >>> pareto_front([(0.0, 0.5), (0.1, 0.9), (0.2, 0.8), (0.0, 0.4), (0.3, 0.95)])
+    [(0.0, 0.5), (0.1, 0.9), (0.3, 0.95)]
+    """
+    front = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def tradeoff_plot(results: Mapping, path: str) -> None:
+    """``tradeoff.png``: forget accuracy vs test accuracy (sequences: KL to the true transitions on
+    forget-test vs retain-test). Small dots: every config of a method's tuning sweep (mean over
+    the tuning seeds); line: that sweep's Pareto front; large markers: the reported runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sequence = is_sequence(results)
+    if sequence:
+        x_key, y_key = "kl_true_forget_test", "kl_true_test"
+        x_label, y_label = ("KL(true ‖ model) on forget-test (higher = more forgotten)",
+                            "KL(true ‖ model) on retain-test (lower = more utility)")
+    else:
+        x_key, y_key = "fa", "ta"
+        x_label, y_label = "forget accuracy (1 − UA)", "test accuracy (TA)"
+    runs = results["runs"]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(methods) > len(colors):
+        colors = [plt.cm.tab20(i) for i in range(20)]
+    for i, method in enumerate(methods):
+        color = colors[i % len(colors)]
+        sweep = [(p["metrics"][x_key], p["metrics"][y_key]) for p in sweep_points(runs, method)]
+        if sweep:
+            ax.scatter(*zip(*sweep), color=color, alpha=0.35, s=10)
+            if not sequence:
+                ax.plot(*zip(*pareto_front(sweep)), "-", color=color, alpha=0.5)
+        shown = reported_runs([r for r in runs if r["method"] == method])
+        marker = "*" if method in ("retrain", "original") else "o"
+        ax.scatter([r["metrics"][x_key] for r in shown], [r["metrics"][y_key] for r in shown],
+                   color=color, marker=marker, s=80 if marker == "*" else 30, label=method,
+                   edgecolors="black", linewidths=0.5)
+    config = results.get("config", {})
+    ax.set_title(f"{config.get('dataset', '')} / {config.get('model', '')} / forget "
+                 f"{config.get('forget', '')}\ndots: lr × steps sweep (mean of tuning seeds); "
+                 "lines: its Pareto front; large markers: reported seeds", fontsize=9)
+    if sequence:  # diverged methods sit orders of magnitude away from the rest
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_yscale("symlog", linthresh=0.01)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def combined_markdown(named_results: Mapping[str, Mapping]) -> str:
+    """A summary over several experiments (e.g. the ten digits classes): for each method the mean
+    ± std across experiments of its per-experiment mean, and a per-experiment Avg. Gap table.
+
+    >>> run = lambda m, ua: {"method": m, "seed": 0, "role": "eval", "metrics": {
+    ...     "ua": ua, "ra": 1.0, "ta": 0.9, "mia_efficacy": ua}, "avg_gap": 1 - ua, "seconds": 1.0}
+    >>> text = combined_markdown({"a": {"runs": [run("imu", 1.0)]}, "b": {"runs": [run("imu", 0.5)]}})
+    >>> "| imu | 75.0 ± 25.0 |" in text
+    True
+    """
+    names = list(named_results)
+    per_experiment = {name: summarize(named_results[name]["runs"]) for name in names}
+    methods = list(dict.fromkeys(m for s in per_experiment.values() for m in s))
+    keys = [k for k, _ in CLASSIFICATION_COLUMNS] + ["avg_gap", "seconds"]
+    labels = [label for _, label in CLASSIFICATION_COLUMNS] + ["Avg. Gap ↓", "RTE (s)"]
+    lines = [f"Mean ± std over {len(names)} experiments ({', '.join(names)}) of each "
+             "experiment's seed mean. Fractions in %.", "",
+             "| Method | " + " | ".join(labels) + " |", "|" + "---|" * (len(keys) + 1)]
+    for method in methods:
+        row = [method]
+        for key in keys:
+            values = [per_experiment[n][method][key][0] for n in names
+                      if method in per_experiment[n] and key in per_experiment[n][method]]
+            stats = (float(np.mean(values)), float(np.std(values)), len(values)) if values else None
+            row.append(format_cell(stats, "avg_gap_percent" if key == "avg_gap" else key))
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Avg. Gap (%) per experiment:", "",
+              "| Method | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for method in methods:
+        cells = [format_cell(per_experiment[n].get(method, {}).get("avg_gap"), "avg_gap_percent")
+                 for n in names]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
