@@ -1,11 +1,12 @@
 """imu-jax: influence-guided machine unlearning (IMU) in JAX, Flax and Optax.
 
-The core (influence scores, weights, the optax transforms, head selection) is importable on its own
-and depends only on jax, optax and numpy::
+The core (influence scores, weights, the optax transforms, head selection) depends only on jax,
+optax and numpy; :func:`unlearn` runs the whole IMU loop on a model; ``imu_jax.data``,
+``imu_jax.models``, ``imu_jax.train`` and ``imu_jax.experiment`` serve the experiments::
 
     import imu_jax as imu
     scores = imu.influence_scores(loss_fn, head_params, forget_batch, chunk_size=128)
-    indices, weights = imu.influence_weights(scores, top_fraction=0.1)
+    indices, weights = imu.influence_weights(scores, top_fraction=0.5)
 """
 
 from imu_jax.heads import (frozen_mask, head_labels, head_mask, merge_head, param_paths,
@@ -16,6 +17,12 @@ from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_T
                                per_example_grads, select_and_weight)
 from imu_jax.transforms import (InfluenceWeightedAscentState, imu_sgd, influence_weighted_ascent,
                                 l1_penalty, weighted_ascent)
+from imu_jax.unlearn import UnlearnConfig, UnlearnReport, unlearn
+from imu_jax.metrics import (accuracy, avg_gap, classification_metrics, mia_efficacy,
+                             mia_features, prediction_wasserstein, token_kl, transition_kl)
+from imu_jax.methods import Method, MethodOutput, UnlearnTask, get_method
+from imu_jax.methods import available as available_methods
+from imu_jax.experiment import run_experiment
 
 __version__ = "0.1.0"
 
@@ -45,4 +52,22 @@ __all__ = [
     "merge_head",
     "param_paths",
     "split_head",
+    # the high-level loop, methods and metrics (spec §3–6)
+    "UnlearnConfig",
+    "UnlearnReport",
+    "unlearn",
+    "Method",
+    "MethodOutput",
+    "UnlearnTask",
+    "available_methods",
+    "get_method",
+    "run_experiment",
+    "accuracy",
+    "avg_gap",
+    "classification_metrics",
+    "mia_efficacy",
+    "mia_features",
+    "prediction_wasserstein",
+    "token_kl",
+    "transition_kl",
 ]

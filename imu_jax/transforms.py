@@ -202,13 +202,18 @@ def imu_sgd(
     milestones: Sequence[int] | None = None,
     gamma: float = 0.1,
     per_batch: bool = False,
+    damping: float = DEFAULT_DAMPING,
+    top_fraction: float = DEFAULT_TOP_FRACTION,
+    clip_quantile: float = DEFAULT_CLIP_QUANTILE,
 ) -> optax.GradientTransformationExtraArgs:
     """The public IMU code's update as one optax optimizer.
 
     ``weighted_ascent`` (or ``influence_weighted_ascent`` with ``per_batch=True``) → ``l1_penalty
     (alpha)`` → coupled weight decay (added to the gradient before momentum, PyTorch semantics) →
     SGD with momentum. ``milestones`` (in optimizer steps) multiply the learning rate by
-    ``gamma`` each, like PyTorch's ``MultiStepLR``.
+    ``gamma`` each, like PyTorch's ``MultiStepLR``. ``damping``, ``top_fraction`` and
+    ``clip_quantile`` configure the per-batch selection (``per_batch=True``); in the global mode
+    the weights come from :func:`imu_jax.influence_weights` and are passed to ``update``.
 
     Examples:
       >>> import jax.numpy as jnp, optax, imu_jax as imu
@@ -223,7 +228,8 @@ def imu_sgd(
     if milestones:
         learning_rate = optax.piecewise_constant_schedule(
             learning_rate, {int(m): gamma for m in milestones})
-    aggregate = influence_weighted_ascent() if per_batch else weighted_ascent()
+    aggregate = (influence_weighted_ascent(damping, top_fraction, clip_quantile) if per_batch
+                 else weighted_ascent())
     return optax.chain(
         aggregate,
         l1_penalty(alpha),

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imu_jax import heads, run_checkpoint, sharding
-from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, NoNegativeInfluenceWarning,
-                               classifier_influence, influence_scores, influence_weights,
+from imu_jax import heads, sharding
+from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
+                               NoNegativeInfluenceWarning, classifier_influence, influence_scores, influence_weights,
                                per_example_grads)
 from imu_jax.transforms import (imu_sgd, influence_weighted_ascent, l1_penalty,
                                  weighted_ascent)
@@ -38,9 +38,6 @@ INFLUENCE_MODES = ("global", "per_batch")
 WEIGHTINGS = ("influence", "uniform", "shuffled")
 OPTIMIZERS = ("sgd", "adamw")
 INPUT_KEYS = ("image", "tokens")
-# Our default keeps half of the negatively influential examples (the public README's ablation
-# value): with 0.1 a class of ~150 digits leaves ~7 examples, too few to forget the class.
-DEFAULT_TOP_FRACTION = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,27 +255,25 @@ def _schedule(config: UnlearnConfig, total_steps: int) -> optax.Schedule | float
 def make_optimizer(config: UnlearnConfig, total_steps: int) -> optax.GradientTransformation:
     """The chain aggregate → L1 → (coupled decay → SGD momentum | AdamW).
 
-    Global mode with SGD is the core's ``imu_sgd`` (``weighted_ascent``, weights passed to
-    ``update``). Per-batch mode aggregates with ``influence_weighted_ascent`` (weights computed
-    inside each batch, with this config's damping / top fraction / clip quantile).
+    With SGD it is the core's ``imu_sgd``: global mode aggregates with ``weighted_ascent``
+    (weights passed to ``update``), per-batch mode with ``influence_weighted_ascent`` (weights
+    computed inside each batch, with this config's damping / top fraction / clip quantile).
     """
     lr = _schedule(config, total_steps)
     per_batch = config.influence_mode == "per_batch" and config.weighting == "influence"
-    if config.optimizer == "sgd" and not per_batch:
+    if config.optimizer == "sgd":
         return imu_sgd(lr, alpha=config.alpha, momentum=config.momentum,
-                       weight_decay=config.weight_decay)
+                       weight_decay=config.weight_decay, per_batch=per_batch,
+                       damping=config.damping, top_fraction=config.top_fraction,
+                       clip_quantile=config.clip_quantile)
     if per_batch:
         aggregate = influence_weighted_ascent(damping=config.damping,
                                               top_fraction=config.top_fraction,
                                               clip_quantile=config.clip_quantile)
     else:
         aggregate = weighted_ascent()
-    if config.optimizer == "sgd":
-        tail = [optax.add_decayed_weights(config.weight_decay),
-                optax.sgd(lr, momentum=config.momentum or None)]
-    else:
-        tail = [optax.adamw(lr, weight_decay=config.weight_decay)]
-    return optax.chain(aggregate, l1_penalty(config.alpha), *tail)
+    return optax.chain(aggregate, l1_penalty(config.alpha),
+                       optax.adamw(lr, weight_decay=config.weight_decay))
 
 
 def _plan_batches(num_kept: int, config: UnlearnConfig, rng: np.random.Generator) -> list:
@@ -310,6 +305,8 @@ def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformat
 def _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, total_steps,
                      model):
     """Checkpointing of :func:`unlearn`'s loop (explicit, or from ``use_run_checkpoints``)."""
+    from imu_jax import run_checkpoint  # Orbax: imported only when a loop runs
+
     run_config = {**dataclasses.asdict(config), "seed": int(seed), "total_steps": total_steps,
                   "rng": "numpy default_rng(seed): selection and batch plan are recomputed"}
     architecture = {"model": getattr(model, "config", type(model).__name__)}

@@ -191,3 +191,14 @@ def test_bad_weights_values(problem):
     for weights in (jnp.array([1.0, jnp.nan]), jnp.array([0.0, 0.0]), jnp.array([-1.0, 2.0])):
         with pytest.raises(ValueError, match="weights"):
             imu.weighted_ascent().update(grads, optax.EmptyState(), head, weights=weights)
+
+
+def test_imu_sgd_per_batch_uses_its_selection_arguments(problem):
+    _, _, _, jparams, jbatch = problem
+    grads = head_grads(jparams, jparams["head"], jbatch, np.arange(20))
+    kept = {}
+    for fraction in (0.2, 1.0):
+        opt = imu.imu_sgd(0.01, per_batch=True, top_fraction=fraction)
+        _, state = opt.update(grads, opt.init(jparams["head"]), jparams["head"])
+        kept[fraction] = int(state[0].last_num_kept)
+    assert kept[0.2] < kept[1.0]
