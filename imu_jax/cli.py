@@ -61,8 +61,32 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="TFDS data dir (default: $IMU_JAX_DATA_DIR or "
                    "~/.cache/imu_jax/tfds)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_mesh_arguments(p)
     p.set_defaults(func=run_train)
     return p
+
+
+def add_mesh_arguments(p: argparse.ArgumentParser) -> None:
+    """``--mesh``, ``--mesh-axis-types`` and the multi-host flags (see docs/SCALING.md)."""
+    from imu_jax import sharding
+
+    sharding.add_arguments(p)
+
+
+def mesh_from_args(args):
+    """The device mesh the flags ask for (starting the multi-host runtime first), or ``None``."""
+    from imu_jax import sharding
+
+    if not (args.mesh or args.coordinator_address or args.num_processes
+            or _env_configured()):
+        return None
+    return sharding.mesh_from_args(args)
+
+
+def _env_configured() -> bool:
+    import os
+
+    return any(os.environ.get(n) for n in ("IMU_COORDINATOR_ADDRESS", "IMU_NUM_PROCESSES"))
 
 
 def train_config_from_args(args) -> dict:
@@ -84,13 +108,14 @@ def run_train(args) -> int:
     from imu_jax.data import make_splits
     from imu_jax.train import TrainConfig, train_model
 
+    mesh = mesh_from_args(args)  # first: the multi-host runtime starts before any device use
     cfg = TrainConfig.from_dict(train_config_from_args(args))
     splits = make_splits(cfg.dataset, cfg.forget, seed=args.seed, data_dir=args.data_dir)
     which = "retrain" if args.retrain else "original"
     print(f"imu-jax train: {cfg.model} on {cfg.dataset} ({which}), "
           f"splits {json.dumps(splits.info['counts'])}", file=sys.stderr)
     _, _, _, metrics = train_model(cfg, splits, retrain=args.retrain, seed=args.seed,
-                                   workdir=args.out, progress=not args.no_progress)
+                                   workdir=args.out, progress=not args.no_progress, mesh=mesh)
     keys = [k for k, v in metrics.items() if isinstance(v, float)]
     print(json.dumps({k: round(metrics[k], 5) for k in keys}))
     out = pathlib.Path(args.out)
@@ -205,7 +230,8 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (models are cached in "
                    "OUT/models)")
     p.add_argument("--resume", action="store_true",
-                   help="keep the runs already in OUT/results.json and skip them")
+                   help="keep the runs already in OUT/results.json and skip them (with "
+                   "--checkpoint-every: continue an interrupted run from its checkpoint)")
     p.add_argument("--hparam", action="append", metavar="METHOD.NAME=VALUE",
                    help="override a method's default, e.g. imu.learning_rate=0.02 (repeatable)")
     p.add_argument("--grid", action="append", metavar="METHOD.NAME=V1,V2",
@@ -220,6 +246,13 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="TFDS data dir (default: $IMU_JAX_DATA_DIR or "
                    "~/.cache/imu_jax/tfds)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_mesh_arguments(p)
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
+                   help="checkpoint each IMU-family unlearning run every K steps in "
+                   "OUT/checkpoints (Orbax, async); with --resume an interrupted run continues "
+                   "from its newest checkpoint (default 0: off)")
+    p.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
+                   help="checkpoints kept per run (default 2)")
     p.set_defaults(func=run_run)
     return p
 
@@ -278,12 +311,21 @@ def run_run(args) -> int:
     """``imu-jax run``: resolve options, call :func:`imu_jax.experiment.run`; user errors
     (unknown method, empty forget set, a cached model of another architecture, ...) print one
     line and exit with status 2."""
-    from imu_jax import experiment
+    import contextlib
+
+    from imu_jax import experiment, run_checkpoint, sharding
 
     try:
+        mesh = mesh_from_args(args)  # first: the multi-host runtime starts before device use
         options = run_options(args)
-        experiment.run(**options, out=args.out, resume=args.resume, data_dir=args.data_dir,
-                       progress=not args.no_progress, command=run_command_line(args))
+        with contextlib.ExitStack() as scale:  # mesh and checkpoints of the unlearning loops
+            scale.enter_context(sharding.use_mesh(mesh))
+            if args.checkpoint_every > 0:
+                scale.enter_context(run_checkpoint.use_run_checkpoints(
+                    pathlib.Path(args.out) / "checkpoints", save_every=args.checkpoint_every,
+                    keep=args.keep_checkpoints, resume=args.resume))
+            experiment.run(**options, out=args.out, resume=args.resume, data_dir=args.data_dir,
+                           progress=not args.no_progress, command=run_command_line(args))
     except (ValueError, FileNotFoundError) as err:
         print(f"imu-jax run: error: {err}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imu_jax import _checks
+from imu_jax import _checks, _layout
 
 __all__ = [
     "DEFAULT_DAMPING",
@@ -96,7 +96,7 @@ def influence_from_grads(grads: PyTree, damping: float | jax.Array = DEFAULT_DAM
 def _per_example_dot(grads: PyTree, direction: PyTree) -> jax.Array:
     """``[g_i · t for i]`` for per-example gradients ``g`` and one direction ``t``."""
     terms = jax.tree.map(
-        lambda g, t: jnp.tensordot(g, t, axes=t.ndim).astype(jnp.float32), grads, direction)
+        lambda g, t: _layout.tensordot(g, t, axes=t.ndim).astype(jnp.float32), grads, direction)
     return functools.reduce(jnp.add, jax.tree.leaves(terms))
 
 
@@ -107,6 +107,7 @@ def influence_scores(
     *,
     damping: float = DEFAULT_DAMPING,
     chunk_size: int | None = None,
+    out_sharding: jax.sharding.NamedSharding | None = None,
 ) -> jax.Array:
     """Influence ``I_i`` of every example of ``batch`` with respect to ``params`` (spec §1).
 
@@ -118,6 +119,14 @@ def influence_scores(
     The computation is jitted; ``loss_fn`` is a static argument, so reuse the same function object
     across calls to hit the compilation cache.
 
+    Sharding: ``batch`` may be sharded over a mesh axis (``data``) and ``params`` replicated or
+    sharded (``model``), on ``Auto`` or ``Explicit`` meshes; the per-example gradients then stay
+    sharded like the examples and are never gathered. Chunks are strided (chunk ``j`` holds
+    examples ``j, j + K, …``), so every chunk is spread over all devices holding the batch. On an
+    Explicit mesh ``chunk_size`` is rounded up to a multiple of the number of batch shards, and
+    ``loss_fn`` must itself be valid on sharded inputs (e.g. a one-hot cross-entropy rather than
+    integer indexing into model-sharded logits).
+
     Args:
       loss_fn: ``loss_fn(params, example) -> scalar``; the loss of one example (softmax cross-entropy
         in the paper), with the model in inference mode.
@@ -125,6 +134,8 @@ def influence_scores(
       batch: pytree of arrays with a shared leading axis ``N`` (the forget set).
       damping: ``λ`` added to every entry of the diagonal Fisher; must be > 0.
       chunk_size: examples per chunk, or ``None`` to process all at once.
+      out_sharding: where to place the scores; default: like the leading axis of ``batch`` when
+        it is a sharded ``jax.Array`` (e.g. ``P("data")``).
 
     Returns:
       ``f32[N]`` influence scores; negative scores mark the examples to unlearn.
@@ -148,42 +159,85 @@ def influence_scores(
     _checks.check_finite(params, "params")
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}.")
-    return _influence_scores(loss_fn, params, batch, damping,
-                             None if chunk_size is None else int(chunk_size))
+    return _influence_scores(*_scores_args(loss_fn, params, batch, damping, chunk_size,
+                                           out_sharding))
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "chunk_size"))
-def _influence_scores(loss_fn, params, batch, damping, chunk_size):
+def _scores_args(loss_fn, params, batch, damping=DEFAULT_DAMPING, chunk_size=None,
+                 out_sharding=None):
+    """The arguments :func:`influence_scores` jits with (also to ``lower`` it in benchmarks)."""
+    if out_sharding is None:
+        out_sharding = _layout.leading_sharding(batch)
+    return (loss_fn, params, batch, damping, None if chunk_size is None else int(chunk_size),
+            out_sharding, _layout.leading_is_sharded(batch))
+
+
+@functools.partial(jax.jit,
+                   static_argnames=("loss_fn", "chunk_size", "out_sharding", "strided"))
+def _influence_scores(loss_fn, params, batch, damping, chunk_size, out_sharding=None,
+                      strided=False):
+    scores = _influence_scores_impl(loss_fn, params, batch, damping, chunk_size, strided)
+    return _layout.constrain_leading(scores, out_sharding)
+
+
+def _influence_scores_impl(loss_fn, params, batch, damping, chunk_size, strided=False):
     n = jax.tree.leaves(batch)[0].shape[0]
+    spec = _layout.explicit_spec(jax.tree.leaves(batch)[0])
+    strided = strided or (spec is not None and spec[0] is not None)
     grads_of = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))
+    if chunk_size is not None:  # on an Explicit mesh, whole rows of the sharded example axis
+        shards = _layout.leading_shards(jax.tree.leaves(batch)[0])
+        chunk_size = -(-chunk_size // shards) * shards
     if chunk_size is None or chunk_size >= n:
         return influence_from_grads(grads_of(params, batch), damping)
 
-    # Pass 1: Σ g and Σ g², chunk by chunk. The batch is padded to whole chunks; padding is masked.
+    # The batch is padded to whole chunks; padded rows are masked out. On one device chunk j is
+    # examples [j·c, (j+1)·c). When the batch is sharded, chunks are strided instead,
+    # [N] -> [c, K] -> [K, c]: chunk j holds examples j, j + K, j + 2K, ..., so each chunk is
+    # spread over every device holding the (block-sharded) batch.
     num_chunks = math.ceil(n / chunk_size)
     pad = num_chunks * chunk_size - n
-    padded = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]), batch)
-    chunks = jax.tree.map(lambda x: x.reshape((num_chunks, chunk_size) + x.shape[1:]), padded)
-    masks = (jnp.arange(num_chunks * chunk_size) < n).astype(jnp.float32).reshape(num_chunks, -1)
 
-    def accumulate(carry, chunk_and_mask):
-        chunk, mask = chunk_and_mask
+    def to_chunks(x):
+        if pad:
+            x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        if not strided:
+            return x.reshape((num_chunks, chunk_size) + x.shape[1:])
+        return jnp.swapaxes(x.reshape((chunk_size, num_chunks) + x.shape[1:]), 0, 1)
+
+    chunks = jax.tree.map(to_chunks, batch)
+    # Padded rows are False; on an Explicit mesh the mask is sharded like the chunks.
+    valid = _layout.shard_like(to_chunks(jnp.arange(n) >= 0), jax.tree.leaves(chunks)[0])
+
+    # Pass 1: Σ g and Σ g², chunk by chunk. The sums are matrix-vector products with the mask
+    # (a reduction would let XLA:CPU fuse the per-example gradients into a slow loop, 10x); with
+    # padding, padded rows are zeroed first so a loss that is NaN on a zero input cannot leak in.
+    def accumulate(carry, chunk_and_valid):
+        chunk, ok = chunk_and_valid
         g = grads_of(params, chunk)
+        if pad:
+            g = jax.tree.map(lambda x: jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0),
+                             g)
         total, total_sq = carry
-        total = jax.tree.map(lambda a, x: a + jnp.tensordot(mask.astype(x.dtype), x, 1), total, g)
+        total = jax.tree.map(
+            lambda a, x: a + _layout.tensordot(ok.astype(x.dtype), x, 1), total, g)
         total_sq = jax.tree.map(
-            lambda a, x: a + jnp.tensordot(mask.astype(x.dtype), x * x, 1), total_sq, g)
+            lambda a, x: a + _layout.tensordot(ok.astype(x.dtype), x * x, 1), total_sq, g)
         return (total, total_sq), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
-    (total, total_sq), _ = jax.lax.scan(accumulate, (zeros, zeros), (chunks, masks))
+    (total, total_sq), _ = jax.lax.scan(accumulate, (zeros, zeros), (chunks, valid))
     direction = jax.tree.map(lambda s, sq: (s / n) / (sq / n + damping), total, total_sq)
 
     # Pass 2: g_i · direction as a JVP of each example's loss; never a per-example gradient.
     def directional_derivative(example):
         return jax.jvp(lambda p: loss_fn(p, example), (params,), (direction,))[1]
 
-    return -jax.lax.map(directional_derivative, batch, batch_size=chunk_size).astype(jnp.float32)
+    scores = jax.lax.map(jax.vmap(directional_derivative), chunks)  # [K, chunk_size]
+    if strided:
+        scores = jnp.swapaxes(scores, 0, 1)
+    scores = scores.reshape(num_chunks * chunk_size)
+    return -(scores[:n] if pad else scores).astype(jnp.float32)
 
 
 def classifier_influence(
@@ -192,6 +246,7 @@ def classifier_influence(
     head: dict[str, jax.Array],
     *,
     damping: float = DEFAULT_DAMPING,
+    out_sharding: jax.sharding.NamedSharding | None = None,
 ) -> jax.Array:
     """Closed-form influence for a dense softmax cross-entropy head (spec §1).
 
@@ -204,11 +259,17 @@ def classifier_influence(
     one forward pass of the head plus three ``N×D×C`` matmuls; no per-example gradient exists.
     The numbers equal :func:`influence_scores` on the same head.
 
+    Sharding: ``features``/``labels`` may be sharded over their example axis and the head
+    replicated or sharded over its class axis, on ``Auto`` or ``Explicit`` meshes (the
+    contractions over the example axis state their output sharding).
+
     Args:
       features: ``[N, D]`` backbone features (inference mode).
       labels: ``[N]`` integer labels in ``[0, C)``.
       head: ``{"kernel": [D, C], "bias": [C]}``.
       damping: ``λ`` > 0.
+      out_sharding: where to place the scores; default: like ``features``' leading axis when it
+        is a sharded ``jax.Array``.
 
     Returns:
       ``f32[N]`` influence scores.
@@ -249,24 +310,32 @@ def classifier_influence(
     _checks.check_positive(damping, "damping")
     _checks.check_finite(features, "features")
     _checks.check_finite(head, "head")
-    return _classifier_influence(features, labels, head["kernel"], head["bias"], damping)
+    if out_sharding is None:
+        out_sharding = _layout.leading_sharding(features)
+    return _classifier_influence(features, labels, head["kernel"], head["bias"], damping,
+                                 out_sharding)
 
 
-@jax.jit
-def _classifier_influence(features, labels, kernel, bias, damping):
+@functools.partial(jax.jit, static_argnames=("out_sharding",))
+def _classifier_influence(features, labels, kernel, bias, damping, out_sharding=None):
     n = features.shape[0]
-    logits = features @ kernel + bias
+    dot = _layout.tensordot
+    logits = dot(features, kernel, 1) + bias
     errors = jax.nn.softmax(logits) - jax.nn.one_hot(labels, kernel.shape[1], dtype=logits.dtype)
     # Contractions over N are written [C, N] @ [N, D], with the squares kept out of the matmul
     # (optimization_barrier): XLA:CPU otherwise fuses them into a slow loop (5x here).
     barrier = jax.lax.optimization_barrier
-    fisher_kernel_t = barrier(errors * errors).T @ barrier(features * features) / n + damping
-    mean_kernel_t = errors.T @ features / n
+    over_n = ((0,), (0,))
+    fisher_kernel_t = dot(barrier(errors * errors), barrier(features * features), over_n) / n
+    fisher_kernel_t = fisher_kernel_t + damping
+    mean_kernel_t = dot(errors, features, over_n) / n
     fisher_bias = jnp.mean(errors * errors, axis=0) + damping
     mean_bias = jnp.mean(errors, axis=0)
-    kernel_term = jnp.sum((features @ (mean_kernel_t / fisher_kernel_t).T) * errors, axis=1)
-    bias_term = errors @ (mean_bias / fisher_bias)
-    return -(kernel_term + bias_term).astype(jnp.float32)
+    kernel_term = jnp.sum(dot(features, mean_kernel_t / fisher_kernel_t, ((1,), (1,))) * errors,
+                          axis=1)
+    bias_term = dot(errors, mean_bias / fisher_bias, 1)
+    scores = -(kernel_term + bias_term).astype(jnp.float32)
+    return _layout.constrain_leading(scores, out_sharding)
 
 
 def _keep_count_table(n: int, top_fraction: float) -> np.ndarray:

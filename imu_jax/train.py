@@ -145,7 +145,8 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTran
     raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; valid: sgd, adamw.")
 
 
-def make_train_step(fm: FunctionalModel, tx: optax.GradientTransformation) -> Callable:
+def make_train_step(fm: FunctionalModel, tx: optax.GradientTransformation, *,
+                    mesh=None) -> Callable:
     """Jitted ``(params, state, opt_state, batch) -> (params, state, opt_state, loss)``."""
 
     def step(params, state, opt_state, batch):
@@ -155,6 +156,9 @@ def make_train_step(fm: FunctionalModel, tx: optax.GradientTransformation) -> Ca
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_state, opt_state, loss
 
+    if mesh is not None:  # outputs stay where params/state/opt_state were placed
+        from imu_jax import sharding
+        return sharding.jit_step(step, carry=(0, 1, 2), donate_argnums=(0, 1, 2))
     return jax.jit(step, donate_argnums=(0, 1, 2))
 
 
@@ -233,11 +237,13 @@ def final_metrics(fm: FunctionalModel, params, state, splits: Splits, bs: int) -
 
 
 def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = False, seed: int = 0,
-                workdir=None, progress: bool = True):
+                workdir=None, progress: bool = True, mesh=None):
     """Trains on ``splits.train`` (or ``splits.retrain_data`` when ``retrain``).
 
     Returns ``(fm, params, state, metrics)``. With ``workdir`` it also saves an Orbax checkpoint
-    in ``workdir/checkpoint`` and writes ``workdir/metrics.json``.
+    in ``workdir/checkpoint`` and writes ``workdir/metrics.json``. With a ``mesh``
+    (:func:`imu_jax.sharding.make_mesh`) batches are sharded over ``data`` and parameters over
+    ``model`` (FSDP-style) if the mesh has it; the batch size must divide by the ``data`` size.
     """
     cfg = TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     data = splits.retrain_data if retrain else splits.train
@@ -248,8 +254,18 @@ def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = Fals
     steps = num_batches(n, cfg.batch_size, drop_remainder=drop)
     tx = make_optimizer(cfg, steps)
     params, state = jax.tree.map(jnp.copy, (fm.params, fm.state))  # steps donate their inputs
-    opt_state = tx.init(params)
-    step_fn = make_train_step(fm, tx)
+    host = lambda tree: tree  # noqa: E731
+    if mesh is not None:
+        from imu_jax import sharding
+        params = sharding.shard_params(params, mesh)
+        state = sharding.shard_params(state, mesh, model_axis=None)
+        host = sharding.to_host  # evaluation runs on host copies, on every process
+    if mesh is not None:
+        with jax.set_mesh(mesh):
+            opt_state = jax.jit(tx.init)(params)
+    else:
+        opt_state = tx.init(params)
+    step_fn = make_train_step(fm, tx, mesh=mesh)
     history = []
     bar = tqdm(total=cfg.epochs * steps, disable=not progress, desc="train", unit="step")
     start = time.perf_counter()
@@ -257,12 +273,15 @@ def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = Fals
         t0, losses = time.perf_counter(), []
         for batch in batches(data, cfg.batch_size, seed=seed, epoch=epoch, drop_remainder=drop,
                              augment=cfg.augment):
+            if mesh is not None:
+                batch = sharding.shard_batch(batch, mesh)
             params, state, opt_state, loss = step_fn(params, state, opt_state, batch)
             losses.append(loss)
             bar.update(1)
-        test = evaluate(fm, params, state, splits.test, batch_size=cfg.eval_batch_size,
-                        transition=splits.transition)
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(jax.device_get(losses))),
+        test = evaluate(fm, host(params), host(state), splits.test,
+                        batch_size=cfg.eval_batch_size, transition=splits.transition)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(
+            jax.device_get(losses) if mesh is None else host(losses))),
                **{f"test_{k}": v for k, v in test.items()},
                "seconds": time.perf_counter() - t0}
         history.append(row)
@@ -274,7 +293,7 @@ def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = Fals
     bar.close()
     metrics = {
         "train_seconds": time.perf_counter() - start,
-        **final_metrics(fm, params, state, splits, cfg.eval_batch_size),
+        **final_metrics(fm, host(params), host(state), splits, cfg.eval_batch_size),
         "retrain": retrain, "seed": seed, "num_params": fm.num_params(), "num_train": n,
         "config": dataclasses.asdict(cfg), "splits": splits.info, "history": history,
     }

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from imu_jax import _checks
+from imu_jax import _checks, _layout
 from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
                                influence_from_grads, select_and_weight)
 
@@ -68,7 +68,7 @@ def _weighted_mean_ascent(per_example_grads: PyTree, weights: jax.Array) -> PyTr
     """``∇(−Σ w_i ℓ_i / Σ w_i) = −Σ w_i g_i / Σ w_i``."""
     total = jnp.sum(weights)
     return jax.tree.map(
-        lambda g: -jnp.tensordot(weights.astype(g.dtype), g, axes=1) / total.astype(g.dtype),
+        lambda g: -_layout.tensordot(weights.astype(g.dtype), g, axes=1) / total.astype(g.dtype),
         per_example_grads)
 
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imu_jax import heads
+from imu_jax import heads, sharding
 from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
                                NoNegativeInfluenceWarning, classifier_influence, influence_scores, influence_weights,
                                per_example_grads)
@@ -186,13 +186,16 @@ def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def forget_influence(model, params: PyTree, state: PyTree, x: np.ndarray, y: np.ndarray,
-                     config: UnlearnConfig) -> tuple[np.ndarray, bool]:
+                     config: UnlearnConfig, *, place: sharding.Placement | None = None
+                     ) -> tuple[np.ndarray, bool]:
     """Influence scores ``[N]`` of the forget examples (spec §1) and whether the closed form ran.
 
     The closed form applies when the model has ``features``, labels are classes and the head is
     exactly the dense ``params["head"]`` whose output equals the model's logits (checked on a few
-    examples); otherwise the streaming generic path of the core runs.
+    examples); otherwise the streaming generic path of the core runs. With a ``place``ment on a
+    mesh, the examples are sharded over ``data`` and the head over ``model``.
     """
+    place = place or sharding.Placement(None)
     head_tree, rest = heads.split_head(params, config.head)
     dense = _dense_head(params, head_tree)
     if (config.closed_form == "auto" and dense is not None and y.ndim == 1
@@ -203,12 +206,15 @@ def forget_influence(model, params: PyTree, state: PyTree, x: np.ndarray, y: np.
         if np.allclose(features @ dense["kernel"] + dense["bias"], logits, rtol=1e-4, atol=1e-4):
             feature_fn = jax.jit(lambda xb: model.features(params, state, xb))
             features = _batched(feature_fn, x, 512)
-            scores = classifier_influence(features, jnp.asarray(y), dense, damping=config.damping)
-            return np.asarray(scores), True
-    loss = make_example_loss(model, rest, state)
-    scores = influence_scores(loss, head_tree, {"x": jnp.asarray(x), "y": jnp.asarray(y)},
+            features, labels = place.batch((features, jnp.asarray(y)))
+            scores = classifier_influence(features, labels, place.params(dense),
+                                          damping=config.damping)
+            return place.host(scores), True
+    loss = make_example_loss(model, place.replicate(rest), place.replicate(state))
+    scores = influence_scores(loss, place.params(head_tree),
+                              place.batch({"x": jnp.asarray(x), "y": jnp.asarray(y)}),
                               damping=config.damping, chunk_size=config.influence_chunk_size)
-    return np.asarray(scores), False
+    return place.host(scores), False
 
 
 def select_examples(scores: np.ndarray | None, num_forget: int, config: UnlearnConfig,
@@ -278,7 +284,8 @@ def _plan_batches(num_kept: int, config: UnlearnConfig, rng: np.random.Generator
     return batches[:config.max_steps] if config.max_steps else batches
 
 
-def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformation):
+def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformation, *,
+              place: sharding.Placement | None = None):
     """The jitted step ``(head, opt_state, rest, state, x, y, weights) -> (head, opt_state, state)``."""
     uses_weights = not (config.influence_mode == "per_batch" and config.weighting == "influence")
 
@@ -290,7 +297,26 @@ def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformat
         updates, opt_state = optimizer.update(grads, opt_state, head, **extra)
         return optax.apply_updates(head, updates), opt_state, state
 
+    if place:  # head, optimizer state and model state keep their placement on the mesh
+        return place.jit(step, carry=(0, 1, 3))
     return jax.jit(step)
+
+
+def _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, total_steps,
+                     model):
+    """Checkpointing of :func:`unlearn`'s loop (explicit, or from ``use_run_checkpoints``)."""
+    from imu_jax import run_checkpoint  # Orbax: imported only when a loop runs
+
+    run_config = {**dataclasses.asdict(config), "seed": int(seed), "total_steps": total_steps,
+                  "rng": "numpy default_rng(seed): selection and batch plan are recomputed"}
+    architecture = {"model": getattr(model, "config", type(model).__name__)}
+    if checkpointer is None:
+        key = "unlearn-" + run_checkpoint.fingerprint(run_config, architecture, x, y)
+        checkpointer, default_resume = run_checkpoint.for_run(key, architecture=architecture)
+        resume = default_resume if resume is None else resume
+    return run_checkpoint.LoopCheckpoint(
+        checkpointer, total_steps=total_steps, resume=bool(resume), config=run_config,
+        selection={"indices": indices, "weights": weights})
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -300,7 +326,8 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 
 def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
             config: UnlearnConfig | None = None, *, state: PyTree = None,
-            seed: int = 0) -> tuple[PyTree, UnlearnReport]:
+            seed: int = 0, mesh=None, checkpointer=None,
+            resume: bool | None = None) -> tuple[PyTree, UnlearnReport]:
     """Unlearns ``forget`` from ``params`` with IMU (spec §1–3), using the forget set only.
 
     Args:
@@ -310,6 +337,15 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
       config: :class:`UnlearnConfig`; defaults to the public code's recipe.
       state: non-parameter model state (BatchNorm statistics), or ``None``/``{}``.
       seed: shuffling (and the shuffled-weights ablation).
+      mesh: a device mesh (``imu_jax.sharding.make_mesh``; default: the one set with
+        ``imu_jax.sharding.use_mesh``, else none): forget batches are sharded over ``data``, the
+        head over ``model``; the result is the same as on one device (to float rounding).
+      checkpointer: an ``imu_jax.run_checkpoint.RunCheckpointer`` saving head, optimizer state,
+        model state, step, the selection and the config (with the RNG seed) every k steps;
+        default: one under ``imu_jax.run_checkpoint.use_run_checkpoints``, named by a
+        fingerprint of the run (config, seed, forget set), else none.
+      resume: continue from the newest readable checkpoint (default: the
+        ``use_run_checkpoints`` setting); the result is bit-identical to an uninterrupted run.
 
     Returns:
       ``(new_params, report)``: only the head differs from ``params``; the report holds influence
@@ -339,10 +375,11 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     head, rest = heads.split_head(params, config.head)
+    place = sharding.Placement(mesh if mesh is not None else sharding.current_mesh())
 
     scores, closed_form = None, None
     if config.influence_mode == "global" and config.weighting != "uniform":
-        scores, closed_form = forget_influence(model, params, state, x, y, config)
+        scores, closed_form = forget_influence(model, params, state, x, y, config, place=place)
     if config.influence_mode == "per_batch":
         indices, weights, fallback = np.arange(len(y)), np.ones(len(y), np.float32), False
     else:
@@ -350,12 +387,23 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
 
     plan = _plan_batches(len(indices), config, rng)
     optimizer = make_optimizer(config, len(plan))
-    opt_state = optimizer.init(head)
-    step = make_step(model, config, optimizer)
+    head, rest, state = place.params(head), place.replicate(rest), place.replicate(state)
+    opt_state = place.init(optimizer, head)
+    step = make_step(model, config, optimizer, place=place)
     kept_x, kept_y = x[indices], y[indices]
-    for batch in plan:
-        head, opt_state, state = step(head, opt_state, rest, state, kept_x[batch], kept_y[batch],
-                                      weights[batch])
+    loop = _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, len(plan),
+                            model)
+    first, saved = loop.start({"params": head, "opt_state": opt_state, "model_state": state})
+    head, opt_state, state = saved["params"], saved["opt_state"], saved["model_state"]
+    for i in range(first, len(plan)):
+        batch = plan[i]
+        head, opt_state, state = step(head, opt_state, rest, state,
+                                      *place.batch((kept_x[batch], kept_y[batch], weights[batch])))
+        loop.done(i + 1, {"params": head, "opt_state": opt_state, "model_state": state})
+    loop.finish()
+    if place:  # hand back ordinary single-device arrays, like the inputs
+        head, state, opt_state = jax.tree.map(jnp.asarray, place.host((head, state, opt_state)))
+        rest = heads.split_head(params, config.head)[1]
     new_params = jax.block_until_ready(heads.merge_head(head, rest))
     seconds = time.perf_counter() - start
 
