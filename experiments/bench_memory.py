@@ -64,10 +64,11 @@ def main(argv=None) -> dict:
 
     num_params = d * c + c
     # XLA's own plan for the temporary buffers, chunked and not (compiled only, never run).
-    from imu_jax.influence import _influence_scores
+    from imu_jax import influence
     planned = {}
     for chunk in (args.chunk_size, None):
-        compiled = _influence_scores.lower(example_loss, head, batch, 0.01, chunk).compile()
+        compiled = influence._influence_scores.lower(
+            *influence._scores_args(example_loss, head, batch, chunk_size=chunk)).compile()
         planned[str(chunk)] = compiled.memory_analysis().temp_size_in_bytes / GIB
     record = {
         "num_examples": n, "head": [d, c], "num_params": num_params, "chunk_size": args.chunk_size,
