@@ -14,7 +14,8 @@ from imu_jax.heads import (frozen_mask, head_labels, head_mask, merge_head, para
 from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
                                NoNegativeInfluenceWarning, classifier_influence,
                                influence_from_grads, influence_scores, influence_weights,
-                               per_example_grads, select_and_weight)
+                               keep_count, per_example_grads, select_and_weight)
+from imu_jax.accumulation import AccumulateState, accumulate
 from imu_jax.transforms import (InfluenceWeightedAscentState, imu_sgd, influence_weighted_ascent,
                                 l1_penalty, weighted_ascent)
 from imu_jax.unlearn import UnlearnConfig, UnlearnReport, unlearn
@@ -37,6 +38,7 @@ __all__ = [
     "influence_from_grads",
     "influence_scores",
     "influence_weights",
+    "keep_count",
     "per_example_grads",
     "select_and_weight",
     # optax transforms (spec §3)
@@ -45,6 +47,8 @@ __all__ = [
     "influence_weighted_ascent",
     "l1_penalty",
     "weighted_ascent",
+    "AccumulateState",
+    "accumulate",
     # head selection
     "frozen_mask",
     "head_labels",

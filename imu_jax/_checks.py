@@ -1,17 +1,39 @@
-"""Input validation shared by the core. Value checks run only on concrete (non-traced) arrays."""
+"""Input validation shared by the core.
+
+Shape and dtype checks run everywhere. Value checks (NaN/inf, ranges) run only on host values:
+numpy on arrays that are not tracers, never a ``jnp`` operation, because inside a user's
+``jax.jit`` even a closed-over constant array turns into a tracer as soon as ``jnp`` touches it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
 def is_concrete(x: Any) -> bool:
     """True when ``x`` holds values (not a tracer inside ``jit``/``vmap``)."""
     return not isinstance(x, jax.core.Tracer)
+
+
+def host_blocks(x: Any) -> Iterator[np.ndarray] | None:
+    """The values of ``x`` as numpy blocks (one per locally held shard of a ``jax.Array``), or
+    ``None`` for a tracer. Never stages an operation out, so it is safe under a trace; a global
+    array spread over several processes is checked on each process's own shards."""
+    if not is_concrete(x):
+        return None
+    if isinstance(x, jax.Array):
+        return (np.asarray(s.data) for s in x.addressable_shards if s.replica_id == 0)
+    return iter([np.asarray(x)])
+
+
+def _is_inexact(x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.result_type(x)
+    return bool(jax.dtypes.issubdtype(dtype, np.inexact))
 
 
 def leading_size(tree: Any, name: str) -> int:
@@ -35,21 +57,57 @@ def leading_size(tree: Any, name: str) -> int:
 
 
 def check_finite(tree: Any, name: str) -> None:
-    """Raises ``ValueError`` if a concrete floating leaf of ``tree`` holds NaN or inf."""
+    """Raises ``ValueError`` if a host-valued floating leaf of ``tree`` holds NaN or inf."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if not is_concrete(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+        if not _is_inexact(leaf):
             continue
-        if not bool(jnp.all(jnp.isfinite(leaf))):
+        blocks = host_blocks(leaf)
+        if blocks is None:
+            continue
+        if not all(np.all(np.isfinite(np.asarray(b, np.float32 if b.dtype.itemsize < 4 else None)))
+                   for b in blocks):
             where = jax.tree_util.keystr(path) or "(root)"
             raise ValueError(f"{name} contains NaN or inf values (at {where}).")
 
 
+def value_range(x: Any) -> tuple[Any, Any] | None:
+    """``(min, max)`` of a host-valued, non-empty array; ``None`` for a tracer or an empty one."""
+    blocks = host_blocks(x)
+    if blocks is None:
+        return None
+    blocks = [b for b in blocks if b.size]
+    if not blocks:
+        return None
+    return min(b.min() for b in blocks), max(b.max() for b in blocks)
+
+
+def scalar_value(value: Any) -> float | None:
+    """``float(value)`` for a host scalar; ``None`` for a tracer."""
+    return float(np.asarray(value)) if is_concrete(value) else None
+
+
 def check_positive(value: Any, name: str) -> None:
-    if is_concrete(value) and not float(value) > 0:
+    got = scalar_value(value)
+    if got is not None and not got > 0:
         raise ValueError(f"{name} must be > 0, got {value}.")
 
 
 def check_fraction(value: Any, name: str) -> None:
     """``value`` must lie in (0, 1]."""
-    if is_concrete(value) and not 0.0 < float(value) <= 1.0:
+    got = scalar_value(value)
+    if got is not None and not 0.0 < got <= 1.0:
         raise ValueError(f"{name} must be in (0, 1], got {value}.")
+
+
+def check_hyperparameter_precision(value: Any, name: str) -> None:
+    """A floating hyperparameter must carry at least float32 precision.
+
+    ``optax.inject_hyperparams`` casts hyperparameters to the parameters' dtype; in bfloat16 a
+    fraction such as 0.7 becomes 0.69921875 and counts derived from it change."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, np.floating) and \
+            np.dtype(dtype).itemsize < 4:
+        raise ValueError(
+            f"{name} arrived as {np.dtype(dtype).name}, too coarse to give the static result "
+            "(optax.inject_hyperparams casts hyperparameters to the parameters' dtype); pass "
+            "hyperparam_dtype=jnp.float32 to optax.inject_hyperparams, or a float32 value.")

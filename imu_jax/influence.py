@@ -33,6 +33,7 @@ __all__ = [
     "classifier_influence",
     "select_and_weight",
     "influence_weights",
+    "keep_count",
     "NoNegativeInfluenceWarning",
 ]
 
@@ -282,28 +283,30 @@ def classifier_influence(
       >>> imu.classifier_influence(h, jnp.array([0, 0, 1, 2, 0, 1]), head).shape
       (6,)
     """
-    features = jnp.asarray(features)
-    labels = jnp.asarray(labels)
     if not isinstance(head, dict) or set(head) != {"kernel", "bias"}:
         raise ValueError(
             "head must be a dict with exactly the keys 'kernel' [D, C] and 'bias' [C], got "
             f"{sorted(head) if isinstance(head, dict) else type(head).__name__}.")
-    if features.ndim != 2:
-        raise ValueError(f"features must be [N, D], got shape {features.shape}.")
-    if features.shape[0] == 0:
+    features_shape, labels_shape = np.shape(features), np.shape(labels)
+    if len(features_shape) != 2:
+        raise ValueError(f"features must be [N, D], got shape {features_shape}.")
+    if features_shape[0] == 0:
         raise ValueError("features is empty: the forget set has no examples.")
-    if labels.shape != features.shape[:1]:
-        raise ValueError(f"labels must be [N] = [{features.shape[0]}], got shape {labels.shape}.")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
+    if labels_shape != features_shape[:1]:
+        raise ValueError(f"labels must be [N] = [{features_shape[0]}] integer classes, got shape "
+                         f"{labels_shape}.")
+    labels_dtype = getattr(labels, "dtype", None) or np.result_type(labels)
+    if not jnp.issubdtype(labels_dtype, jnp.integer):
+        raise ValueError(f"labels must be integers, got dtype {labels_dtype}.")
     kernel_shape, bias_shape = np.shape(head["kernel"]), np.shape(head["bias"])
-    if len(kernel_shape) != 2 or kernel_shape[0] != features.shape[1] or bias_shape != kernel_shape[1:]:
+    if len(kernel_shape) != 2 or kernel_shape[0] != features_shape[1] or bias_shape != kernel_shape[1:]:
         raise ValueError(
             f"head shapes kernel {kernel_shape}, bias {bias_shape} do not fit features with "
-            f"D = {features.shape[1]} (need kernel [D, C] and bias [C]).")
+            f"D = {features_shape[1]} (need kernel [D, C] and bias [C]).")
     num_classes = kernel_shape[1]
-    if _checks.is_concrete(labels) and labels.size:
-        low, high = int(labels.min()), int(labels.max())
+    label_range = _checks.value_range(labels)  # host values only; None under a trace
+    if label_range is not None:
+        low, high = int(label_range[0]), int(label_range[1])
         if low < 0 or high >= num_classes:
             raise ValueError(
                 f"labels out of range: found values in [{low}, {high}], the head has "
@@ -311,6 +314,7 @@ def classifier_influence(
     _checks.check_positive(damping, "damping")
     _checks.check_finite(features, "features")
     _checks.check_finite(head, "head")
+    features, labels = jnp.asarray(features), jnp.asarray(labels)
     if out_sharding is None:
         out_sharding = _layout.leading_sharding(features)
     return _classifier_influence(features, labels, head["kernel"], head["bias"], damping,
@@ -339,9 +343,30 @@ def _classifier_influence(features, labels, kernel, bias, damping, out_sharding=
     return _layout.constrain_leading(scores, out_sharding)
 
 
-def _keep_count_table(n: int, top_fraction: float) -> np.ndarray:
-    """``max(1, floor(n_neg · top_fraction))`` for n_neg = 0..n, in float64 like the reference."""
-    return np.maximum(1, np.floor(np.arange(n + 1) * float(top_fraction))).astype(np.int32)
+# Relative tolerance of the keep count's floor: far above float32's rounding of n · top_fraction
+# (two roundings of 2^-24 each), far below the 1/n step between distinct counts for n < 2^19.
+_KEEP_COUNT_TOLERANCE = 2.0 ** -20
+
+
+def keep_count(num_negative, top_fraction):
+    """``max(1, floor(num_negative · top_fraction))``, robust to how ``top_fraction`` is stored.
+
+    The product is formed in float32 and floored with a relative tolerance of ``2^-20``, so a
+    fraction given as a Python float (float64), as a float32 array (``optax.inject_hyperparams``)
+    or as a traced value gives the same count: ``90 · 0.7`` keeps 63 everywhere (the public code's
+    ``int(90 * 0.7)`` in float64 gives 62; see docs/DEVIATIONS.md). Works on numpy and on ``jnp``
+    (traced) values: the same float32 operations in both.
+
+    Examples:
+      >>> import numpy as np
+      >>> import imu_jax as imu
+      >>> int(imu.keep_count(np.int32(90), 0.7)), int(imu.keep_count(np.int32(3), 0.1))
+      (63, 1)
+    """
+    xp = np if _checks.is_concrete(num_negative) and _checks.is_concrete(top_fraction) else jnp
+    product = xp.asarray(num_negative, xp.float32) * xp.asarray(top_fraction, xp.float32)
+    product = product * xp.float32(1.0 + _KEEP_COUNT_TOLERANCE)
+    return xp.maximum(1, xp.floor(product)).astype(xp.int32)
 
 
 def select_and_weight(
@@ -368,11 +393,8 @@ def select_and_weight(
     negative = scores < 0
     num_negative = jnp.sum(negative)
     fell_back = num_negative == 0
-    if isinstance(top_fraction, (int, float)):
-        keep_count = jnp.asarray(_keep_count_table(n, top_fraction))[num_negative]
-    else:  # a traced hyperparameter (e.g. under optax.inject_hyperparams)
-        keep_count = jnp.maximum(1, jnp.floor(num_negative * top_fraction)).astype(jnp.int32)
-    num_kept = jnp.where(fell_back, n, keep_count)
+    _checks.check_hyperparameter_precision(top_fraction, "top_fraction")
+    num_kept = jnp.where(fell_back, n, keep_count(num_negative, top_fraction))
 
     order = jnp.argsort(jnp.where(negative, scores, jnp.inf), stable=True)
     rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
@@ -399,7 +421,7 @@ def influence_weights(
     """Which forget examples to unlearn and with what weight (spec §2).
 
     Keeps examples with ``I_i < 0``, ordered by ``|I_i|`` descending, the first
-    ``max(1, floor(n_neg · top_fraction))``; weights ``sqrt|I_i|`` clipped from above at their
+    ``max(1, floor(n_neg · top_fraction))`` (:func:`keep_count`); weights ``sqrt|I_i|`` clipped from above at their
     ``clip_quantile`` quantile (linear interpolation) when more than one is kept. If no score is
     negative, it warns (:class:`NoNegativeInfluenceWarning`) and returns every example with weight 1
     (the public code crashes there).

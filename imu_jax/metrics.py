@@ -73,9 +73,13 @@ def mia_features(probs: np.ndarray, labels: np.ndarray, kind: str = "confidence"
     [0.6931, 0.0]
     """
     probs = np.asarray(probs, np.float64)
-    labels = np.asarray(labels, np.int64)
+    labels = np.asarray(labels)
     if kind not in MIA_FEATURES:
         raise ValueError(f"unknown MIA feature {kind!r}; choose one of {MIA_FEATURES}")
+    if labels.ndim != 1 or probs.ndim != 2 or probs.shape[0] != labels.shape[0]:
+        raise ValueError(f"mia_features needs probs [N, C] and integer labels [N]; got probs "
+                         f"{probs.shape} and labels {labels.shape}.")
+    labels = labels.astype(np.int64)
     rows = np.arange(probs.shape[0])
     true_prob = probs[rows, labels]
     if kind == "confidence":
@@ -94,14 +98,20 @@ def mia_features(probs: np.ndarray, labels: np.ndarray, kind: str = "confidence"
 
 def svc_nonmember_rate(members: np.ndarray, nonmembers: np.ndarray, targets: np.ndarray) -> float:
     """Fit the RBF SVC (C = 3, gamma = "auto") on members (1) vs non-members (0) and return the
-    fraction of ``targets`` it calls non-members. A constant feature (one class only) is handled by
-    predicting that class.
+    fraction of ``targets`` it calls non-members (nan when there are no targets). Both classes must
+    be present: without members or without non-members there is no attack to fit, and it raises a
+    ``ValueError`` naming the empty side.
 
     >>> rng = np.random.default_rng(0)
     >>> members = rng.uniform(0.9, 1.0, (50, 1)); nonmembers = rng.uniform(0.0, 0.5, (50, 1))
     >>> svc_nonmember_rate(members, nonmembers, np.array([[0.05], [0.95]]))
     0.5
     """
+    for name, side in (("members (the shadow retain examples)", members),
+                       ("non-members (the test examples)", nonmembers)):
+        if len(side) == 0:
+            raise ValueError(f"the membership-inference attack has no {name}: it needs examples "
+                             "of both classes to fit its SVC.")
     x = np.concatenate([members, nonmembers]).reshape(len(members) + len(nonmembers), -1)
     y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
     targets = np.asarray(targets).reshape(len(targets), -1)
@@ -137,7 +147,8 @@ def mia_efficacy(
         seed: int = 0,
 ) -> float:
     """MIA-efficacy: the fraction of D_f that an SVC trained on (|D_test| retain = members,
-    D_test = non-members) calls non-members. Higher = more forgotten.
+    D_test = non-members) calls non-members. Higher = more forgotten. ``nan`` for an empty D_f; an
+    empty D_r or D_test (no attack can be fitted) is a ``ValueError``.
 
     >>> rng = np.random.default_rng(0)
     >>> member = np.tile([[0.99, 0.01]], (40, 1)); nonmember = np.tile([[0.4, 0.6]], (40, 1))

@@ -227,6 +227,23 @@ class RunCheckpointer:
                 f"{[s for s, _ in failures]}; last error: {failures[-1][1]!r}")
         return None
 
+    def restore_selection(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """``(selection, meta)`` of the newest checkpoint whose selection can be read, or ``None``.
+
+        Needs no restore target: a run reads what it selected before it builds its state."""
+        self._manager.reload()
+        for candidate in sorted(self._manager.all_steps(), reverse=True):
+            if "selection" not in _item_names(self._manager, candidate):
+                continue
+            try:
+                with _quiet_absl():
+                    got = self._manager.restore(candidate, args=ocp.args.Composite(
+                        meta=ocp.args.JsonRestore(), selection=ocp.args.StandardRestore()))
+            except Exception:  # unreadable: restore() warns when the state is read
+                continue
+            return {k: np.asarray(v) for k, v in got["selection"].items()}, got["meta"]
+        return None
+
     def _warn(self, step, error, steps):
         older = [s for s in steps if s < step]
         then = f"falling back to step {older[0]}" if older else "no older checkpoint is left"
@@ -293,6 +310,33 @@ class LoopCheckpoint:
             k: np.asarray(v) for k, v in selection.items()}
         self.config = dict(config or {})
 
+    def saved_selection(self) -> dict[str, np.ndarray] | None:
+        """With ``resume``: the selection the checkpointed run used, adopted as this run's.
+
+        A resumed run continues from what it saved rather than from a recomputation, which on
+        another mesh or device count rounds differently (and may keep other examples). The
+        checkpoint must have been saved with this run's ``config`` (the keys that define the run:
+        hyperparameters, seed, forget-set fingerprint); otherwise a ``ValueError`` names the keys
+        that differ. Returns ``None`` without a checkpoint (or without resume)."""
+        if self.checkpointer is None or not self.resume:
+            return None
+        found = self.checkpointer.restore_selection()
+        if found is None:
+            return None
+        selection, meta = found
+        saved = meta.get("config", {})
+        wanted = json.loads(json.dumps(self.config, sort_keys=True, default=str))
+        differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        if differ:
+            raise ValueError(
+                f"the checkpoint in {self.checkpointer.directory} was saved for another run: "
+                + "; ".join(f"{k}: checkpoint {saved.get(k, '(absent)')!r}, this run "
+                            f"{wanted.get(k, '(absent)')!r}" for k in differ[:6])
+                + ". Resume with the same data and settings, or use another checkpoint "
+                  "directory.")
+        self.selection = selection
+        return selection
+
     def start(self, state: PyTree) -> tuple[int, PyTree]:
         if self.checkpointer is None or not self.resume:
             return 0, state
@@ -301,7 +345,7 @@ class LoopCheckpoint:
             return 0, state
         saved = restored.selection
         if self.selection is not None and saved is not None and not (
-                all(k in saved and saved[k].shape == v.shape for k, v in self.selection.items())
+                all(saved[k].shape == v.shape for k, v in self.selection.items() if k in saved)
                 and np.array_equal(saved["indices"], self.selection["indices"])
                 and np.allclose(saved["weights"], self.selection["weights"])):
             raise ValueError(

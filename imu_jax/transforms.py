@@ -11,9 +11,14 @@ inside ``update``. :func:`imu_sgd` is the public code's full update as one optim
 
 .. warning::
   The per-example transforms expect per-example gradients (leading batch axis) and must come
-  first in a chain. They do not work inside :class:`optax.MultiSteps` or
-  :func:`optax.apply_every`; to accumulate, wrap the rest of the chain instead:
-  ``optax.chain(weighted_ascent(), optax.MultiSteps(rest, k).gradient_transformation())``.
+  first in a chain. Give them the head's gradients only (``imu_jax.split_head``, then
+  ``imu_jax.per_example_grads`` of the head); inside ``optax.masked`` / ``optax.partition`` the
+  other leaves would keep their example axis, so there they raise a ``ValueError``. To freeze part
+  of a whole-tree optimizer in the global mode, mask *after* aggregating:
+  ``optax.chain(imu_sgd(...), optax.masked(optax.set_to_zero(), imu_jax.frozen_mask(params, sel)))``.
+  They do not work inside :class:`optax.MultiSteps` or :func:`optax.apply_every` (those average
+  the per-example arrays); to accumulate micro-batches use :func:`imu_jax.accumulate`, which
+  equals one step over their union.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from imu_jax import _checks, _layout
@@ -41,6 +47,7 @@ PyTree = Any
 
 def _check_per_example(per_example_grads: PyTree, params: PyTree | None, num_weights: int | None):
     """Raises ``ValueError`` unless every leaf has the same leading (example) axis."""
+    _refuse_masked(per_example_grads)
     leaves = jax.tree.leaves(per_example_grads)
     if not leaves:
         raise ValueError("per_example_grads is empty: it has no arrays.")
@@ -62,6 +69,33 @@ def _check_per_example(per_example_grads: PyTree, params: PyTree | None, num_wei
     if num_weights is not None and num_weights != size:
         raise ValueError(
             f"weights has {num_weights} entries but per_example_grads has {size} examples.")
+
+
+def _refuse_masked(per_example_grads: PyTree) -> None:
+    """Per-example transforms inside ``optax.masked`` / ``optax.partition`` are refused: the
+    leaves outside the mask keep their example axis and ``apply_updates`` broadcasts them."""
+    is_masked = lambda x: isinstance(x, optax.MaskedNode)
+    if any(is_masked(x) for x in jax.tree.leaves(per_example_grads, is_leaf=is_masked)):
+        raise ValueError(
+            "IMU's per-example transforms cannot run inside optax.masked or optax.partition: the "
+            "leaves outside the mask would keep their example axis (a [N, ...] update for a "
+            "[...] parameter). Differentiate the head only: head, rest = imu_jax.split_head("
+            "params, selector); grads = imu_jax.per_example_grads(loss, head, batch); update the "
+            "head; params = imu_jax.merge_head(head, rest). In the global mode you may also "
+            "aggregate first and mask after: optax.chain(imu_jax.imu_sgd(...), optax.masked("
+            "optax.set_to_zero(), imu_jax.frozen_mask(params, selector))).")
+
+
+def _check_weights(weights: Any) -> None:
+    """``weights`` is ``[N]``; host values are finite, >= 0, with a positive sum."""
+    if np.ndim(weights) != 1:
+        raise ValueError(f"weights must be [N], got shape {np.shape(weights)}.")
+    _checks.check_finite(weights, "weights")
+    blocks = _checks.host_blocks(weights)  # None under a trace: shape checks only
+    if blocks is not None:
+        blocks = [np.asarray(b, np.float64) for b in blocks]
+        if any(np.any(b < 0) for b in blocks) or not sum(float(b.sum()) for b in blocks) > 0:
+            raise ValueError("weights must be >= 0 with a positive sum.")
 
 
 def _weighted_mean_ascent(per_example_grads: PyTree, weights: jax.Array) -> PyTree:
@@ -99,15 +133,9 @@ def weighted_ascent() -> optax.GradientTransformationExtraArgs:
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None, *, weights):
-        weights = jnp.asarray(weights)
-        if weights.ndim != 1:
-            raise ValueError(f"weights must be [N], got shape {weights.shape}.")
-        _check_per_example(updates, params, weights.shape[0])
-        if _checks.is_concrete(weights):
-            _checks.check_finite(weights, "weights")
-            if bool(jnp.any(weights < 0)) or not bool(jnp.sum(weights) > 0):
-                raise ValueError("weights must be >= 0 with a positive sum.")
-        return _weighted_mean_ascent(updates, weights), state
+        _check_weights(weights)
+        _check_per_example(updates, params, np.shape(weights)[0])
+        return _weighted_mean_ascent(updates, jnp.asarray(weights)), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -170,6 +198,9 @@ def influence_weighted_ascent(
       >>> int(state[0].last_num_kept), int(state[0].num_fallbacks)
       (2, 0)
     """
+    for name, value in (("damping", damping), ("top_fraction", top_fraction),
+                        ("clip_quantile", clip_quantile)):
+        _checks.check_hyperparameter_precision(value, name)
     _checks.check_positive(damping, "damping")
     _checks.check_fraction(top_fraction, "top_fraction")
     _checks.check_fraction(clip_quantile, "clip_quantile")

@@ -8,8 +8,9 @@
   ``{"kernel", "bias"}``) influence uses the closed form, otherwise the streaming generic path.
 
 ``imu_jax.models.functional(model)`` returns such an object. Data is a dict of numpy arrays with a
-``"label"`` entry and one input (``"image"`` or ``"tokens"``): labels ``[N]`` are classes (softmax
-cross-entropy), labels ``[N, T]`` are next tokens with ``-1`` as padding (mean token
+``"label"`` entry and one input (``"image"`` or ``"tokens"``). The model's logits decide the
+task: logits ``[N, C]`` take classes ``[N]`` or one-hot ``[N, C]`` labels (softmax cross-entropy),
+logits ``[N, T, V]`` take next tokens ``[N, T]`` with ``-1`` as padding (mean token
 cross-entropy).
 """
 
@@ -135,6 +136,44 @@ def input_and_labels(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.n
         if key in arrays:
             return np.asarray(arrays[key]), np.asarray(arrays["label"])
     raise ValueError(f"data needs one of {INPUT_KEYS} and 'label'; got keys {sorted(arrays)}.")
+
+
+def labels_for_logits(logits_shape: tuple, labels: np.ndarray) -> np.ndarray:
+    """Labels in the form the losses take, decided from the model's logits (not the labels' rank).
+
+    Logits ``[N, C]``: classes ``[N]``, or one-hot ``[N, C]`` (converted to classes). Logits
+    ``[N, T, V]``: next tokens ``[N, T]`` (``-1`` = padding). Anything else is a ``ValueError``
+    naming the expected shapes.
+
+    >>> labels_for_logits((5, 3), np.eye(3)[[0, 2, 1, 1, 0]]).tolist()
+    [0, 2, 1, 1, 0]
+    >>> labels_for_logits((2, 4, 7), np.zeros((2, 4), np.int32)).shape
+    (2, 4)
+    """
+    labels = np.asarray(labels)
+    n = labels.shape[0] if labels.ndim else 0
+    if len(logits_shape) == 2:
+        classes = logits_shape[1]
+        if labels.ndim == 2 and labels.shape[1] == classes and np.all(
+                (labels == 0) | (labels == 1)) and np.all(labels.sum(axis=1) == 1):
+            return np.argmax(labels, axis=1).astype(np.int32)
+        if labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
+            return labels
+        raise ValueError(
+            f"the model's logits are [N, C] = [N, {classes}] (classification), so labels must be "
+            f"integer classes [N] = [{n}] or one-hot [N, C] = [{n}, {classes}]; got labels of "
+            f"shape {labels.shape} and dtype {labels.dtype}.")
+    if len(logits_shape) == 3:
+        if labels.ndim == 2 and labels.shape[1] == logits_shape[1] and np.issubdtype(
+                labels.dtype, np.integer):
+            return labels
+        raise ValueError(
+            f"the model's logits are [N, T, V] = [N, {logits_shape[1]}, {logits_shape[2]}] "
+            f"(sequences), so labels must be integer next tokens [N, T] = [{n}, "
+            f"{logits_shape[1]}] (-1 = padding); got labels of shape {labels.shape} and dtype "
+            f"{labels.dtype}.")
+    raise ValueError(f"the model's logits must be [N, C] (classes) or [N, T, V] (sequences); got "
+                     f"logits of shape {tuple(logits_shape)}.")
 
 
 def example_loss(logits: jax.Array, label: jax.Array) -> jax.Array:
@@ -302,21 +341,50 @@ def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformat
     return jax.jit(step)
 
 
-def _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, total_steps,
-                     model):
-    """Checkpointing of :func:`unlearn`'s loop (explicit, or from ``use_run_checkpoints``)."""
+def _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, model):
+    """Checkpointing of :func:`unlearn`'s loop (explicit, or from ``use_run_checkpoints``).
+
+    The saved ``config`` is what defines the run (hyperparameters, seed, a fingerprint of the
+    forget set); the selection and batch plan are saved with every checkpoint and reused on
+    resume (:func:`_resume_selection`), so a run may resume on another mesh or device count."""
     from imu_jax import run_checkpoint  # Orbax: imported only when a loop runs
 
-    run_config = {**dataclasses.asdict(config), "seed": int(seed), "total_steps": total_steps,
-                  "rng": "numpy default_rng(seed): selection and batch plan are recomputed"}
+    if checkpointer is None and run_checkpoint._SETTINGS.get() is None:  # not checkpointed
+        return run_checkpoint.LoopCheckpoint(None, total_steps=0)
+    run_config = {**dataclasses.asdict(config), "seed": int(seed),
+                  "forget_set": run_checkpoint.fingerprint(x, y),
+                  "rng": "numpy default_rng(seed); selection and batch plan saved"}
     architecture = {"model": getattr(model, "config", type(model).__name__)}
     if checkpointer is None:
         key = "unlearn-" + run_checkpoint.fingerprint(run_config, architecture, x, y)
         checkpointer, default_resume = run_checkpoint.for_run(key, architecture=architecture)
         resume = default_resume if resume is None else resume
     return run_checkpoint.LoopCheckpoint(
-        checkpointer, total_steps=total_steps, resume=bool(resume), config=run_config,
+        checkpointer, total_steps=0, resume=bool(resume), config=run_config,
         selection={"indices": indices, "weights": weights})
+
+
+def _plan_array(plan: list, batch_size: int) -> np.ndarray:
+    """The batch plan as ``int32[steps, batch_size]``, short batches padded with -1."""
+    out = np.full((len(plan), batch_size), -1, np.int32)
+    for i, batch in enumerate(plan):
+        out[i, :len(batch)] = batch
+    return out
+
+
+def _resume_selection(loop, indices, weights, plan, batch_size):
+    """``(indices, weights, plan)``: the checkpoint's on resume, else the ones computed here.
+
+    Influence recomputed on another mesh rounds differently (~1e-5 relative) and may keep other
+    examples; a resumed run continues with what it saved instead."""
+    saved = loop.saved_selection()
+    if saved is not None and "plan" in saved:
+        indices, weights = saved["indices"].astype(np.int64), saved["weights"].astype(np.float32)
+        plan = [row[row >= 0] for row in saved["plan"]]
+    loop.selection = {"indices": indices, "weights": weights,
+                      "plan": _plan_array(plan, batch_size)}
+    loop.total_steps = len(plan)
+    return indices, weights, plan
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -372,6 +440,9 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
     x, y = input_and_labels(forget)
     if len(y) == 0:
         raise ValueError("the forget set is empty: nothing to unlearn.")
+    logits = jax.eval_shape(lambda xb: model.apply(params, state, xb, train=False)[0],
+                            jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype))
+    y = labels_for_logits(logits.shape, y)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     head, rest = heads.split_head(params, config.head)
@@ -386,13 +457,13 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
         indices, weights, fallback = select_examples(scores, len(y), config, rng)
 
     plan = _plan_batches(len(indices), config, rng)
+    loop = _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, model)
+    indices, weights, plan = _resume_selection(loop, indices, weights, plan, config.batch_size)
     optimizer = make_optimizer(config, len(plan))
     head, rest, state = place.params(head), place.replicate(rest), place.replicate(state)
     opt_state = place.init(optimizer, head)
     step = make_step(model, config, optimizer, place=place)
     kept_x, kept_y = x[indices], y[indices]
-    loop = _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, len(plan),
-                            model)
     first, saved = loop.start({"params": head, "opt_state": opt_state, "model_state": state})
     head, opt_state, state = saved["params"], saved["opt_state"], saved["model_state"]
     for i in range(first, len(plan)):
