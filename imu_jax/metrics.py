@@ -114,9 +114,9 @@ def svc_nonmember_rate(members: np.ndarray, nonmembers: np.ndarray, targets: np.
                              "of both classes to fit its SVC.")
     x = np.concatenate([members, nonmembers]).reshape(len(members) + len(nonmembers), -1)
     y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
-    targets = np.asarray(targets).reshape(len(targets), -1)
     if len(targets) == 0:
         return float("nan")
+    targets = np.asarray(targets).reshape(len(targets), -1)
     classifier = SVC(C=3, gamma="auto", kernel="rbf")
     classifier.fit(x, y)
     return float(1.0 - np.mean(classifier.predict(targets)))
