@@ -107,8 +107,8 @@ def svc_nonmember_rate(members: np.ndarray, nonmembers: np.ndarray, targets: np.
     >>> svc_nonmember_rate(members, nonmembers, np.array([[0.05], [0.95]]))
     0.5
     """
-    for name, side in (("members (the shadow retain examples)", members),
-                       ("non-members (the test examples)", nonmembers)):
+    for name, side in (("non-members (the test examples)", nonmembers),
+                       ("members (the shadow retain examples)", members)):
         if len(side) == 0:
             raise ValueError(f"the membership-inference attack has no {name}: it needs examples "
                              "of both classes to fit its SVC.")
