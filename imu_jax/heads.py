@@ -8,9 +8,16 @@ Flax NNX's ``.value`` accessor is dropped, so ``nnx.State`` and pure dicts give 
 :func:`split_head` returns two trees with the structure of ``params``: the head, with ``None`` where
 a leaf is not selected, and the rest, with ``None`` where it is. Optax transforms and
 :func:`imu_jax.per_example_grads` treat ``None`` as an empty subtree, so the head tree can be
-optimized on its own; :func:`merge_head` puts the two back together. For a single optimizer over
-the whole tree, :func:`head_mask` / :func:`frozen_mask` plug into ``optax.masked`` and
-:func:`head_labels` into ``optax.partition``.
+optimized on its own; :func:`merge_head` puts the two back together. This is the pattern for
+IMU's per-example transforms (``imu_sgd``, ``weighted_ascent``, ``influence_weighted_ascent``):
+differentiate the head only and update it.
+
+The masks serve whole-tree optimizers. :func:`frozen_mask` freezes the rest *after* IMU has
+aggregated the per-example gradients (global mode; exact, tested):
+``optax.chain(imu_sgd(...), optax.masked(optax.set_to_zero(), frozen_mask(params, sel)))``.
+:func:`head_mask` / :func:`head_labels` plug into ``optax.masked`` / ``optax.partition`` for
+ordinary (already aggregated) gradients; IMU's per-example transforms raise a ``ValueError``
+inside them, because the leaves outside the mask would keep their example axis.
 """
 
 from __future__ import annotations
@@ -92,12 +99,22 @@ def head_mask(params: PyTree, selector: Selector) -> PyTree:
 def frozen_mask(params: PyTree, selector: Selector) -> PyTree:
     """The complement of :func:`head_mask`: True on the parameters that stay fixed.
 
-    Use with ``optax.masked(optax.set_to_zero(), frozen_mask(params, "head"))``.
+    With IMU over the whole tree (global mode), zero the frozen leaves after aggregating:
+    ``optax.chain(imu_sgd(...), optax.masked(optax.set_to_zero(), frozen_mask(params, sel)))``.
 
     Examples:
-      >>> import imu_jax as imu
+      >>> import jax.numpy as jnp, optax, imu_jax as imu
       >>> imu.frozen_mask({"body": 1.0, "head": 2.0}, "head")
       {'body': True, 'head': False}
+      >>> params = {"body": jnp.ones(2), "head": jnp.ones(2)}
+      >>> opt = optax.chain(imu.imu_sgd(0.1), optax.masked(optax.set_to_zero(),
+      ...                                                  imu.frozen_mask(params, "head")))
+      >>> grads = {"body": jnp.ones((3, 2)), "head": jnp.ones((3, 2))}  # 3 examples
+      >>> updates, _ = opt.update(grads, opt.init(params), params, weights=jnp.ones(3))
+      >>> jax.tree.map(jnp.shape, optax.apply_updates(params, updates))
+      {'body': (2,), 'head': (2,)}
+      >>> updates["body"].tolist()
+      [0.0, 0.0]
     """
     return jax.tree.map(lambda m: not m, head_mask(params, selector))
 
@@ -105,6 +122,9 @@ def frozen_mask(params: PyTree, selector: Selector) -> PyTree:
 def head_labels(params: PyTree, selector: Selector, *, head: str = "head",
                 frozen: str = "frozen") -> PyTree:
     """Labels for ``optax.partition``: ``head`` on the selected leaves, ``frozen`` elsewhere.
+
+    For ordinary (aggregated) gradients; IMU's per-example transforms refuse to run inside
+    ``optax.partition`` (use :func:`split_head`, see the module docstring).
 
     Examples:
       >>> import optax, imu_jax as imu

@@ -166,7 +166,9 @@ def run_unlearning(
       mesh: device mesh; ``None`` = one device. The batch is sharded over ``data_axis``, the
         params over ``model_axis`` (FSDP-style, if the mesh has it) else replicated.
       checkpointer: a :class:`imu_jax.run_checkpoint.RunCheckpointer` or ``None``.
-      resume: continue from ``checkpointer``'s newest readable checkpoint, if any.
+      resume: continue from ``checkpointer``'s newest readable checkpoint, if any, with the
+        selection saved there (``indices``/``weights`` recomputed on another mesh may round
+        differently); ``config`` must equal the saved one.
       config: JSON-able run description stored with each checkpoint.
       on_step: ``on_step(step, loss)`` after each step (e.g. logging); ``step`` counts from 1.
 
@@ -185,8 +187,14 @@ def run_unlearning(
       >>> info["steps"], w.sharding.spec, bool(jnp.all(w < 0))     # ascent moved w away
       (3, P(), True)
     """
+    loop = LoopCheckpoint(checkpointer, total_steps=num_steps, resume=resume, config=config,
+                          selection={"indices": indices, "weights": weights})
+    saved = loop.saved_selection()  # resuming: the selection the run saved (any mesh)
+    if saved is not None:
+        indices, weights = saved["indices"], saved["weights"]
     indices = np.asarray(indices, np.int32)
     weights = np.asarray(weights, np.float32)
+    loop.selection = {"indices": indices, "weights": weights}
     if indices.ndim != 1 or indices.shape != weights.shape or not len(indices):
         raise ValueError(f"indices and weights must be equal-length non-empty vectors, got "
                          f"{indices.shape} and {weights.shape}.")
@@ -213,8 +221,6 @@ def run_unlearning(
     state = {"params": params, "opt_state": opt_state,
              "step": _global(np.zeros((), np.int32), replicated),
              "rng": _global(np.asarray(jax.random.key_data(jax.random.key(seed))), replicated)}
-    loop = LoopCheckpoint(checkpointer, total_steps=num_steps, resume=resume, config=config,
-                          selection={"indices": indices, "weights": weights})
     start, state = loop.start(state)
 
     step_fn = make_unlearn_step(loss_fn, optimizer, params_sharding=params_sharding,

@@ -120,3 +120,84 @@ def test_run_cli_with_mesh_and_checkpoints(tmp_path, data_dir):
         assert imu["mesh"]["metrics"][key] == pytest.approx(value, abs=1e-3), key
     (run_dir,) = list((tmp_path / "mesh" / "checkpoints").iterdir())
     assert any(p.name.isdigit() for p in run_dir.iterdir())
+
+
+def _truncate_to_first_checkpoint(run_dir):
+    import shutil
+
+    steps = sorted(int(p.name) for p in run_dir.iterdir() if p.name.isdigit())
+    for step in steps[1:]:  # as if killed after the first checkpoint
+        shutil.rmtree(run_dir / str(step))
+    return steps
+
+
+def test_unlearn_saved_on_8_devices_resumes_on_1_device_and_on_data_2(trained_digits, tmp_path):
+    """Issue 9 §5: a run saved on data=4,model=2 resumes on 1 device and on data=2 (2 devices)
+    and reaches the uninterrupted run's result; influence recomputed there rounds differently,
+    so the run continues with the selection and batch plan it saved."""
+    import shutil
+
+    from imu_jax import run_checkpoint, sharding
+    from imu_jax.unlearn import UnlearnConfig, unlearn
+
+    fm, params, state, splits = trained_digits
+    config = UnlearnConfig(epochs=2, batch_size=32, top_fraction=0.5, closed_form="never",
+                           influence_chunk_size=64)
+    mesh8 = sharding.make_mesh("data=4,model=2")
+    with sharding.use_mesh(mesh8):
+        straight, report = unlearn(fm, params, splits.forget, config, state=state, seed=4)
+        with run_checkpoint.use_run_checkpoints(tmp_path / "saved", save_every=2, keep=10):
+            unlearn(fm, params, splits.forget, config, state=state, seed=4)
+    (run_dir,) = list((tmp_path / "saved").iterdir())
+    assert len(_truncate_to_first_checkpoint(run_dir)) >= 3
+    mesh2 = sharding.make_mesh("data=2", devices=jax.devices()[:2])
+    for name, mesh in (("one", None), ("data2", mesh2)):
+        root = tmp_path / name
+        shutil.copytree(tmp_path / "saved", root)
+        with sharding.use_mesh(mesh), run_checkpoint.use_run_checkpoints(
+                root, save_every=2, keep=10, resume=True):
+            resumed, resumed_report = unlearn(fm, params, splits.forget, config, state=state,
+                                              seed=4)
+        assert [p.name for p in root.iterdir()] == [run_dir.name]  # found the same run
+        assert resumed_report.num_kept == report.num_kept
+        assert resumed_report.steps == report.steps
+        assert _max_difference(resumed, straight) < 1e-5, name
+    assert _max_difference(straight["head"], params["head"]) > 1e-4
+
+
+def test_run_cli_resumes_a_mesh_checkpoint_on_one_device_and_another_mesh(tmp_path, data_dir):
+    """`imu-jax run --resume` continues an IMU run saved on data=4,model=2 without a mesh and on
+    data=2,model=4, with the uninterrupted run's metrics."""
+    import shutil
+
+    tiny = ["run", "--dataset", "digits", "--model", "mlp", "--forget", "class:3",
+            "--train-option", "epochs=1", "--train-option", 'model_options={"hidden": [32]}',
+            "--methods", "imu", "--seeds", "0", "--hparam", "imu.epochs=2",
+            "--hparam", "imu.batch_size=32", "--no-progress", "--data-dir", data_dir,
+            "--checkpoint-every", "2", "--keep-checkpoints", "20"]
+    saved = tmp_path / "saved"
+    assert cli.main([*tiny, "--out", str(saved), "--mesh", "data=4,model=2"]) == 0
+    results = json.loads((saved / "results.json").read_text())
+    straight = next(r for r in results["runs"] if r["method"] == "imu")
+    (run_dir,) = list((saved / "checkpoints").iterdir())
+    assert len(_truncate_to_first_checkpoint(run_dir)) >= 3
+    results["runs"] = [r for r in results["runs"] if r["method"] != "imu"]  # killed mid-run
+    (saved / "results.json").write_text(json.dumps(results))
+    for name, mesh in (("one", []), ("data2", ["--mesh", "data=2,model=4"])):
+        out = tmp_path / name
+        shutil.copytree(saved, out)
+        assert cli.main([*tiny, "--out", str(out), "--resume", *mesh]) == 0
+        runs = json.loads((out / "results.json").read_text())["runs"]
+        resumed = next(r for r in runs if r["method"] == "imu")
+        assert [p.name for p in (out / "checkpoints").iterdir()] == [run_dir.name]
+        info, info_straight = resumed["info"], straight["info"]
+        assert (info["num_kept"], info["steps"]) == (info_straight["num_kept"],
+                                                     info_straight["steps"])
+        for key, value in info_straight["weights"].items():  # the saved selection's weights
+            assert info["weights"][key] == pytest.approx(value, rel=1e-6), (name, key)
+        # the head equals the uninterrupted one to float rounding (the API test: 1e-5); the
+        # metrics' SVC attacks are discontinuous, so one forget example may flip there
+        flip = 1.0 / info["num_forget"] + 1e-9
+        for key, value in straight["metrics"].items():
+            tolerance = flip if key.startswith("mia") else 2e-3
+            assert resumed["metrics"][key] == pytest.approx(value, abs=tolerance), (name, key)
