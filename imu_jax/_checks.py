@@ -103,7 +103,8 @@ def check_hyperparameter_precision(value: Any, name: str) -> None:
     """A floating hyperparameter must carry at least float32 precision.
 
     ``optax.inject_hyperparams`` casts hyperparameters to the parameters' dtype; in bfloat16 a
-    fraction such as 0.7 becomes 0.69921875 and counts derived from it change."""
+    fraction such as 0.7 becomes 0.69921875 and counts derived from it change. (Hyperparameters
+    that only enter arithmetic in the gradients' dtype, such as ``damping``, need no check.)"""
     dtype = getattr(value, "dtype", None)
     if dtype is not None and jax.dtypes.issubdtype(dtype, np.floating) and \
             np.dtype(dtype).itemsize < 4:

@@ -89,7 +89,10 @@ def influence_from_grads(grads: PyTree, damping: float | jax.Array = DEFAULT_DAM
     """
     n = jax.tree.leaves(grads)[0].shape[0]
     mean = jax.tree.map(lambda g: jnp.sum(g, axis=0) / n, grads)
-    fisher = jax.tree.map(lambda g: jnp.sum(g * g, axis=0) / n + damping, grads)
+    # damping in the gradients' dtype, however it is given (a weak Python float or an injected
+    # float32 hyperparameter give the same numbers)
+    fisher = jax.tree.map(
+        lambda g: jnp.sum(g * g, axis=0) / n + jnp.asarray(damping).astype(g.dtype), grads)
     direction = jax.tree.map(jnp.divide, mean, fisher)
     return -_per_example_dot(grads, direction)
 
@@ -394,6 +397,7 @@ def select_and_weight(
     num_negative = jnp.sum(negative)
     fell_back = num_negative == 0
     _checks.check_hyperparameter_precision(top_fraction, "top_fraction")
+    _checks.check_hyperparameter_precision(clip_quantile, "clip_quantile")
     num_kept = jnp.where(fell_back, n, keep_count(num_negative, top_fraction))
 
     order = jnp.argsort(jnp.where(negative, scores, jnp.inf), stable=True)

@@ -198,8 +198,7 @@ def influence_weighted_ascent(
       >>> int(state[0].last_num_kept), int(state[0].num_fallbacks)
       (2, 0)
     """
-    for name, value in (("damping", damping), ("top_fraction", top_fraction),
-                        ("clip_quantile", clip_quantile)):
+    for name, value in (("top_fraction", top_fraction), ("clip_quantile", clip_quantile)):
         _checks.check_hyperparameter_precision(value, name)
     _checks.check_positive(damping, "damping")
     _checks.check_fraction(top_fraction, "top_fraction")

@@ -186,7 +186,7 @@ def test_issue_example_inject_hyperparams_keeps_63_like_static(dtype):
     assert int(jnp.sum(imu.influence_from_grads(grads) < 0)) == 90
     static = imu.influence_weighted_ascent(top_fraction=0.7)
     state = static.init(params)
-    static_updates, state = static.update(grads, state, params)
+    static_updates, state = jax.jit(static.update)(grads, state, params)
     assert int(state.last_num_kept) == 63  # 90 · 0.7 = 63 (the public int(90 * 0.7) gives 62)
     injected = optax.inject_hyperparams(imu.influence_weighted_ascent,
                                         hyperparam_dtype=jnp.float32)(top_fraction=0.7)
@@ -201,11 +201,27 @@ def test_issue_example_inject_hyperparams_keeps_63_like_static(dtype):
         jnp.float32(0.7))) == 63
 
 
-def test_bf16_hyperparameters_are_refused_naming_hyperparam_dtype():
+def test_bf16_selection_hyperparameters_are_refused_naming_hyperparam_dtype():
     params = jnp.zeros(2, jnp.bfloat16)
     injected = optax.inject_hyperparams(imu.influence_weighted_ascent)(top_fraction=0.7)
-    with pytest.raises(ValueError, match="hyperparam_dtype=jnp.float32"):
+    with pytest.raises(ValueError, match="top_fraction arrived as bfloat16.*hyperparam_dtype="
+                                         "jnp.float32"):
         injected.init(params)
+    with pytest.raises(ValueError, match="clip_quantile arrived as bfloat16"):
+        imu.select_and_weight(-jnp.arange(1.0, 5.0), clip_quantile=jnp.bfloat16(0.93))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_injected_damping_equals_static_in_the_gradients_dtype(dtype):
+    grads, params = _ninety_negative_grads(dtype), jnp.zeros(2, dtype)
+    grads = grads * jnp.linspace(0.5, 1.5, 120, dtype=dtype)[:, None]
+    static = imu.influence_weighted_ascent(damping=0.03, top_fraction=0.7)
+    injected = optax.inject_hyperparams(imu.influence_weighted_ascent,
+                                        hyperparam_dtype=jnp.float32)(damping=0.03,
+                                                                      top_fraction=0.7)
+    a, _ = jax.jit(static.update)(grads, static.init(params), params)
+    b, _ = jax.jit(injected.update)(grads, injected.init(params), params)
+    np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
 
 
 def test_injected_imu_sgd_per_batch_equals_static():
