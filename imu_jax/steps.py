@@ -166,9 +166,10 @@ def run_unlearning(
       mesh: device mesh; ``None`` = one device. The batch is sharded over ``data_axis``, the
         params over ``model_axis`` (FSDP-style, if the mesh has it) else replicated.
       checkpointer: a :class:`imu_jax.run_checkpoint.RunCheckpointer` or ``None``.
-      resume: continue from ``checkpointer``'s newest readable checkpoint, if any, with the
-        selection saved there (``indices``/``weights`` recomputed on another mesh may round
-        differently); ``config`` must equal the saved one.
+      resume: continue from ``checkpointer``'s newest readable checkpoint, if any. ``indices``
+        must be the saved ones and ``weights`` equal them to 1e-3 relative (influence recomputed
+        on another mesh rounds differently); the run continues with the saved weights.
+        ``config`` must equal the saved one.
       config: JSON-able run description stored with each checkpoint.
       on_step: ``on_step(step, loss)`` after each step (e.g. logging); ``step`` counts from 1.
 
@@ -189,8 +190,9 @@ def run_unlearning(
     """
     loop = LoopCheckpoint(checkpointer, total_steps=num_steps, resume=resume, config=config,
                           selection={"indices": indices, "weights": weights})
-    saved = loop.saved_selection()  # resuming: the selection the run saved (any mesh)
+    saved = loop.saved_selection()  # resuming: continue with the weights the run saved
     if saved is not None:
+        _check_same_selection(saved, indices, weights, checkpointer)
         indices, weights = saved["indices"], saved["weights"]
     indices = np.asarray(indices, np.int32)
     weights = np.asarray(weights, np.float32)
@@ -248,6 +250,20 @@ def run_unlearning(
     loop.finish()
     return params, {"steps": int(num_steps), "start_step": start,
                     "losses": [float(x) for x in losses], "batch_size": batch_size}
+
+
+def _check_same_selection(saved, indices, weights, checkpointer) -> None:
+    """The caller's selection must be the saved one: the same examples, and weights equal up to
+    the rounding of influence recomputed on another mesh (1e-3 relative; ~1e-5 is typical)."""
+    indices, weights = np.asarray(indices), np.asarray(weights, np.float32)
+    if not (saved["indices"].shape == indices.shape
+            and np.array_equal(saved["indices"], indices)
+            and np.allclose(saved["weights"], weights, rtol=1e-3, atol=0)):
+        raise ValueError(
+            f"the checkpoint in {checkpointer.directory} was saved for another selection of "
+            f"forget examples ({len(saved['indices'])} kept) than this run's ({len(indices)} "
+            "kept, or other weights); resume with the same data and settings, or use another "
+            "checkpoint directory.")
 
 
 def _gather(forget, index, *, sharding):

@@ -253,3 +253,29 @@ def test_same_described_architecture_with_tuples_restores(tmp_path):
         ckpt.save(1, make_state(mesh))
     with RunCheckpointer(tmp_path, architecture=description) as ckpt:
         assert ckpt.restore(make_state(mesh)).step == 1
+
+
+def test_run_unlearning_resumes_with_the_saved_weights_when_recomputed_ones_round_differently(
+        tmp_path):
+    """Issue 9 §5 for the low-level loop: weights recomputed on another mesh differ by ~1e-5
+    relative; the resumed run continues with the saved ones and equals the uninterrupted run."""
+    params, xs, ys = pb.make_problem(seed=2, n=48)
+    params = pb.to_jax(params)
+    loss = pb.head_loss_fn(params["body"])
+    host = {"x": np.asarray(xs, np.float32), "y": np.asarray(ys, np.int32)}
+    indices, weights = imu.influence_weights(imu.influence_scores(loss, params["head"], host),
+                                             top_fraction=1.0)
+    run = dict(optimizer=imu.imu_sgd(0.05), batch_size=16, seed=3, mesh=None)
+    full, _ = steps.run_unlearning(loss, params["head"], host, indices, weights, num_steps=6,
+                                   **run)
+    with RunCheckpointer(tmp_path, save_every=3) as ckpt:
+        steps.run_unlearning(loss, params["head"], host, indices, weights, num_steps=3,
+                             checkpointer=ckpt, **run)
+    rounded = weights * (1 + 2e-5 * np.cos(np.arange(len(weights)))).astype(np.float32)
+    assert not np.allclose(rounded, weights, rtol=1e-5, atol=0)
+    with RunCheckpointer(tmp_path, save_every=3) as ckpt:
+        resumed, info = steps.run_unlearning(loss, params["head"], host, indices, rounded,
+                                             num_steps=6, checkpointer=ckpt, resume=True, **run)
+    assert info["start_step"] == 3
+    for name in ("kernel", "bias"):
+        np.testing.assert_array_equal(np.asarray(resumed[name]), np.asarray(full[name]))
