@@ -59,7 +59,8 @@ class UnlearnConfig:
       update_batch_stats: run a train-mode forward pass on each batch before its step so BatchNorm
         running statistics drift toward D_f, as in the public code (gradients still use inference
         mode). Off by default.
-      influence_chunk_size: chunk size of the generic (streaming) influence path.
+      influence_chunk_size: chunk size of the generic (streaming) influence path; ``None``
+        (default) chooses it automatically (``imu_jax.auto_chunk_size``).
       closed_form: ``"auto"`` uses the dense-softmax closed form when it applies; ``"never"``
         forces the generic path.
     """
@@ -81,7 +82,7 @@ class UnlearnConfig:
     max_steps: int | None = None
     optimizer: str = "sgd"
     update_batch_stats: bool = False
-    influence_chunk_size: int | None = 256
+    influence_chunk_size: int | None = None
     closed_form: str = "auto"
 
     def __post_init__(self):
