@@ -285,6 +285,33 @@ def _plan_batches(num_kept: int, config: UnlearnConfig, rng: np.random.Generator
     return batches[:config.max_steps] if config.max_steps else batches
 
 
+def weighted_mean_grad(loss, head: PyTree, batch: PyTree, weights: jax.Array
+                       ) -> tuple[PyTree, dict[str, jax.Array]]:
+    """``∇ Σ w_i ℓ_i / Σ w_i`` by one backward pass, as a batch of ONE example with weight 1.
+
+    ``weighted_ascent`` is linear in the per-example gradients, so feeding it this single
+    "example" (``update(grads, ..., **extra)``) gives the same update as the ``B`` per-example
+    gradients with their weights, without materializing ``B × P`` of them: an IMU step then costs
+    what a plain SGD step on the head costs (``experiments/bench_influence.py``).
+
+    >>> import jax.numpy as jnp
+    >>> loss = lambda w, ex: 0.5 * jnp.sum((ex["x"] @ w - ex["y"]) ** 2)
+    >>> batch = {"x": jnp.eye(2), "y": jnp.ones(2)}
+    >>> g, extra = weighted_mean_grad(loss, jnp.zeros(2), batch, jnp.array([3.0, 1.0]))
+    >>> g.tolist(), extra["weights"].tolist()
+    ([[-0.75, -0.25]], [1.0])
+    """
+    weights = jnp.asarray(weights)
+
+    def weighted_mean_loss(head):
+        losses = jax.vmap(loss, in_axes=(None, 0))(head, batch)
+        w = weights.astype(losses.dtype)
+        return jnp.sum(w * losses) / jnp.sum(w)
+
+    grads = jax.grad(weighted_mean_loss)(head)
+    return jax.tree.map(lambda g: g[None], grads), {"weights": jnp.ones(1, weights.dtype)}
+
+
 def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformation, *,
               place: sharding.Placement | None = None):
     """The jitted step ``(head, opt_state, rest, state, x, y, weights) -> (head, opt_state, state)``."""
@@ -293,8 +320,11 @@ def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformat
     def step(head, opt_state, rest, state, x, y, weights):
         if config.update_batch_stats:
             _, state = model.apply(heads.merge_head(head, rest), state, x, train=True)
-        grads = per_example_grads(make_example_loss(model, rest, state), head, {"x": x, "y": y})
-        extra = {"weights": weights} if uses_weights else {}
+        loss = make_example_loss(model, rest, state)
+        if uses_weights:  # the optimizer starts with weighted_ascent: one backward pass suffices
+            grads, extra = weighted_mean_grad(loss, head, {"x": x, "y": y}, weights)
+        else:
+            grads, extra = per_example_grads(loss, head, {"x": x, "y": y}), {}
         updates, opt_state = optimizer.update(grads, opt_state, head, **extra)
         return optax.apply_updates(head, updates), opt_state, state
 
