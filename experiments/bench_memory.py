@@ -7,7 +7,7 @@ Run (about 30 seconds on a 2-core CPU):
 
 A 512 × 1000 dense head (513,000 parameters) and N = 4096 forget examples: materialized, their
 per-example gradients would take N × P × 4 bytes = 7.8 GiB. ``imu.influence_scores`` with its
-default chunking (``imu.auto_chunk_size``: 32 examples here on CPU, 32 × P × 4 bytes = 0.06 GiB;
+default chunking (``imu.auto_chunk_size``: 8 examples here on CPU, 8 × P × 4 bytes = 0.02 GiB;
 ``--chunk-size`` sets another) holds one chunk at a time. The script reports the
 process's peak resident memory (``ru_maxrss``, everything included: Python, JAX, XLA buffers)
 before and after scoring. Run it in a fresh process: the peak is process-wide.

@@ -15,6 +15,7 @@ from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_T
                                NoNegativeInfluenceWarning, auto_chunk_size,
                                classifier_influence, influence_from_grads, influence_scores, influence_weights,
                                per_example_grads, select_and_weight)
+from imu_jax.lm_head import sequence_influence
 from imu_jax.transforms import (InfluenceWeightedAscentState, imu_sgd, influence_weighted_ascent,
                                 l1_penalty, weighted_ascent)
 from imu_jax.unlearn import UnlearnConfig, UnlearnReport, unlearn
@@ -40,6 +41,7 @@ __all__ = [
     "influence_weights",
     "per_example_grads",
     "select_and_weight",
+    "sequence_influence",
     # optax transforms (spec §3)
     "InfluenceWeightedAscentState",
     "imu_sgd",

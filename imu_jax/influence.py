@@ -50,7 +50,7 @@ DEFAULT_CLIP_QUANTILE = 0.93
 # influence_scores(chunk_size=None): bytes of per-example gradients held at once, per backend
 # (see auto_chunk_size), and the smallest automatic chunk.
 AUTO_CHUNK_BYTES = {"cpu": 8 * 2**20, "default": 2**30}
-AUTO_MIN_CHUNK = 32
+AUTO_MIN_CHUNK = 8
 
 
 class NoNegativeInfluenceWarning(UserWarning):
@@ -135,8 +135,8 @@ def influence_scores(
     Memory: per-example gradients of one chunk, ``chunk_size × P × itemsize`` bytes (``P`` = number
     of parameters in ``params``), plus ``O(P)`` for the sums. The default (``chunk_size=None``) is
     :func:`auto_chunk_size`: the largest power of two whose gradients fit ``AUTO_CHUNK_BYTES``
-    (8 MiB on CPU, 1 GiB on accelerators), at least 32 examples, at most ``N``; so the default
-    holds at most ``max(8 MiB, 32 × P × itemsize)`` of gradients on CPU. It is also the fastest
+    (8 MiB on CPU, 1 GiB on accelerators), at least 8 examples, at most ``N``; so the default
+    holds at most ``max(8 MiB, 8 × P × itemsize)`` of gradients on CPU. It is also the fastest
     setting measured on CPU (``experiments/bench_influence.py`` sweeps the chunk size).
 
     The computation is jitted; ``loss_fn`` is a static argument, so reuse the same function object

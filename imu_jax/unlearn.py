@@ -29,6 +29,7 @@ from imu_jax import heads, sharding
 from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
                                NoNegativeInfluenceWarning, classifier_influence, influence_scores, influence_weights,
                                per_example_grads)
+from imu_jax.lm_head import sequence_influence
 from imu_jax.transforms import (imu_sgd, influence_weighted_ascent, l1_penalty,
                                  weighted_ascent)
 
@@ -211,11 +212,31 @@ def forget_influence(model, params: PyTree, state: PyTree, x: np.ndarray, y: np.
             scores = classifier_influence(features, labels, place.params(dense),
                                           damping=config.damping)
             return place.host(scores), True
+    if config.closed_form == "auto" and dense is not None and y.ndim == 2 and not place:
+        scores = _sequence_closed_form(model, params, state, x, y, dense, config.damping)
+        if scores is not None:
+            return scores, True
     loss = make_example_loss(model, place.replicate(rest), place.replicate(state))
     scores = influence_scores(loss, place.params(head_tree),
                               place.batch({"x": jnp.asarray(x), "y": jnp.asarray(y)}),
                               damping=config.damping, chunk_size=config.influence_chunk_size)
     return place.host(scores), False
+
+
+def _sequence_closed_form(model, params, state, x, y, dense, damping) -> np.ndarray | None:
+    """``sequence_influence`` on the model's ``[N, T, D]`` features when the dense head gives the
+    model's logits (checked on a few sequences); None when it does not apply."""
+    if not hasattr(model, "features"):
+        return None
+    probe = x[:2]
+    features = model.features(params, state, probe)
+    logits, _ = model.apply(params, state, probe, train=False)
+    if np.ndim(features) != 3 or not np.allclose(features @ dense["kernel"] + dense["bias"],
+                                                 logits, rtol=1e-4, atol=1e-4):
+        return None
+    feature_fn = jax.jit(lambda xb: model.features(params, state, xb))
+    features = _batched(feature_fn, x, 256)
+    return np.asarray(sequence_influence(features, jnp.asarray(y), dense, damping=damping))
 
 
 def select_examples(scores: np.ndarray | None, num_forget: int, config: UnlearnConfig,

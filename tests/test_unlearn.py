@@ -170,3 +170,22 @@ def test_step_with_one_backward_pass_equals_per_example_weighted_ascent(trained,
     assert moved > 1e-3
     for a, b in zip(jax.tree.leaves(new_head), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+class _SequenceModelWithFeatures(tiny_models.TinySequenceModel):
+    def features(self, params, state, tokens):
+        return params["embed"][tokens]
+
+
+def test_sequence_model_with_features_uses_the_closed_form_with_the_same_scores():
+    model = _SequenceModelWithFeatures()
+    params, state = model.init(0)
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 5, (12, 6)).astype(np.int32)
+    labels = np.concatenate([tokens[:, 1:], np.full((12, 1), -1)], 1).astype(np.int32)
+    closed, used = unlearn_lib.forget_influence(model, params, state, tokens, labels,
+                                                UnlearnConfig())
+    generic, used_generic = unlearn_lib.forget_influence(
+        model, params, state, tokens, labels, UnlearnConfig(closed_form="never"))
+    assert used and not used_generic
+    np.testing.assert_allclose(closed, generic, rtol=1e-5, atol=1e-6 * np.max(np.abs(generic)))
