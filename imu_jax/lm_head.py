@@ -12,12 +12,14 @@ and, with ``t = ḡ / F`` (spec §1), the influence is a sum over the vocabulary
 
 Every quantity but the softmax normalizer is separable over vocabulary columns: ``F``, ``ḡ`` and
 ``t`` of column ``v`` need only column ``v`` of every ``g_i``. So the computation streams over
-vocabulary chunks of ``C`` columns: one pass for the per-token log-sum-exp (``[N, T]``), then per
-chunk the errors ``[N, T, C]``, the per-sequence gradients ``[N, D, C]`` (a batched ``Hᵀ Ẽ``),
-their sum and sum of squares, ``t`` for the chunk and the chunk's share of every ``I_i``. The
-``N × D × V`` per-sequence gradients, the ``N × T × V`` logits and even the ``D × V`` Fisher never
-exist; beyond the inputs, memory is ``O(N·(D + T)·C)`` and does not grow with ``V``.
-Cost: about three forward passes' matrix products (log-sum-exp, logits again, ``Hᵀ Ẽ``).
+vocabulary chunks of ``C`` columns: one pass for the per-token log-sum-exp (``[N, T]``; blocks of
+sequences against the streamed vocabulary), then per chunk the scaled errors ``[N, T, C]``, the
+per-sequence gradients block by block of ``S`` sequences (``[S, D, C]``, only their sum and sum of
+squares are kept), ``t`` for the chunk, and the chunk's share of every ``I_i`` as
+``Σ_{t,v} Ẽ_itv (H_i t_W + t_b)_tv``. The ``N × D × V`` per-sequence gradients, the ``N × T × V``
+logits and the ``D × V`` Fisher never exist; beyond the inputs, memory is about
+``3 · N · T · C`` floats plus a 32 MiB gradient block, whatever ``V``.
+Cost: four forward passes' matrix products (log-sum-exp, logits again, ``Hᵀ Ẽ``, ``H t_W``).
 
 Imports only jax and numpy (core module).
 """
@@ -36,14 +38,15 @@ from imu_jax.influence import DEFAULT_DAMPING
 
 __all__ = ["sequence_influence", "SEQUENCE_CHUNK_BYTES"]
 
-# Bytes of per-chunk temporaries (per-sequence gradients and errors of one vocabulary chunk) that
-# the automatic vocabulary chunk may use.
+# Bytes of per-chunk temporaries (errors, logits and directions of one vocabulary chunk) that the
+# automatic vocabulary chunk may use.
 SEQUENCE_CHUNK_BYTES = 2**29
 
 
 def _vocab_chunk(n: int, t: int, d: int, v: int, itemsize: int, budget: int) -> int:
-    """Largest power of two ``C`` with ``2 · N · (D + T) · C · itemsize ≤ budget``, in [1, V]."""
-    fit = max(1, budget // (2 * n * (d + t) * itemsize))
+    """Largest power of two ``C`` with ``3 · N · T · C · itemsize ≤ budget``, in [1, V]."""
+    del d  # the [S, D, C] gradient blocks take a fixed 32 MiB (_sequence_block)
+    fit = max(1, budget // (3 * n * t * itemsize))
     return min(1 << (fit.bit_length() - 1), v)
 
 
@@ -62,9 +65,10 @@ def sequence_influence(
     non-padding tokens" on the head ``{"kernel", "bias"}`` (the loss of ``imu_jax.unlearn`` for
     labels ``[N, T]``), computed in closed form and streamed over vocabulary chunks (module doc).
 
-    Memory beyond the inputs: ``2 · N · (D + T) · vocab_chunk`` floats of temporaries plus
-    ``O(N·T)``, independent of the vocabulary size ``V``. The default chunk is the largest power
-    of two within ``SEQUENCE_CHUNK_BYTES`` (512 MiB).
+    Memory beyond the inputs: about ``3 · N · T · vocab_chunk`` floats of temporaries plus a
+    32 MiB block of per-sequence gradients, independent of the vocabulary size ``V``. The default
+    chunk is the largest power of two with ``3 · N · T · C · 4`` bytes within
+    ``SEQUENCE_CHUNK_BYTES`` (512 MiB).
 
     Args:
       features: ``[N, T, D]`` inputs of the output layer (inference mode), float32 or bfloat16.
@@ -128,48 +132,77 @@ def _sequence_influence(features, labels, kernel, bias, damping, vocab_chunk, co
     n, t, d = features.shape
     v = kernel.shape[1]
     c = vocab_chunk
-    num_chunks = math.ceil(v / c)
-    pad = num_chunks * c - v
+    s = _sequence_block(n, d, c)
+    num_chunks, num_blocks = math.ceil(v / c), math.ceil(n / s)
+    pad_v, pad_n = num_chunks * c - v, num_blocks * s - n
     h = features.astype(compute_dtype)
     w = kernel.astype(compute_dtype)
     b = bias.astype(jnp.float32)
-    if pad:  # padded columns: zero weights and a bias far below any logit, so softmax = 0 there
-        w = jnp.pad(w, ((0, 0), (0, pad)))
-        b = jnp.pad(b, (0, pad), constant_values=jnp.finfo(jnp.float32).min / 2)
+    if pad_v:  # padded columns: zero weights and a bias far below any logit, so softmax = 0 there
+        w = jnp.pad(w, ((0, 0), (0, pad_v)))
+        b = jnp.pad(b, (0, pad_v), constant_values=jnp.finfo(jnp.float32).min / 2)
+    if pad_n:  # padded sequences have no tokens: zero errors, zero gradient, score 0 (dropped)
+        h = jnp.pad(h, ((0, pad_n), (0, 0), (0, 0)))
+        labels = jnp.pad(labels, ((0, pad_n), (0, 0)), constant_values=-1)
     mask = labels >= 0
     scale = mask / jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1)  # [N, T]: mask / n_i
+    blocks = lambda x: x.reshape((num_blocks, s) + x.shape[1:])  # noqa: E731
 
-    def logits(j):
-        w_j = jax.lax.dynamic_slice_in_dim(w, j * c, c, axis=1)
-        b_j = jax.lax.dynamic_slice_in_dim(b, j * c, c)
-        return jnp.einsum("ntd,dv->ntv", h, w_j, preferred_element_type=jnp.float32) + b_j
+    def column_chunk(x, j):
+        return jax.lax.dynamic_slice_in_dim(x, j * c, c, axis=x.ndim - 1)
 
-    # Pass 0: per-token log-sum-exp over the whole vocabulary, chunk by chunk (online).
-    def lse_step(carry, j):
-        high, total = carry
-        z = logits(j)
-        new_high = jnp.maximum(high, jnp.max(z, axis=-1))
-        total = total * jnp.exp(high - new_high) + jnp.sum(jnp.exp(z - new_high[..., None]), -1)
-        return (new_high, total), None
+    def logits(h, j):
+        return (jnp.einsum("ntd,dv->ntv", h, column_chunk(w, j),
+                           preferred_element_type=jnp.float32) + column_chunk(b, j))
 
-    start = (jnp.full((n, t), -jnp.inf, jnp.float32), jnp.zeros((n, t), jnp.float32))
-    (high, total), _ = jax.lax.scan(lse_step, start, jnp.arange(num_chunks))
-    lse = high + jnp.log(total)
-    ones = jnp.ones(n, jnp.float32)
+    # Pass 0: per-token log-sum-exp over the vocabulary, online over chunks, block by block of
+    # sequences (each block's features stay in cache while the vocabulary streams past).
+    def block_lse(h_block):
+        def step(carry, j):
+            high, total = carry
+            z = logits(h_block, j)
+            new_high = jnp.maximum(high, jnp.max(z, axis=-1))
+            total = total * jnp.exp(high - new_high) + jnp.sum(jnp.exp(z - new_high[..., None]),
+                                                               -1)
+            return (new_high, total), None
 
-    # Per chunk: errors, per-sequence gradients, their Fisher and mean, the chunk's share of I_i.
+        start = (jnp.full(h_block.shape[:2], -jnp.inf, jnp.float32),
+                 jnp.zeros(h_block.shape[:2], jnp.float32))
+        (high, total), _ = jax.lax.scan(step, start, jnp.arange(num_chunks))
+        return high + jnp.log(total)
+
+    lse = jax.lax.map(block_lse, blocks(h)).reshape(h.shape[:2])
+    ones_s, ones_t = jnp.ones(s, jnp.float32), jnp.ones(t, jnp.float32)
+
+    # Per vocabulary chunk: scaled errors of every token, the per-sequence gradients block by
+    # block (Σ g, Σ g² only), t = ḡ/F for the chunk, and the chunk's share of every I_i.
     def chunk_step(scores, j):
-        z = logits(j)
-        columns = j * c + jnp.arange(c)
-        onehot = labels[..., None] == columns
-        errors = (jnp.exp(z - lse[..., None]) - onehot) * scale[..., None]  # [N, T, C]
-        g_w = jnp.einsum("ntd,ntv->ndv", h, errors.astype(compute_dtype),
-                         preferred_element_type=jnp.float32)  # [N, D, C]
-        g_b = jnp.einsum("t,ntv->nv", jnp.ones(t, jnp.float32), errors)  # [N, C]
-        # Sums over sequences as products with a vector (a reduction fuses into a slow loop).
-        t_w = (jnp.tensordot(ones, g_w, 1) / n) / (jnp.tensordot(ones, g_w * g_w, 1) / n + damping)
-        t_b = (ones @ g_b / n) / (ones @ (g_b * g_b) / n + damping)
-        return scores + jnp.tensordot(g_w, t_w, 2) + g_b @ t_b, None
+        onehot = labels[..., None] == j * c + jnp.arange(c)
+        errors = (jnp.exp(logits(h, j) - lse[..., None]) - onehot) * scale[..., None]  # [N,T,C]
+        g_b = jnp.einsum("t,ntv->nv", ones_t, errors)  # [N, C]
 
-    scores, _ = jax.lax.scan(chunk_step, jnp.zeros(n, jnp.float32), jnp.arange(num_chunks))
-    return -scores
+        def block_sums(carry, block):
+            h_block, e_block = block
+            g_w = jnp.einsum("ntd,ntv->ndv", h_block, e_block.astype(compute_dtype),
+                             preferred_element_type=jnp.float32)  # [S, D, C]
+            # Sums over sequences as products with a vector (a reduction fuses into a slow loop).
+            return (carry[0] + jnp.tensordot(ones_s, g_w, 1),
+                    carry[1] + jnp.tensordot(ones_s, g_w * g_w, 1)), None
+
+        zeros = jnp.zeros((d, c), jnp.float32)
+        (total, total_sq), _ = jax.lax.scan(block_sums, (zeros, zeros), (blocks(h), blocks(errors)))
+        t_w = (total / n) / (total_sq / n + damping)
+        t_b = (jnp.sum(g_b, 0) / n) / (jnp.sum(g_b * g_b, 0) / n + damping)
+        # Σ_{d,v} g_i t_W = Σ_{t,v} Ẽ_itv (H_i t_W)_tv: the same product as the logits, with t_W.
+        direction = jnp.einsum("ntd,dv->ntv", h, t_w.astype(compute_dtype),
+                               preferred_element_type=jnp.float32) + t_b
+        return scores + jnp.einsum("ntv,ntv->n", errors, direction), None
+
+    scores, _ = jax.lax.scan(chunk_step, jnp.zeros(n + pad_n, jnp.float32),
+                             jnp.arange(num_chunks))
+    return -scores[:n]
+
+
+def _sequence_block(n: int, d: int, c: int) -> int:
+    """Sequences per block of per-sequence gradients ``[S, D, C]``: about 32 MiB, at most N."""
+    return max(1, min(n, (32 * 2**20) // (4 * d * c)))

@@ -79,3 +79,12 @@ def test_bad_input_is_rejected():
         imu.sequence_influence(features, labels, head, damping=0.0)
     with pytest.raises(ValueError, match="vocab_chunk"):
         imu.sequence_influence(features, labels, head, vocab_chunk=0)
+
+
+def test_blocks_of_sequences_with_padding(monkeypatch):
+    """N = 7 in blocks of 3 (a padded last block) and a padded vocabulary chunk."""
+    from imu_jax import lm_head
+    monkeypatch.setattr(lm_head, "_sequence_block", lambda n, d, c: 3)
+    features, labels, head = _problem(n=7, t=4, d=5, v=9, seed=3)
+    expected = _generic(features, labels, head)
+    assert _rel_err(imu.sequence_influence(features, labels, head, vocab_chunk=4), expected) < 1e-5
