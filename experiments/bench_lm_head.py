@@ -119,6 +119,8 @@ def main(argv=None):
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--sweep", default="8000,16000,32000,64000,128000,256000",
                         help="vocabulary sizes of the memory sweep (compiled only)")
+    parser.add_argument("--sweep-sequences", type=int, default=None,
+                        help="N of the memory sweep (default: --num-sequences)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--sequences-per-chunk", type=int, default=8, help="of the forward pass")
     parser.add_argument("--vocab-chunk", type=int, default=None,
@@ -166,19 +168,19 @@ def main(argv=None):
     print(f"bf16 vs float32: max relative error {bf16_error:.2e}, selected set overlap "
           f"{overlap:.3f}")
 
-    sweep = []
+    sweep, n_sweep = [], args.sweep_sequences or n
     for vocab in [int(x) for x in args.sweep.split(",") if x]:
-        shapes = (jax.ShapeDtypeStruct((n, t, d), jnp.float32),
-                  jax.ShapeDtypeStruct((n, t), jnp.int32),
+        shapes = (jax.ShapeDtypeStruct((n_sweep, t, d), jnp.float32),
+                  jax.ShapeDtypeStruct((n_sweep, t), jnp.int32),
                   {"kernel": jax.ShapeDtypeStruct((d, vocab), jnp.float32),
                    "bias": jax.ShapeDtypeStruct((vocab,), jnp.float32)})
-        c = seq._vocab_chunk(n, t, d, vocab, 4, seq.SEQUENCE_CHUNK_BYTES)
+        c = seq._vocab_chunk(n_sweep, t, d, vocab, 4, seq.SEQUENCE_CHUNK_BYTES)
         plan = plan_bytes(compiled_influence(*shapes, c, jnp.float32))
-        row = {"vocab": vocab, "vocab_chunk": c, **plan,
+        row = {"num_sequences": n_sweep, "vocab": vocab, "vocab_chunk": c, **plan,
                "head_gib": d * vocab * 4 / GIB,
-               "materialized_grads_gib": n * d * vocab * 4 / GIB}
+               "materialized_grads_gib": n_sweep * d * vocab * 4 / GIB}
         sweep.append(row)
-        print(f"V={vocab:7d} chunk {c:4d}: XLA temporaries {plan['temp_gib']:.3f} GiB, "
+        print(f"N={n_sweep} V={vocab:7d} chunk {c:4d}: XLA temporaries {plan['temp_gib']:.3f} GiB, "
               f"with inputs {plan['total_gib']:.2f} GiB (head {row['head_gib']:.2f} GiB; "
               f"materialized gradients would be {row['materialized_grads_gib']:.0f} GiB)")
     load_after = load()
