@@ -1,40 +1,53 @@
-"""Speed of influence scoring: imu-jax against the PyTorch ways of computing the same numbers.
+"""Speed of influence scoring and of an IMU step: imu-jax against PyTorch and plain baselines.
 
-Run (about 2 minutes on a 2-core CPU; PyTorch from the optional ``bench`` extra):
+Run (a few minutes on a 2-core CPU; PyTorch from the optional ``bench`` extra):
 
     pip install -e ".[bench]"
     python experiments/bench_influence.py --out experiments/results/bench_influence
 
 Network: MLP 64 → 512 → 512 → 10 (ReLU), head = the last dense layer, N = 2048 forget examples.
-Every contender computes the spec §1 influence of every example with respect to the head:
+Every scoring contender computes the spec §1 influence of every example with respect to the head:
 
 * ``torch loop``   — the public code: batch of one, autograd, two passes (2N backward passes).
 * ``torch vmap``   — ``torch.func.vmap(grad)`` per chunk, two passes (per-example grads twice).
-* ``jax scores``   — ``imu.influence_scores`` with the same chunk as torch vmap (jitted, streaming;
-                     pass 2 is a JVP).
-* ``jax unchunked``— ``imu.influence_scores`` with ``chunk_size=None``: one pass, all N × P gradients
-                     at once (the default; fine for small heads).
-* ``jax closed``   — backbone features + ``imu.classifier_influence`` (closed form).
+* ``jax default``  — ``imu.influence_scores(loss, head, batch)``: no tuning argument (the chunk is
+                     chosen by ``imu.auto_chunk_size``).
+* ``jax chunk=C``  — the same with an explicit ``chunk_size`` (a sweep, and ``C = N``: all N × P
+                     gradients at once): shows the default is the fastest setting.
+* ``jax closed``   — backbone features + ``imu.classifier_influence`` (closed form), one jit.
 * ``jax forward``  — one jitted forward pass of the same network over the same examples.
 
-All times are medians of repeated runs after warm-up (compilation excluded), measured in this one
-process on the same inputs; the script checks that all contenders agree on the scores.
+One unlearning step on a batch of 256 forget examples (head only, same model and batch):
+
+* ``imu step``     — the jitted step of ``imu.unlearn`` (global mode: ``imu_sgd`` = weighted ascent,
+                     L1, coupled weight decay, SGD with momentum).
+* ``imu step per-batch`` — the same in per-batch mode (influence inside the step), for reference.
+* ``sgd step``     — plain ``optax.sgd``: gradient of the mean loss, one update.
+
+Timing: the contenders run round-robin (one call each per round, ``--repeats`` rounds after a
+warm-up round; the slow loop only in the first ``--loop-repeats`` rounds), so a change in machine
+load hits them alike; the ratios are medians of the per-round ratios. The machine's load
+(``uptime``) is printed before and after. The script checks that all scoring contenders agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import imu_jax as imu
+unlearn_lib = importlib.import_module("imu_jax.unlearn")
 
 SIZES = (64, 512, 512, 10)
 
@@ -46,47 +59,116 @@ def init_mlp(seed: int = 0) -> list[dict[str, np.ndarray]]:
             for d_in, d_out in zip(SIZES[:-1], SIZES[1:])]
 
 
-def timed(fn, repeats: int) -> float:
-    """Median wall seconds of ``fn()`` over ``repeats`` runs after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def load() -> str:
+    """The machine's load average (``uptime``): other jobs share the cores."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def round_robin(contenders: dict, repeats: int, slow: dict[str, int]) -> dict[str, list[float]]:
+    """Wall seconds per round of every contender, run one after the other in each round.
+
+    One warm-up round first (compilation excluded). ``slow[name]`` limits that contender to its
+    first rounds.
+    """
+    for fn in contenders.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {name: [] for name in contenders}
+    for round_index in range(repeats):
+        for name, fn in contenders.items():
+            if round_index >= slow.get(name, repeats):
+                continue
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(times, slow_name, fast_name) -> float:
+    """Median over rounds of ``slow / fast`` measured in the same round."""
+    pairs = [a / b for a, b in zip(times[slow_name], times[fast_name])]
+    return statistics.median(pairs) if pairs else float("nan")
 
 
 # --- JAX ---------------------------------------------------------------------------------------
 
 
-def jax_contenders(layers, x, y, chunk_size):
+def features_fn(body, x):
+    for layer in body:
+        x = jax.nn.relu(x @ layer["kernel"] + layer["bias"])
+    return x
+
+
+def jax_contenders(layers, x, y, chunk_sizes):
     layers = jax.tree.map(jnp.asarray, layers)
     body, head = layers[:-1], layers[-1]
 
-    def features(body, x):
-        for layer in body:
-            x = jax.nn.relu(x @ layer["kernel"] + layer["bias"])
-        return x
-
     def example_loss(head, example):
-        logits = features(body, example["x"]) @ head["kernel"] + head["bias"]
+        logits = features_fn(body, example["x"]) @ head["kernel"] + head["bias"]
         return -jax.nn.log_softmax(logits)[example["y"]]
 
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-    forward = jax.jit(lambda layers, x: features(layers[:-1], x) @ layers[-1]["kernel"]
+    forward = jax.jit(lambda layers, x: features_fn(layers[:-1], x) @ layers[-1]["kernel"]
                       + layers[-1]["bias"])
     closed = jax.jit(lambda layers, x, y: imu.classifier_influence(
-        features(layers[:-1], x), y, layers[-1]))
+        features_fn(layers[:-1], x), y, layers[-1]))
 
-    return {
-        "jax scores": lambda: imu.influence_scores(example_loss, head, batch,
-                                                   chunk_size=chunk_size).block_until_ready(),
-        "jax unchunked": lambda: imu.influence_scores(example_loss, head,
-                                                      batch).block_until_ready(),
-        "jax closed": lambda: closed(layers, batch["x"], batch["y"]).block_until_ready(),
-        "jax forward": lambda: forward(layers, batch["x"]).block_until_ready(),
+    contenders = {
+        "jax default": lambda: imu.influence_scores(example_loss, head,
+                                                    batch).block_until_ready(),
     }
+    for chunk in chunk_sizes:
+        contenders[f"jax chunk={chunk}"] = (
+            lambda chunk=chunk: imu.influence_scores(example_loss, head, batch,
+                                                     chunk_size=chunk).block_until_ready())
+    contenders["jax closed"] = lambda: closed(layers, batch["x"], batch["y"]).block_until_ready()
+    contenders["jax forward"] = lambda: forward(layers, batch["x"]).block_until_ready()
+    return contenders, imu.auto_chunk_size(len(x), head)
+
+
+class MLP:
+    """The benchmark network as an ``imu.unlearn`` model: ``apply`` and ``features``."""
+
+    def apply(self, params, state, x, *, train=False):
+        return features_fn(params["body"], x) @ params["head"]["kernel"] + params["head"]["bias"], state
+
+    def features(self, params, state, x):
+        return features_fn(params["body"], x)
+
+
+def step_contenders(layers, x, y, batch_size):
+    """One jitted IMU step (as ``imu.unlearn`` runs it) and one plain optax.sgd step, same head."""
+    model = MLP()
+    params = {"body": jax.tree.map(jnp.asarray, layers[:-1]),
+              "head": jax.tree.map(jnp.asarray, layers[-1])}
+    xb, yb = jnp.asarray(x[:batch_size]), jnp.asarray(y[:batch_size])
+    weights = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, batch_size), jnp.float32)
+    contenders = {}
+    for name, mode in (("imu step", "global"), ("imu step per-batch", "per_batch")):
+        config = imu.UnlearnConfig(influence_mode=mode, batch_size=batch_size)
+        head, rest = imu.split_head(params, config.head)
+        optimizer = unlearn_lib.make_optimizer(config, 100)
+        step = unlearn_lib.make_step(model, config, optimizer)
+        opt_state = optimizer.init(head)
+        contenders[name] = (lambda step=step, head=head, rest=rest, opt_state=opt_state:
+                            jax.block_until_ready(step(head, opt_state, rest, {}, xb, yb, weights)))
+
+    head, rest = imu.split_head(params, "head")
+    sgd = optax.sgd(0.01)
+
+    @jax.jit
+    def sgd_step(head, opt_state, rest, x, y):
+        def mean_loss(head):
+            logits, _ = model.apply(imu.merge_head(head, rest), {}, x)
+            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+        updates, opt_state = sgd.update(jax.grad(mean_loss)(head), opt_state, head)
+        return optax.apply_updates(head, updates), opt_state
+
+    sgd_state = sgd.init(head)
+    contenders["sgd step"] = lambda: jax.block_until_ready(sgd_step(head, sgd_state, rest, xb, yb))
+    return contenders
 
 
 # --- PyTorch -----------------------------------------------------------------------------------
@@ -159,55 +241,72 @@ def torch_contenders(layers, x, y, chunk_size, damping=0.01):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-examples", type=int, default=2048)
-    parser.add_argument("--chunk-size", type=int, default=256,
-                        help="chunk of jax scores and torch vmap (both get the same)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--loop-repeats", type=int, default=1,
-                        help="repeats of the slow batch-of-one loop")
-    parser.add_argument("--out", default=None, help="folder for results.json and results.md")
+    parser.add_argument("--chunk-size", type=int, default=256, help="chunk of torch vmap")
+    parser.add_argument("--chunk-sweep", default="64,128,256,512,1024,2048",
+                        help="explicit chunk sizes of jax scores to compare with the default")
+    parser.add_argument("--batch-size", type=int, default=256, help="of the unlearning steps")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--loop-repeats", type=int, default=3,
+                        help="rounds that also run the slow batch-of-one loop")
+    parser.add_argument("--out", default=None, help="folder for results.json")
     args = parser.parse_args(argv)
+    load_before = load()
+    print(f"load before: {load_before}")
 
     rng = np.random.default_rng(1)
     layers = init_mlp()
     x = rng.normal(0, 1, (args.num_examples, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], args.num_examples).astype(np.int32)
 
-    contenders = jax_contenders(layers, x, y, args.chunk_size)
+    sweep = [int(c) for c in args.chunk_sweep.split(",") if c]
+    contenders, auto_chunk = jax_contenders(layers, x, y, sweep)
+    print(f"jax default chooses chunk_size={auto_chunk}")
     try:
         contenders.update(torch_contenders(layers, x, y, args.chunk_size))
     except ImportError:
         print("PyTorch is not installed (pip install -e '.[bench]'): timing JAX only.")
 
     # The contenders compute the same numbers (the forward pass computes logits, not scores).
-    reference = np.asarray(contenders["jax scores"]())
+    reference = np.asarray(contenders["jax default"]())
     agreement = {}
     for name, fn in contenders.items():
         if name != "jax forward":
             scores = np.asarray(fn())
             agreement[name] = float(np.max(np.abs(scores - reference)) / np.max(np.abs(reference)))
-            print(f"{name:13s} max relative difference to jax scores: {agreement[name]:.1e}")
-            assert agreement[name] < 1e-3, f"{name} disagrees with jax scores"
+            print(f"{name:18s} max relative difference to jax default: {agreement[name]:.1e}")
+            assert agreement[name] < 1e-3, f"{name} disagrees with jax default"
+    contenders.update(step_contenders(layers, x, y, args.batch_size))
 
-    seconds = {}
-    for name, fn in contenders.items():
-        repeats = args.loop_repeats if name == "torch loop" else args.repeats
-        seconds[name] = timed(fn, repeats)
-        print(f"{name:13s} {seconds[name] * 1e3:10.2f} ms")
+    times = round_robin(contenders, args.repeats, {"torch loop": args.loop_repeats})
+    seconds = {name: statistics.median(t) for name, t in times.items()}
+    for name, value in seconds.items():
+        print(f"{name:18s} {value * 1e3:10.2f} ms  (median of {len(times[name])})")
 
+    fastest_explicit = min((n for n in seconds if n.startswith("jax chunk=")), key=seconds.get)
     ratios = {
-        "torch loop / jax scores": seconds.get("torch loop", np.nan) / seconds["jax scores"],
-        "torch vmap / jax scores": seconds.get("torch vmap", np.nan) / seconds["jax scores"],
-        "torch vmap / jax unchunked": seconds.get("torch vmap", np.nan) / seconds["jax unchunked"],
-        "jax closed / jax forward": seconds["jax closed"] / seconds["jax forward"],
+        "torch loop / jax default": paired_ratio(times, "torch loop", "jax default"),
+        "torch vmap / jax default": paired_ratio(times, "torch vmap", "jax default"),
+        "jax default / fastest explicit chunk": paired_ratio(times, "jax default",
+                                                             fastest_explicit),
+        "jax closed / jax forward": paired_ratio(times, "jax closed", "jax forward"),
+        "imu step / sgd step": paired_ratio(times, "imu step", "sgd step"),
+        "imu step per-batch / sgd step": paired_ratio(times, "imu step per-batch", "sgd step"),
     }
+    print(f"fastest explicit chunk: {fastest_explicit}")
     for name, value in ratios.items():
-        print(f"{name:28s} {value:8.2f}x")
+        print(f"{name:38s} {value:8.2f}x")
+    load_after = load()
+    print(f"load after: {load_after}")
 
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        record = {"num_examples": args.num_examples, "chunk_size": args.chunk_size,
-                  "seconds": seconds, "ratios": ratios, "max_relative_difference": agreement, "jax": jax.__version__,
-                  "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
+        record = {"num_examples": args.num_examples, "torch_chunk_size": args.chunk_size,
+                  "auto_chunk_size": auto_chunk, "batch_size": args.batch_size,
+                  "seconds": seconds, "rounds": {k: len(v) for k, v in times.items()},
+                  "ratios": ratios, "fastest_explicit_chunk": fastest_explicit,
+                  "max_relative_difference": agreement, "load": [load_before, load_after],
+                  "jax": jax.__version__, "backend": jax.default_backend(),
+                  "device": str(jax.devices()[0].device_kind), "cpu_count": os.cpu_count(),
                   "machine": platform.processor() or platform.machine()}
         with open(os.path.join(args.out, "results.json"), "w") as f:
             json.dump(record, f, indent=2)

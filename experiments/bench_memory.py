@@ -6,8 +6,9 @@ Run (about 30 seconds on a 2-core CPU):
     python experiments/bench_memory.py --check 2.0     # exits 1 if peak RSS >= 2.0 GiB
 
 A 512 × 1000 dense head (513,000 parameters) and N = 4096 forget examples: materialized, their
-per-example gradients would take N × P × 4 bytes = 7.8 GiB. ``imu.influence_scores`` with
-``chunk_size=128`` holds one chunk at a time (128 × P × 4 bytes = 0.24 GiB). The script reports the
+per-example gradients would take N × P × 4 bytes = 7.8 GiB. ``imu.influence_scores`` with its
+default chunking (``imu.auto_chunk_size``: 8 examples here on CPU, 8 × P × 4 bytes = 0.02 GiB;
+``--chunk-size`` sets another) holds one chunk at a time. The script reports the
 process's peak resident memory (``ru_maxrss``, everything included: Python, JAX, XLA buffers)
 before and after scoring. Run it in a fresh process: the peak is process-wide.
 """
@@ -39,7 +40,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-examples", type=int, default=4096)
     parser.add_argument("--features", type=int, default=512)
     parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--chunk-size", type=int, default=128)
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="default: the library's automatic choice (imu.auto_chunk_size)")
     parser.add_argument("--check", type=float, default=None, metavar="GIB",
                         help="exit with status 1 unless the peak stays below this many GiB")
     args = parser.parse_args(argv)
@@ -63,21 +65,22 @@ def main(argv=None) -> dict:
     after = peak_rss_bytes()
 
     num_params = d * c + c
+    chunk_size = args.chunk_size or imu.auto_chunk_size(n, head)
     # XLA's own plan for the temporary buffers, chunked and not (compiled only, never run).
     from imu_jax import influence
     planned = {}
-    for chunk in (args.chunk_size, None):
+    for name, chunk in (("chunked", args.chunk_size), ("unchunked", n)):  # n: all at once
         compiled = influence._influence_scores.lower(
             *influence._scores_args(example_loss, head, batch, chunk_size=chunk)).compile()
-        planned[str(chunk)] = compiled.memory_analysis().temp_size_in_bytes / GIB
+        planned[name] = compiled.memory_analysis().temp_size_in_bytes / GIB
     record = {
-        "num_examples": n, "head": [d, c], "num_params": num_params, "chunk_size": args.chunk_size,
+        "num_examples": n, "head": [d, c], "num_params": num_params, "chunk_size": chunk_size,
         "materialized_gib": n * num_params * 4 / GIB,
-        "chunk_gib": args.chunk_size * num_params * 4 / GIB,
+        "chunk_gib": chunk_size * num_params * 4 / GIB,
         "peak_rss_before_gib": before / GIB, "peak_rss_gib": after / GIB, "seconds": seconds,
         "scores_finite": bool(jnp.all(jnp.isfinite(scores))),
-        "xla_temp_gib_chunked": planned[str(args.chunk_size)],
-        "xla_temp_gib_unchunked": planned["None"],
+        "xla_temp_gib_chunked": planned["chunked"],
+        "xla_temp_gib_unchunked": planned["unchunked"],
     }
     print(json.dumps(record, indent=2))
     if args.check is not None and not (record["peak_rss_gib"] < args.check and

@@ -7,7 +7,7 @@ Run (about 2 minutes on a 2-core CPU; ``--quick`` about 20 seconds):
 
 Workload: ``imu.influence_scores`` (the generic path, per-example gradients by ``vmap(grad)``) on a
 dense softmax head of P = (128 + 1) × 32 = 4,128 parameters, forget batch sharded over a ``data``
-mesh axis, head replicated. Two settings: ``materialized`` (``chunk_size=None``: all N × P
+mesh axis, head replicated. Two settings: ``materialized`` (``chunk_size=N``: all N × P
 gradients exist, sharded) and ``chunked`` (``chunk_size=1024``: two streaming passes).
 
 * against N (1k … 64k) on 1 device and on an 8-device ``data`` mesh;
@@ -62,6 +62,8 @@ def make_data(n, seed=0):
 
 
 def measure(n, devices, chunk_size, repeats):
+    setting = "materialized" if chunk_size is None else "chunked"
+    chunk_size = n if chunk_size is None else chunk_size  # chunk_size=N: materialized, one pass
     mesh = sharding.make_mesh(data=devices, devices=jax.devices()[:devices])
     head, batch = make_data(n)
     batch = sharding.shard_batch(batch, mesh)
@@ -80,7 +82,7 @@ def measure(n, devices, chunk_size, repeats):
         imu.influence_scores(example_loss, head, batch, chunk_size=chunk_size).block_until_ready()
         times.append(time.perf_counter() - start)
     return {"n": n, "devices": devices, "chunk_size": chunk_size,
-            "setting": "materialized" if chunk_size is None else "chunked",
+            "setting": setting,
             "seconds": statistics.median(times), "per_device_mib": per_device / MIB,
             "temp_mib": stats.temp_size_in_bytes / MIB,
             "scores_sharding": str(scores.sharding.spec)}

@@ -5,17 +5,19 @@ optax and numpy; :func:`unlearn` runs the whole IMU loop on a model; ``imu_jax.d
 ``imu_jax.models``, ``imu_jax.train`` and ``imu_jax.experiment`` serve the experiments::
 
     import imu_jax as imu
-    scores = imu.influence_scores(loss_fn, head_params, forget_batch, chunk_size=128)
+    scores = imu.influence_scores(loss_fn, head_params, forget_batch)
     indices, weights = imu.influence_weights(scores, top_fraction=0.5)
 """
 
 from imu_jax.heads import (frozen_mask, head_labels, head_mask, merge_head, param_paths,
                            split_head)
 from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
-                               NoNegativeInfluenceWarning, classifier_influence,
-                               influence_from_grads, influence_scores, influence_weights,
-                               keep_count, per_example_grads, select_and_weight)
+                               NoNegativeInfluenceWarning, auto_chunk_size,
+                               classifier_influence, influence_from_grads, influence_scores,
+                               influence_weights, keep_count, per_example_grads,
+                               select_and_weight)
 from imu_jax.accumulation import AccumulateState, accumulate
+from imu_jax.lm_head import sequence_influence
 from imu_jax.transforms import (InfluenceWeightedAscentState, imu_sgd, influence_weighted_ascent,
                                 l1_penalty, weighted_ascent)
 from imu_jax.unlearn import UnlearnConfig, UnlearnReport, unlearn
@@ -34,6 +36,7 @@ __all__ = [
     "DEFAULT_DAMPING",
     "DEFAULT_TOP_FRACTION",
     "NoNegativeInfluenceWarning",
+    "auto_chunk_size",
     "classifier_influence",
     "influence_from_grads",
     "influence_scores",
@@ -41,6 +44,7 @@ __all__ = [
     "keep_count",
     "per_example_grads",
     "select_and_weight",
+    "sequence_influence",
     # optax transforms (spec §3)
     "InfluenceWeightedAscentState",
     "imu_sgd",

@@ -30,6 +30,7 @@ __all__ = [
     "per_example_grads",
     "influence_from_grads",
     "influence_scores",
+    "auto_chunk_size",
     "classifier_influence",
     "select_and_weight",
     "influence_weights",
@@ -47,6 +48,10 @@ DEFAULT_DAMPING = 0.01
 # 2.3 / 1.0 / 0.7 for 0.1 / 0.5 / 1.0).
 DEFAULT_TOP_FRACTION = 0.5
 DEFAULT_CLIP_QUANTILE = 0.93
+# influence_scores(chunk_size=None): bytes of per-example gradients held at once, per backend
+# (see auto_chunk_size), and the smallest automatic chunk.
+AUTO_CHUNK_BYTES = {"cpu": 8 * 2**20, "default": 2**30}
+AUTO_MIN_CHUNK = 8
 
 
 class NoNegativeInfluenceWarning(UserWarning):
@@ -88,13 +93,24 @@ def influence_from_grads(grads: PyTree, damping: float | jax.Array = DEFAULT_DAM
       True
     """
     n = jax.tree.leaves(grads)[0].shape[0]
-    mean = jax.tree.map(lambda g: jnp.sum(g, axis=0) / n, grads)
+    ones = jnp.ones(n, jnp.float32)
+    total, total_sq = _sums(grads, ones)
     # damping in the gradients' dtype, however it is given (a weak Python float or an injected
     # float32 hyperparameter give the same numbers)
-    fisher = jax.tree.map(
-        lambda g: jnp.sum(g * g, axis=0) / n + jnp.asarray(damping).astype(g.dtype), grads)
-    direction = jax.tree.map(jnp.divide, mean, fisher)
+    direction = jax.tree.map(
+        lambda s, sq: (s / n) / (sq / n + jnp.asarray(damping).astype(sq.dtype)), total, total_sq)
     return -_per_example_dot(grads, direction)
+
+
+def _sums(grads: PyTree, mask: jax.Array) -> tuple[PyTree, PyTree]:
+    """``(Σ_i m_i g_i, Σ_i m_i g_i²)`` as matrix-vector products with the mask ``m``.
+
+    A reduction (``jnp.sum(g, axis=0)``) would let XLA:CPU fuse the per-example gradients into a
+    slow loop (10x on the benchmark MLP); a product with a vector stays a fast GEMV.
+    """
+    total = jax.tree.map(lambda g: _layout.tensordot(mask.astype(g.dtype), g, 1), grads)
+    total_sq = jax.tree.map(lambda g: _layout.tensordot(mask.astype(g.dtype), g * g, 1), grads)
+    return total, total_sq
 
 
 def _per_example_dot(grads: PyTree, direction: PyTree) -> jax.Array:
@@ -117,9 +133,15 @@ def influence_scores(
 
     Two streaming passes. Pass 1 accumulates ``Σ g_i`` and ``Σ g_i²`` chunk by chunk; pass 2 needs
     only ``g_i · (ḡ / F)``, a directional derivative (a JVP), so no per-example gradient is kept.
-    With ``chunk_size`` the memory is ``O(chunk_size × P)``; without it all ``N × P`` gradients are
-    materialized at once. Chunks of a few hundred examples are usually faster as well (they stay
-    in cache: 24 ms against 51 ms unchunked in ``experiments/bench_influence.py`` on CPU).
+    When one chunk covers all ``N`` examples, the gradients are materialized once and there is no
+    second pass.
+
+    Memory: per-example gradients of one chunk, ``chunk_size × P × itemsize`` bytes (``P`` = number
+    of parameters in ``params``), plus ``O(P)`` for the sums. The default (``chunk_size=None``) is
+    :func:`auto_chunk_size`: the largest power of two whose gradients fit ``AUTO_CHUNK_BYTES``
+    (8 MiB on CPU, 1 GiB on accelerators), at least 8 examples, at most ``N``; so the default
+    holds at most ``max(8 MiB, 8 × P × itemsize)`` of gradients on CPU. It is also the fastest
+    setting measured on CPU (``experiments/bench_influence.py`` sweeps the chunk size).
 
     The computation is jitted; ``loss_fn`` is a static argument, so reuse the same function object
     across calls to hit the compilation cache.
@@ -138,7 +160,8 @@ def influence_scores(
       params: the head parameters; the caller closes over the rest of the model.
       batch: pytree of arrays with a shared leading axis ``N`` (the forget set).
       damping: ``λ`` added to every entry of the diagonal Fisher; must be > 0.
-      chunk_size: examples per chunk, or ``None`` to process all at once.
+      chunk_size: examples per chunk (``≥ N``: all at once), or ``None`` to choose it
+        automatically (:func:`auto_chunk_size`).
       out_sharding: where to place the scores; default: like the leading axis of ``batch`` when
         it is a sharded ``jax.Array`` (e.g. ``P("data")``).
 
@@ -173,8 +196,38 @@ def _scores_args(loss_fn, params, batch, damping=DEFAULT_DAMPING, chunk_size=Non
     """The arguments :func:`influence_scores` jits with (also to ``lower`` it in benchmarks)."""
     if out_sharding is None:
         out_sharding = _layout.leading_sharding(batch)
-    return (loss_fn, params, batch, damping, None if chunk_size is None else int(chunk_size),
-            out_sharding, _layout.leading_is_sharded(batch))
+    n = jax.tree.leaves(batch)[0].shape[0]
+    chunk_size = auto_chunk_size(n, params) if chunk_size is None else int(chunk_size)
+    return (loss_fn, params, batch, damping, chunk_size, out_sharding,
+            _layout.leading_is_sharded(batch))
+
+
+def auto_chunk_size(num_examples: int, params: PyTree, *, chunk_bytes: int | None = None) -> int:
+    """The chunk :func:`influence_scores` uses when ``chunk_size`` is None.
+
+    The largest power of two ``c`` with ``c × P × itemsize ≤ chunk_bytes`` (``P`` = number of
+    parameters in ``params``), at least ``AUTO_MIN_CHUNK`` examples and at most ``num_examples``;
+    when it covers every example, all per-example gradients are materialized once and there is no
+    second pass. ``chunk_bytes`` defaults to ``AUTO_CHUNK_BYTES`` for the default backend: 8 MiB on
+    CPU (a chunk's gradients stay in cache: fastest on ``experiments/bench_influence.py``), 1 GiB on
+    accelerators (large batched kernels).
+
+    Examples:
+      >>> import jax.numpy as jnp, imu_jax as imu
+      >>> head = {"kernel": jnp.zeros((512, 10)), "bias": jnp.zeros(10)}  # 5,130 float32
+      >>> imu.auto_chunk_size(2048, head, chunk_bytes=8 * 2**20)
+      256
+      >>> imu.auto_chunk_size(100, head, chunk_bytes=8 * 2**20)   # all at once
+      100
+    """
+    leaves = jax.tree.leaves(params)
+    per_example = sum(math.prod(np.shape(x)) * jnp.dtype(jnp.result_type(x)).itemsize
+                      for x in leaves)
+    if chunk_bytes is None:
+        chunk_bytes = AUTO_CHUNK_BYTES.get(jax.default_backend(), AUTO_CHUNK_BYTES["default"])
+    fit = max(1, int(chunk_bytes) // max(1, per_example))
+    chunk = max(AUTO_MIN_CHUNK, 1 << (fit.bit_length() - 1))
+    return max(1, min(chunk, int(num_examples)))
 
 
 @functools.partial(jax.jit,
@@ -223,12 +276,8 @@ def _influence_scores_impl(loss_fn, params, batch, damping, chunk_size, strided=
         if pad:
             g = jax.tree.map(lambda x: jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0),
                              g)
-        total, total_sq = carry
-        total = jax.tree.map(
-            lambda a, x: a + _layout.tensordot(ok.astype(x.dtype), x, 1), total, g)
-        total_sq = jax.tree.map(
-            lambda a, x: a + _layout.tensordot(ok.astype(x.dtype), x * x, 1), total_sq, g)
-        return (total, total_sq), None
+        chunk_total, chunk_total_sq = _sums(g, ok)
+        return jax.tree.map(jnp.add, carry, (chunk_total, chunk_total_sq)), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     (total, total_sq), _ = jax.lax.scan(accumulate, (zeros, zeros), (chunks, valid))

@@ -30,6 +30,7 @@ from imu_jax import heads, sharding
 from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
                                NoNegativeInfluenceWarning, classifier_influence, influence_scores, influence_weights,
                                per_example_grads)
+from imu_jax.lm_head import sequence_influence
 from imu_jax.transforms import (imu_sgd, influence_weighted_ascent, l1_penalty,
                                  weighted_ascent)
 
@@ -60,7 +61,8 @@ class UnlearnConfig:
       update_batch_stats: run a train-mode forward pass on each batch before its step so BatchNorm
         running statistics drift toward D_f, as in the public code (gradients still use inference
         mode). Off by default.
-      influence_chunk_size: chunk size of the generic (streaming) influence path.
+      influence_chunk_size: chunk size of the generic (streaming) influence path; ``None``
+        (default) chooses it automatically (``imu_jax.auto_chunk_size``).
       closed_form: ``"auto"`` uses the dense-softmax closed form when it applies; ``"never"``
         forces the generic path.
     """
@@ -82,7 +84,7 @@ class UnlearnConfig:
     max_steps: int | None = None
     optimizer: str = "sgd"
     update_batch_stats: bool = False
-    influence_chunk_size: int | None = 256
+    influence_chunk_size: int | None = None
     closed_form: str = "auto"
 
     def __post_init__(self):
@@ -249,11 +251,31 @@ def forget_influence(model, params: PyTree, state: PyTree, x: np.ndarray, y: np.
             scores = classifier_influence(features, labels, place.params(dense),
                                           damping=config.damping)
             return place.host(scores), True
+    if config.closed_form == "auto" and dense is not None and y.ndim == 2 and not place:
+        scores = _sequence_closed_form(model, params, state, x, y, dense, config.damping)
+        if scores is not None:
+            return scores, True
     loss = make_example_loss(model, place.replicate(rest), place.replicate(state))
     scores = influence_scores(loss, place.params(head_tree),
                               place.batch({"x": jnp.asarray(x), "y": jnp.asarray(y)}),
                               damping=config.damping, chunk_size=config.influence_chunk_size)
     return place.host(scores), False
+
+
+def _sequence_closed_form(model, params, state, x, y, dense, damping) -> np.ndarray | None:
+    """``sequence_influence`` on the model's ``[N, T, D]`` features when the dense head gives the
+    model's logits (checked on a few sequences); None when it does not apply."""
+    if not hasattr(model, "features"):
+        return None
+    probe = x[:2]
+    features = model.features(params, state, probe)
+    logits, _ = model.apply(params, state, probe, train=False)
+    if np.ndim(features) != 3 or not np.allclose(features @ dense["kernel"] + dense["bias"],
+                                                 logits, rtol=1e-4, atol=1e-4):
+        return None
+    feature_fn = jax.jit(lambda xb: model.features(params, state, xb))
+    features = _batched(feature_fn, x, 256)
+    return np.asarray(sequence_influence(features, jnp.asarray(y), dense, damping=damping))
 
 
 def select_examples(scores: np.ndarray | None, num_forget: int, config: UnlearnConfig,
@@ -323,6 +345,33 @@ def _plan_batches(num_kept: int, config: UnlearnConfig, rng: np.random.Generator
     return batches[:config.max_steps] if config.max_steps else batches
 
 
+def weighted_mean_grad(loss, head: PyTree, batch: PyTree, weights: jax.Array
+                       ) -> tuple[PyTree, dict[str, jax.Array]]:
+    """``∇ Σ w_i ℓ_i / Σ w_i`` by one backward pass, as a batch of ONE example with weight 1.
+
+    ``weighted_ascent`` is linear in the per-example gradients, so feeding it this single
+    "example" (``update(grads, ..., **extra)``) gives the same update as the ``B`` per-example
+    gradients with their weights, without materializing ``B × P`` of them: an IMU step then costs
+    what a plain SGD step on the head costs (``experiments/bench_influence.py``).
+
+    >>> import jax.numpy as jnp
+    >>> loss = lambda w, ex: 0.5 * jnp.sum((ex["x"] @ w - ex["y"]) ** 2)
+    >>> batch = {"x": jnp.eye(2), "y": jnp.ones(2)}
+    >>> g, extra = weighted_mean_grad(loss, jnp.zeros(2), batch, jnp.array([3.0, 1.0]))
+    >>> g.tolist(), extra["weights"].tolist()
+    ([[-0.75, -0.25]], [1.0])
+    """
+    weights = jnp.asarray(weights)
+
+    def weighted_mean_loss(head):
+        losses = jax.vmap(loss, in_axes=(None, 0))(head, batch)
+        w = weights.astype(losses.dtype)
+        return jnp.sum(w * losses) / jnp.sum(w)
+
+    grads = jax.grad(weighted_mean_loss)(head)
+    return jax.tree.map(lambda g: g[None], grads), {"weights": jnp.ones(1, weights.dtype)}
+
+
 def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformation, *,
               place: sharding.Placement | None = None):
     """The jitted step ``(head, opt_state, rest, state, x, y, weights) -> (head, opt_state, state)``."""
@@ -331,8 +380,11 @@ def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformat
     def step(head, opt_state, rest, state, x, y, weights):
         if config.update_batch_stats:
             _, state = model.apply(heads.merge_head(head, rest), state, x, train=True)
-        grads = per_example_grads(make_example_loss(model, rest, state), head, {"x": x, "y": y})
-        extra = {"weights": weights} if uses_weights else {}
+        loss = make_example_loss(model, rest, state)
+        if uses_weights:  # the optimizer starts with weighted_ascent: one backward pass suffices
+            grads, extra = weighted_mean_grad(loss, head, {"x": x, "y": y}, weights)
+        else:
+            grads, extra = per_example_grads(loss, head, {"x": x, "y": y}), {}
         updates, opt_state = optimizer.update(grads, opt_state, head, **extra)
         return optax.apply_updates(head, updates), opt_state, state
 

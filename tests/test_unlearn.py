@@ -142,3 +142,50 @@ def test_errors_are_clear(trained):
         unlearn(model, params, data["forget"], UnlearnConfig(head="^classifier"), state=state)
     with pytest.raises(ValueError, match="'image' or 'tokens'|one of"):
         unlearn(model, params, {"x": data["forget"]["image"], "label": data["forget"]["label"]})
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_step_with_one_backward_pass_equals_per_example_weighted_ascent(trained, optimizer):
+    """The global-mode step feeds ∇Σwℓ/Σw as one example; the update is the per-example one."""
+    model, params, state, data = trained
+    config = UnlearnConfig(optimizer=optimizer, learning_rate=0.1)
+    head, rest = unlearn_lib.heads.split_head(params, config.head)
+    x, y = unlearn_lib.input_and_labels(data["forget"])
+    x, y = jnp.asarray(x[:12]), jnp.asarray(y[:12])
+    weights = jnp.linspace(0.2, 2.0, 12)
+    opt = unlearn_lib.make_optimizer(config, 10)
+    step = unlearn_lib.make_step(model, config, opt)
+    opt_state = opt.init(head)
+    new_head, new_state, _ = step(head, opt_state, rest, state, x, y, weights)
+    new_head, new_state, _ = step(new_head, new_state, rest, state, x, y, weights[::-1])
+
+    loss = unlearn_lib.make_example_loss(model, rest, state)
+    expected, expected_state = head, opt_state
+    for w in (weights, weights[::-1]):
+        grads = unlearn_lib.per_example_grads(loss, expected, {"x": x, "y": y})
+        updates, expected_state = opt.update(grads, expected_state, expected, weights=w)
+        expected = unlearn_lib.optax.apply_updates(expected, updates)
+    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                zip(jax.tree.leaves(expected), jax.tree.leaves(head)))
+    assert moved > 1e-3
+    for a, b in zip(jax.tree.leaves(new_head), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+class _SequenceModelWithFeatures(tiny_models.TinySequenceModel):
+    def features(self, params, state, tokens):
+        return params["embed"][tokens]
+
+
+def test_sequence_model_with_features_uses_the_closed_form_with_the_same_scores():
+    model = _SequenceModelWithFeatures()
+    params, state = model.init(0)
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 5, (12, 6)).astype(np.int32)
+    labels = np.concatenate([tokens[:, 1:], np.full((12, 1), -1)], 1).astype(np.int32)
+    closed, used = unlearn_lib.forget_influence(model, params, state, tokens, labels,
+                                                UnlearnConfig())
+    generic, used_generic = unlearn_lib.forget_influence(
+        model, params, state, tokens, labels, UnlearnConfig(closed_form="never"))
+    assert used and not used_generic
+    np.testing.assert_allclose(closed, generic, rtol=1e-5, atol=1e-6 * np.max(np.abs(generic)))
