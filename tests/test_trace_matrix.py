@@ -58,6 +58,8 @@ CASES = {
     "influence_scores": lambda f, y, h: imu.influence_scores(
         loss_fn, h, {"x": f, "y": y}, chunk_size=5),
     "per_example_grads": _grads,
+    "sequence_influence": lambda f, y, h: imu.sequence_influence(
+        jnp.stack([f, 0.5 * f], axis=1), jnp.stack([y, (y + 1) % C], axis=1), h, vocab_chunk=2),
     "influence_from_grads": lambda f, y, h: imu.influence_from_grads(_grads(f, y, h)),
     "select_and_weight": lambda f, y, h: imu.select_and_weight(
         imu.classifier_influence(f, y, h), top_fraction=0.7),
@@ -91,6 +93,7 @@ CASES = {
 HOST_ONLY = {  # host-side by design: numpy results of data-dependent size, sklearn, the loop
     "influence_weights": "returns numpy indices of data-dependent length; select_and_weight is "
                          "its fixed-shape, jit-able form (in CASES)",
+    "auto_chunk_size": "returns a Python int from shapes and dtypes only (static, no values)",
     "unlearn": "the high-level host loop (it jits its own steps)",
     "run_experiment": "the experiment driver (host)",
     "accuracy": "numpy metric", "avg_gap": "numpy metric",
