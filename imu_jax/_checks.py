@@ -53,3 +53,32 @@ def check_fraction(value: Any, name: str) -> None:
     """``value`` must lie in (0, 1]."""
     if is_concrete(value) and not 0.0 < float(value) <= 1.0:
         raise ValueError(f"{name} must be in (0, 1], got {value}.")
+
+
+def check_model_fits(model, params: Any, state: Any, x: Any, y: Any, name: str) -> None:
+    """Raises ``ValueError`` unless ``model.apply(params, state, x[:1])`` accepts the inputs of
+    ``name`` and gives logits whose leading axes match the labels' shape (checked abstractly
+    with ``jax.eval_shape``: nothing is computed).
+
+    >>> class Linear:
+    ...     def apply(self, params, state, x, *, train=False):
+    ...         return x @ params, state
+    >>> check_model_fits(Linear(), jnp.zeros((3, 2)), {}, np.zeros((4, 5)), np.zeros(4), "forget")
+    Traceback (most recent call last):
+    ...
+    ValueError: forget: inputs float64[5] per example do not fit the model: ...
+    """
+    x, y = np.asarray(x[:1]), np.asarray(y[:1])
+    try:
+        logits = jax.eval_shape(lambda p, s, xb: model.apply(p, s, xb, train=False)[0],
+                                params, state, x)
+    except Exception as err:  # noqa: BLE001 - any failure means the shapes do not fit
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(
+            f"{name}: inputs {x.dtype}[{','.join(map(str, x.shape[1:]))}] per example do not fit "
+            f"the model: {type(err).__name__}: {first}") from None
+    if tuple(logits.shape[:-1]) != tuple(y.shape):
+        raise ValueError(
+            f"{name}: the model gives logits of shape {tuple(logits.shape[1:])} per example but "
+            f"the labels have shape {tuple(y.shape[1:])}; class labels need logits [N, classes], "
+            "token labels [N, T] need logits [N, T, vocab].")
