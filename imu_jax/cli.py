@@ -438,5 +438,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> int:
+    """The ``imu-jax`` script: :func:`main`, but after Ctrl-C it leaves at once (exit status
+    130) instead of tearing down an interpreter whose JAX / Orbax threads were interrupted
+    mid-work (that teardown can crash). What was saved is complete: results and models are
+    written atomically."""
+    import os
+
+    status = main()
+    if status == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -264,3 +264,32 @@ def test_mia_numbers_repeat_for_the_same_predictions():
     first = metrics.classification_metrics(probs, labels)
     second = metrics.classification_metrics({k: v.copy() for k, v in probs.items()}, labels)
     assert first == second
+
+
+def test_real_ctrl_c_during_training(tmp_path, data_dir):
+    """SIGINT to the ``imu-jax`` process while it trains: one line, exit status 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "imu_jax.cli", "run", *TINY, "--train-option", "epochs=500",
+           "--methods", "retrain", "--seeds", "0", "--out", str(out), "--data-dir", data_dir]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                      signal.SIG_DFL))
+    deadline = time.time() + 300
+    while not out.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(2.0)  # inside the first training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and lines[-1].startswith("imu-jax run: interrupted."), err
+    assert all("building imu_digits" in line or "dataset_info.json" in line
+               for line in lines[:-1]), err  # only the first build of the data came before
+    assert not (out / "models" / "original_seed0").exists()  # nothing half-written is visible
