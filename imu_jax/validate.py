@@ -33,6 +33,9 @@ class OptionError(ValueError):
 POSITIVE = {"learning_rate", "lr", "epochs", "batch_size", "eval_batch_size", "max_steps",
             "top_fraction", "keep_checkpoints", "gamma"}
 
+# Settings whose default is None (= off / automatic) that otherwise take an integer.
+OPTIONAL_INTEGERS = {"max_steps", "influence_chunk_size"}
+
 
 def _kind(default) -> str:
     if isinstance(default, bool):
@@ -63,8 +66,10 @@ def check_value(name: str, value: Any, default: Any) -> str | None:
     "expected a number (like the default 0.01), got 'abc'"
     >>> check_value("learning_rate", 0.02, 0.01) is None, check_value("max_steps", 5, None)
     (True, None)
+    >>> check_value("max_steps", "abc", None)
+    "expected an integer (like the default None), got 'abc'"
     """
-    kind = _kind(default)
+    kind = "int" if default is None and name in OPTIONAL_INTEGERS else _kind(default)
     ok = {"bool": lambda v: isinstance(v, bool),
           "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
           "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
