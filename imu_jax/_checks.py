@@ -112,3 +112,40 @@ def check_hyperparameter_precision(value: Any, name: str) -> None:
             f"{name} arrived as {np.dtype(dtype).name}, too coarse to give the static result "
             "(optax.inject_hyperparams casts hyperparameters to the parameters' dtype); pass "
             "hyperparam_dtype=jnp.float32 to optax.inject_hyperparams, or a float32 value.")
+
+
+def check_model_fits(model, params: Any, state: Any, x: Any, y: Any, name: str) -> None:
+    """Raises ``ValueError`` unless ``model.apply(params, state, x[:1])`` accepts the inputs of
+    ``name`` and gives logits whose leading axes match the labels' shape (checked abstractly
+    with ``jax.eval_shape``: nothing is computed).
+
+    >>> class Linear:
+    ...     def apply(self, params, state, x, *, train=False):
+    ...         return x @ params, state
+    >>> check_model_fits(Linear(), np.zeros((3, 2)), {}, np.zeros((4, 5)), np.zeros(4), "forget")
+    Traceback (most recent call last):
+    ...
+    ValueError: forget: inputs float64[5] per example do not fit the model: ...
+    """
+    y = np.asarray(y[:1])
+    logits_shape = model_output_shape(model, params, state, x, name)
+    if tuple(logits_shape[:-1]) != tuple(y.shape):
+        raise ValueError(
+            f"{name}: the model gives logits of shape {tuple(logits_shape[1:])} per example but "
+            f"the labels have shape {tuple(y.shape[1:])}; class labels need logits [N, classes], "
+            "token labels [N, T] need logits [N, T, vocab].")
+
+
+def model_output_shape(model, params: Any, state: Any, x: Any, name: str) -> tuple:
+    """The logits' shape for one example of ``x`` (abstract, ``jax.eval_shape``), or a
+    ``ValueError`` naming ``name`` when the inputs do not fit the model."""
+    x = np.asarray(x[:1])
+    try:
+        logits = jax.eval_shape(lambda p, s, xb: model.apply(p, s, xb, train=False)[0],
+                                params, state, x)
+    except Exception as err:  # noqa: BLE001 - any failure means the shapes do not fit
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(
+            f"{name}: inputs {x.dtype}[{','.join(map(str, x.shape[1:]))}] per example do not fit "
+            f"the model: {type(err).__name__}: {first}") from None
+    return tuple(logits.shape)

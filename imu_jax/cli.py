@@ -6,7 +6,7 @@ help is printed.
 
 Examples:
   >>> main([])  # doctest: +ELLIPSIS
-  usage: imu-jax [-h] COMMAND ...
+  usage: imu-jax [-h] [--version] COMMAND ...
   ...
   0
 """
@@ -62,7 +62,8 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
                    "~/.cache/imu_jax/tfds)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_mesh_arguments(p)
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=run_train, interrupted=lambda args: "interrupted; nothing was saved "
+                   "(the model is written when training ends).")
     return p
 
 
@@ -93,7 +94,8 @@ def train_config_from_args(args) -> dict:
     """Merges recipe file / default recipe / command-line flags into TrainConfig fields."""
     from imu_jax.train import recipe
 
-    cfg = load_config_file(args.config) if args.config else {}
+    with _naming("--config"):
+        cfg = load_config_file(args.config) if args.config else {}
     dataset = args.dataset or cfg.get("dataset") or "digits"
     base = recipe(dataset, args.model or cfg.get("model")) if not args.config else {}
     cfg = {**base, **cfg, "dataset": dataset}
@@ -108,8 +110,20 @@ def run_train(args) -> int:
     from imu_jax.data import make_splits
     from imu_jax.train import TrainConfig, train_model
 
+    from imu_jax import validate
+
     mesh = mesh_from_args(args)  # first: the multi-host runtime starts before any device use
-    cfg = TrainConfig.from_dict(train_config_from_args(args))
+    flags = {"config": args.config, "dataset": args.dataset, "model": args.model,
+             "forget": args.forget, "seed": args.seed, "epochs": args.epochs,
+             "batch_size": args.batch_size, "lr": args.lr, "out": args.out,
+             "data_dir": args.data_dir}
+    validate.validate(validate.TRAIN_CHECKS, flags)
+    merged = train_config_from_args(args)
+    validate.validate(validate.TRAIN_CHECKS, {**flags, "dataset": merged["dataset"],
+                                              "model": merged.get("model"),
+                                              "forget": merged.get("forget"),
+                                              "train_config": merged})
+    cfg = TrainConfig.from_dict(merged)
     splits = make_splits(cfg.dataset, cfg.forget, seed=args.seed, data_dir=args.data_dir)
     which = "retrain" if args.retrain else "original"
     print(f"imu-jax train: {cfg.model} on {cfg.dataset} ({which}), "
@@ -132,13 +146,16 @@ def add_data_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="TFDS data dir (default: $IMU_JAX_DATA_DIR or "
                    "~/.cache/imu_jax/tfds)")
     p.add_argument("--rebuild", action="store_true", help="delete and rebuild")
-    p.set_defaults(func=run_data)
+    p.set_defaults(func=run_data, interrupted=lambda args: "interrupted; run it again with "
+                   "--rebuild.")
     return p
 
 
 def run_data(args) -> int:
+    from imu_jax import validate
     from imu_jax.data import build
 
+    validate.validate(validate.DATA_CHECKS, {"dataset": args.dataset, "data_dir": args.data_dir})
     print(build(args.dataset, args.data_dir, overwrite=args.rebuild))
     return 0
 
@@ -253,7 +270,7 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
                    "from its newest checkpoint (default 0: off)")
     p.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
                    help="checkpoints kept per run (default 2)")
-    p.set_defaults(func=run_run)
+    p.set_defaults(func=run_run, interrupted=run_interrupted)
     return p
 
 
@@ -261,29 +278,59 @@ def run_options(args) -> dict:
     """The options of ``experiment.run``: flags, else ``--config``, else ``RUN_DEFAULTS``."""
     from imu_jax.methods import get_method
 
-    options = {**RUN_DEFAULTS, **(load_config_file(args.config) if args.config else {})}
+    with _naming("--config"):
+        options = {**RUN_DEFAULTS, **(load_config_file(args.config) if args.config else {})}
     unknown = sorted(set(options) - set(RUN_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {args.config}; valid: "
+        raise ValueError(f"--config: unknown key(s) {unknown} in {args.config}; valid: "
                          f"{sorted(RUN_DEFAULTS)}")
     flags = {"dataset": args.dataset, "model": args.model, "forget": args.forget,
-             "methods": args.methods.split(",") if args.methods else None, "seeds": args.seeds,
+             "methods": args.methods, "seeds": args.seeds,
              "tune_seeds": args.tune_seeds, "split_seed": args.split_seed}
     options.update({k: v for k, v in flags.items() if v is not None})
     if isinstance(options["methods"], str):
-        options["methods"] = options["methods"].split(",")
+        options["methods"] = [m.strip() for m in options["methods"].split(",")]
     train_config = dict(options["train_config"])
     if args.train_config:
-        train_config.update(load_config_file(args.train_config))
-    options["train_config"] = {**train_config, **parse_train_options(args.train_option)}
+        with _naming("--train-config"):
+            train_config.update(load_config_file(args.train_config))
+    with _naming("--train-option"):
+        options["train_config"] = {**train_config, **parse_train_options(args.train_option)}
     hparams = {m: dict(v) for m, v in options["hparams"].items()}
-    for method, values in parse_method_options(args.hparam, sweep=False).items():
-        hparams.setdefault(method, {}).update(values)
+    with _naming("--hparam"):
+        for method, values in parse_method_options(args.hparam, sweep=False).items():
+            hparams.setdefault(method, {}).update(values)
     grids = {m: dict(v) for m, v in options["grids"].items()}
-    for method, axes in parse_method_options(args.grid, sweep=True).items():
-        grids[method] = {**(grids.get(method) or dict(get_method(method).grid)), **axes}
+    with _naming("--grid"):
+        for method, axes in parse_method_options(args.grid, sweep=True).items():
+            grids[method] = {**(grids.get(method) or dict(get_method(method).grid)), **axes}
     options["hparams"], options["grids"] = hparams, grids
     return options
+
+
+class _naming:
+    """Prefixes a ``ValueError`` raised inside the block with the flag it came from."""
+
+    def __init__(self, flag: str):
+        self.flag = flag
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if kind is not None and issubclass(kind, (ValueError, OSError)) and \
+                not str(err).startswith("--"):
+            from imu_jax.validate import OptionError
+
+            raise OptionError(f"{self.flag}: {err}") from err
+        return False
+
+
+def run_values(args, options: dict) -> dict:
+    """What :data:`imu_jax.validate.RUN_CHECKS` checks: the resolved options and the flags."""
+    return {**options, "config": args.config, "train_config_file": args.train_config,
+            "checkpoint_every": args.checkpoint_every, "keep_checkpoints": args.keep_checkpoints,
+            "out": args.out, "data_dir": args.data_dir, "forget_required": True}
 
 
 def run_command_line(args) -> str:
@@ -313,11 +360,12 @@ def run_run(args) -> int:
     line and exit with status 2."""
     import contextlib
 
-    from imu_jax import experiment, run_checkpoint, sharding
+    from imu_jax import experiment, run_checkpoint, sharding, validate
 
     try:
         mesh = mesh_from_args(args)  # first: the multi-host runtime starts before device use
         options = run_options(args)
+        validate.validate(validate.RUN_CHECKS, run_values(args, options))
         with contextlib.ExitStack() as scale:  # mesh and checkpoints of the unlearning loops
             scale.enter_context(sharding.use_mesh(mesh))
             if args.checkpoint_every > 0:
@@ -330,9 +378,28 @@ def run_run(args) -> int:
         print(f"imu-jax run: error: {err}", file=sys.stderr)
         return 2
     out = pathlib.Path(args.out)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'tradeoff.png'}",
-          file=sys.stderr)
+    print_summary(out)
     return 0
+
+
+def print_summary(out: pathlib.Path) -> None:
+    """The main results table (stdout) and where the full report and plot are (stderr)."""
+    from imu_jax import experiment, report
+
+    results = experiment.load_results(out)
+    columns = report.SEQUENCE_COLUMNS if report.is_sequence(results) else \
+        report.CLASSIFICATION_COLUMNS
+    print(report.table(results, columns))
+    print(f"wrote {out / 'results.md'} (all tables and the command), {out / 'results.json'}, "
+          f"and {out / 'tradeoff.png'} (forget vs test accuracy as each method's learning rate "
+          "and step count sweep)", file=sys.stderr)
+
+
+def run_interrupted(args) -> str:
+    """The line printed when ``imu-jax run`` is interrupted (Ctrl-C)."""
+    out = pathlib.Path(args.out)
+    return (f"interrupted. Finished runs are in {out / 'results.json'} and trained models in "
+            f"{out / 'models'}; rerun the same command with --resume to continue.")
 
 
 # Other subcommands (``run``, ``demo``) are registered by appending their add_*_command here.
@@ -341,8 +408,11 @@ SUBCOMMANDS = [add_train_command, add_data_command, add_run_command]
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
+    from imu_jax import __version__
+
     parser = argparse.ArgumentParser(
         prog="imu-jax", description="Influence-guided machine unlearning (IMU) in JAX.")
+    parser.add_argument("--version", action="version", version=f"imu-jax {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in SUBCOMMANDS:
         register(subparsers)
@@ -356,8 +426,32 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        message = getattr(args, "interrupted", None)
+        print(f"imu-jax {args.command}: " + (message(args) if message else "interrupted."),
+              file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # user errors: one line, exit status 2
+        print(f"imu-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def entry() -> int:
+    """The ``imu-jax`` script: :func:`main`, but after Ctrl-C it leaves at once (exit status
+    130) instead of tearing down an interpreter whose JAX / Orbax threads were interrupted
+    mid-work (that teardown can crash). What was saved is complete: results and models are
+    written atomically."""
+    import os
+
+    status = main()
+    if status == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    return status
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

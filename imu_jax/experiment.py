@@ -61,10 +61,11 @@ def cached_trainer(splits, train_config, out: str | os.PathLike, *,
     """A :data:`Trainer` over ``imu_jax.train.train_model`` that caches each model under
     ``OUT/models/{original,retrain}_seed{S}/`` (Orbax checkpoint + metrics.json) and reloads it.
 
-    A cached model of another architecture, dataset or forget spec is a ``ValueError`` (use
+    A cache entry appears atomically (``train.write_outputs``); one that is incomplete or
+    unreadable (an interrupted save) is ignored with a one-line notice and rebuilt. A cached model
+    of another architecture, dataset, forget spec or training recipe is a ``ValueError`` (use
     another ``out``, or delete ``OUT/models``), never a silent reuse.
     """
-    from imu_jax import checkpoint
     from imu_jax.models import model_config
     from imu_jax.train import TrainConfig, train_model
 
@@ -76,23 +77,84 @@ def cached_trainer(splits, train_config, out: str | os.PathLike, *,
         workdir = _model_dir(out, retrain, seed)
         expected = model_config(cfg.model, num_classes=splits.num_classes,
                                 input_shape=splits.input_shape, seed=seed, **cfg.model_options)
-        if (workdir / "checkpoint").exists():
-            model, params, state, meta = checkpoint.restore(workdir / "checkpoint",
-                                                            expected=expected)
-            cached = {k: (meta.get("splits") or {}).get(k) for k in data_identity}
-            if cached != data_identity:
-                raise ValueError(
-                    f"cached model {workdir} was trained for {cached}, not {data_identity}; "
-                    "use another --out or delete its models/ folder.")
-            info = json.loads((workdir / "metrics.json").read_text())
-            return TrainedModel(model, params, state, float(info["train_seconds"]),
-                                {"cached": True, "path": str(workdir)})
-        model, params, state, info = train_model(cfg, splits, retrain=retrain, seed=seed,
-                                                 workdir=workdir, progress=progress)
+        cached = load_cached_model(workdir, expected=expected, data_identity=data_identity,
+                                   train_config=dataclasses.asdict(cfg))
+        if cached is not None:
+            return cached
+        which = "Retrain" if retrain else "original"
+        model, params, state, info = train_model(
+            cfg, splits, retrain=retrain, seed=seed, workdir=workdir, progress=progress,
+            desc=f"train {which} {cfg.model} seed {seed}")
         return TrainedModel(model, params, state, float(info["train_seconds"]),
                             {"cached": False, "path": str(workdir)})
 
     return trainer
+
+
+def _normalized(value):
+    """Through JSON (tuples become lists), as values are stored."""
+    return json.loads(json.dumps(value, default=_json_default, sort_keys=True))
+
+
+def load_cached_model(workdir: str | os.PathLike, *, expected: Mapping,
+                      data_identity: Mapping | None = None,
+                      train_config: Mapping | None = None) -> TrainedModel | None:
+    """The model cached in ``workdir`` (``checkpoint/`` + ``metrics.json``), or ``None`` when there
+    is none or it is incomplete / unreadable (then a one-line notice goes to stderr and the
+    entry is removed, so it is rebuilt). A complete entry made for another architecture, data or
+    training recipe is a ``ValueError`` naming what differs.
+
+    >>> import tempfile
+    >>> load_cached_model(tempfile.mkdtemp() + "/none", expected={"name": "mlp"}) is None
+    True
+    """
+    import shutil
+    import sys
+
+    from imu_jax import checkpoint
+
+    workdir = pathlib.Path(workdir)
+    if not workdir.exists():
+        return None
+    try:
+        info = json.loads((workdir / "metrics.json").read_text())
+        seconds = float(info["train_seconds"])
+        meta = checkpoint.load_metadata(workdir / "checkpoint")
+        saved_model = meta["model"]
+    except Exception as err:  # noqa: BLE001 - any unreadable part: an interrupted save
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+        print(f"imu-jax: ignoring the incomplete cached model {workdir} ({reason}); "
+              "training it again.", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return None
+    if not checkpoint._same_architecture(saved_model, dict(expected)):
+        raise ValueError(
+            f"cached model {workdir} is a {checkpoint.describe(saved_model)}, not a "
+            f"{checkpoint.describe(dict(expected))}; use another --out or delete its models/ "
+            "folder.")
+    if data_identity is not None:
+        cached = {k: (meta.get("splits") or {}).get(k) for k in data_identity}
+        if _normalized(cached) != _normalized(dict(data_identity)):
+            raise ValueError(
+                f"cached model {workdir} was trained for {cached}, not {dict(data_identity)}; "
+                "use another --out or delete its models/ folder.")
+    if train_config is not None and meta.get("config") is not None:
+        saved, wanted = _normalized(meta["config"]), _normalized(dict(train_config))
+        differ = [f"{k}={saved.get(k)!r} (cached) vs {wanted.get(k)!r}"
+                  for k in sorted(set(saved) | set(wanted))
+                  if k != "forget" and saved.get(k) != wanted.get(k)]
+        if differ:
+            raise ValueError(f"cached model {workdir} was trained with other training options: "
+                             f"{'; '.join(differ)}; use another --out or delete its models/ "
+                             "folder.")
+    try:
+        model, params, state, _ = checkpoint.restore(workdir / "checkpoint", expected=expected)
+    except Exception as err:  # noqa: BLE001 - metadata readable but arrays are not
+        print(f"imu-jax: ignoring the unreadable cached model {workdir} "
+              f"({type(err).__name__}); training it again.", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return None
+    return TrainedModel(model, params, state, seconds, {"cached": True, "path": str(workdir)})
 
 
 @functools.lru_cache(maxsize=64)
@@ -192,8 +254,81 @@ def run_key(method: str, seed: int, role: str, hparams: Mapping) -> str:
 
 
 def load_results(out: pathlib.Path) -> dict:
-    path = out / RESULTS_JSON
-    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+    """``out/results.json`` (``{"runs": []}`` when absent). A file that is not a results dict
+    (truncated, empty, another structure) is a ``ValueError`` naming it and what to do."""
+    path = pathlib.Path(out) / RESULTS_JSON
+    if not path.exists():
+        return {"runs": []}
+    try:
+        results = json.loads(path.read_text())
+        problem = _results_problem(results)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        problem = f"not valid JSON ({err.msg if hasattr(err, 'msg') else err})"
+    if problem:
+        raise ValueError(f"cannot resume from {path}: {problem}; delete it (the cached models in "
+                         f"{path.parent / 'models'} are kept) or run without --resume to start "
+                         "over.")
+    return results
+
+
+_RUN_KEYS = ("method", "seed", "hparams", "metrics", "avg_gap")
+
+
+def _results_problem(results) -> str | None:
+    """What is wrong with a loaded results dict, or ``None``.
+
+    >>> _results_problem({"runs": [{"method": "imu"}]})
+    'run 0 lacks avg_gap, hparams, metrics, seed'
+    """
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+        return "expected a JSON object with a list of runs"
+    for i, run in enumerate(results["runs"]):
+        if not isinstance(run, dict):
+            return f"run {i} is not an object"
+        missing = sorted(k for k in _RUN_KEYS if k not in run)
+        if missing:
+            return f"run {i} lacks {', '.join(missing)}"
+    if not isinstance(results.get("config", {}), dict):
+        return "its config is not an object"
+    return None
+
+
+def check_resume(out: str | os.PathLike, record: Mapping, results: Mapping | None = None) -> None:
+    """Raises a one-line ``ValueError`` when ``out/results.json`` holds runs made with settings
+    (:data:`RESULT_SETTINGS`) other than ``record``'s, or cannot be read."""
+    out = pathlib.Path(out)
+    results = load_results(out) if results is None else results
+    conflicts = resume_conflicts(results.get("config") or {}, record) if results["runs"] else []
+    if conflicts:
+        raise ValueError(f"--resume: {out / RESULTS_JSON} was made with other settings "
+                         f"({'; '.join(conflicts)}); rerun with the folder's settings, or use "
+                         "another --out.")
+
+
+# The recorded settings that change results: ``--resume`` refuses a folder made with others.
+RESULT_SETTINGS = ("dataset", "model", "forget", "split_seed", "train_config", "hparams", "grids",
+                   "tune_seeds")
+
+
+def resume_conflicts(saved: Mapping, wanted: Mapping) -> list[str]:
+    """The settings (of :data:`RESULT_SETTINGS`, recorded in both) where ``saved`` and
+    ``wanted`` differ, as ``"name: saved → wanted"`` lines.
+
+    >>> resume_conflicts({"forget": "class:3", "seeds": [0]}, {"forget": "class:4", "seeds": [1]})
+    ["forget: 'class:3' → 'class:4'"]
+    """
+    out = []
+    for key in RESULT_SETTINGS:
+        if key in saved and key in wanted:
+            a, b = _normalized(saved[key]), _normalized(wanted[key])
+            if a != b:
+                if isinstance(a, dict) and isinstance(b, dict):
+                    parts = [f"{k}={a.get(k)!r} → {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                             if a.get(k) != b.get(k)]
+                    out.append(f"{key}: {', '.join(parts)}")
+                else:
+                    out.append(f"{key}: {a!r} → {b!r}")
+    return out
 
 
 def save_results(out: pathlib.Path, results: Mapping) -> None:
@@ -282,10 +417,16 @@ class _Runner:
                 forget=self.splits.forget, retain=self.splits.retain, train=self.splits.train,
                 num_classes=self.splits.num_classes,
                 retrain_fn=lambda s: (lambda m: (m.params, m.state))(self.trained(True, s)))
+            from imu_jax import run_checkpoint
+
+            resumed_before = len(run_checkpoint.resumed_steps())
             output = method.run(task, dict(hparams), seed)
             outputs = model_outputs(original, output.params, output.state, self.splits)
             metrics = evaluate(outputs, self.splits, self.reference(True, seed)[0])
-            seconds, info = output.seconds, output.info
+            seconds, info = output.seconds, dict(output.info)
+            resumed = run_checkpoint.resumed_steps()[resumed_before:]
+            if resumed:  # its seconds count only the part after the checkpoint
+                info["resumed_from_step"] = resumed[0]
         self.record({"method": method.name, "seed": int(seed), "role": role,
                      "hparams": hparams, "metrics": metrics,
                      "avg_gap": gap_to_retrain(metrics, retrain_metrics),
@@ -383,10 +524,13 @@ def run_experiment(
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(out) if resume else {"runs": []}
-    results["config"] = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
-                         "tune_seeds": list(tune_seeds),
-                         "selection_rule": SELECTION_RULE if tune_seeds else None,
-                         "counts": getattr(splits, "info", {}).get("counts")}
+    record = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
+              "tune_seeds": list(tune_seeds), "hparams": hparams, "grids": grids,
+              "selection_rule": SELECTION_RULE if tune_seeds else None,
+              "counts": getattr(splits, "info", {}).get("counts")}
+    if resume:
+        check_resume(out, record, results)
+    results["config"] = record
     runner = _Runner(splits, trainer, out, results, progress)
 
     plans = {m.name: plan_jobs(m, tune_seeds, overrides=hparams.get(m.name, {}),
@@ -446,14 +590,18 @@ def run(
     for name in methods:  # unknown methods fail before any data is touched
         methods_lib.get_method(name)
     from imu_jax.data import make_splits
-    from imu_jax.train import recipe
+    from imu_jax.train import build_model, recipe
 
     cfg = {**recipe(dataset, model), **dict(train_config or {})}
     cfg["forget"] = forget
-    splits = make_splits(dataset, forget, seed=split_seed, data_dir=data_dir)
-    trainer = cached_trainer(splits, cfg, out, progress=False)
     record = {"dataset": dataset, "model": cfg["model"], "forget": forget,
               "split_seed": split_seed, "train_config": cfg, "command": command}
+    if resume:  # before any data or training
+        check_resume(out, {**record, "hparams": dict(hparams or {}), "grids": dict(grids or {}),
+                           "tune_seeds": list(tune_seeds)})
+    splits = make_splits(dataset, forget, seed=split_seed, data_dir=data_dir)
+    build_model(cfg, splits)  # a model that does not fit the data fails before any training
+    trainer = cached_trainer(splits, cfg, out, progress=progress)
     return run_experiment(splits=splits, trainer=trainer, methods=methods, seeds=seeds, out=out,
                           resume=resume, tune_seeds=tune_seeds, hparams=hparams, grids=grids,
                           config=record, progress=progress)

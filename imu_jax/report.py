@@ -97,6 +97,18 @@ def _hparam_text(runs: Sequence[Mapping], method: str, keys=("learning_rate", "e
     return ", ".join(f"{k}={hp[k]}" for k in keys if k in hp)
 
 
+def _resumed_note(runs: Sequence[Mapping], method: str) -> str:
+    """``" (N resumed)"`` when reported runs of ``method`` continued from a checkpoint: their
+    seconds count only the part after it.
+
+    >>> _resumed_note([{"method": "imu", "info": {"resumed_from_step": 40}}], "imu")
+    ' (1 resumed)'
+    """
+    count = sum(1 for r in reported_runs(runs)
+                if r["method"] == method and (r.get("info") or {}).get("resumed_from_step"))
+    return f" ({count} resumed)" if count else ""
+
+
 def table(results: Mapping, columns: Sequence[tuple[str, str]], *, with_needs: bool = True,
           with_hparams: bool = False) -> str:
     """One markdown table: a row per method, a column per metric (mean ± std over eval seeds)."""
@@ -115,7 +127,8 @@ def table(results: Mapping, columns: Sequence[tuple[str, str]], *, with_needs: b
             seeds = sorted({r["seed"] for r in reported_runs(runs) if r["method"] == method})
             gap_format = "avg_gap" if is_sequence(results) else "avg_gap_percent"
             row += [format_cell(stats.get("avg_gap"), gap_format),
-                    format_cell(stats.get("seconds"), "seconds"), ",".join(map(str, seeds))]
+                    format_cell(stats.get("seconds"), "seconds") + _resumed_note(runs, method),
+                    ",".join(map(str, seeds))]
         if with_hparams:
             row.append(_hparam_text(runs, method))
         lines.append("| " + " | ".join(row) + " |")
@@ -181,8 +194,11 @@ def results_markdown(results: Mapping) -> str:
         parts += [f"Tuning rule: {config['selection_rule']}", ""]
     parts += ["Mean ± std over the reported seeds. Fractions in %. Avg. Gap = mean |metric − "
               "Retrain| over the main metric columns (lower is better). RTE = wall-clock seconds "
-              "of the unlearning itself (Retrain: its training time; Original: 0). Seconds vary "
-              "run to run; every other number is deterministic given the command.", ""]
+              "of the unlearning itself (Retrain: its training time; Original: 0; \"resumed\": "
+              "runs continued from a checkpoint, timed from there). Seconds vary run to run; "
+              "the other numbers repeat given the command on the same machine and software "
+              "(the SVC membership attacks, MIA prob and entropy most of all, can move by a few "
+              "points when a model differs in its last bits).", ""]
     if is_sequence(results):
         parts += [table(results, SEQUENCE_COLUMNS, with_hparams=True), ""]
     else:

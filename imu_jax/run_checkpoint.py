@@ -46,6 +46,7 @@ __all__ = [
     "use_run_checkpoints",
     "for_run",
     "fingerprint",
+    "resumed_steps",
 ]
 
 PyTree = Any
@@ -353,6 +354,9 @@ class LoopCheckpoint:
                 f"another selection of forget examples ({len(saved['indices'])} kept) than this "
                 f"run's ({len(self.selection['indices'])} kept); resume with the same data and "
                 "settings, or use another checkpoint directory.")
+        settings = _SETTINGS.get()
+        if settings is not None:  # so the caller can say the run was resumed (see resumed_steps)
+            settings.setdefault("resumed", []).append(int(restored.step))
         return restored.step, restored.state
 
     def done(self, step: int, state: PyTree) -> None:
@@ -375,7 +379,8 @@ def _has_arrays(tree: PyTree) -> bool:
 
 def _item_names(manager, step) -> set[str]:
     try:
-        return set(manager.item_metadata(step).keys())
+        with _quiet_absl():  # Orbax warns about every item it has no handler for here
+            return set(manager.item_metadata(step).keys())
     except Exception:  # older layouts: assume all
         return {"state", "selection", "meta"}
 
@@ -440,6 +445,19 @@ def use_run_checkpoints(root, *, save_every: int = 100, keep: int = 3, resume: b
         yield
     finally:
         _SETTINGS.reset(token)
+
+
+def resumed_steps() -> list[int]:
+    """The steps that runs inside the current :func:`use_run_checkpoints` block resumed from,
+    in order (empty outside one, or when nothing was resumed).
+
+    Examples:
+      >>> from imu_jax import run_checkpoint
+      >>> run_checkpoint.resumed_steps()
+      []
+    """
+    settings = _SETTINGS.get()
+    return list((settings or {}).get("resumed", []))
 
 
 def for_run(key: str, *, architecture: Mapping[str, Any] | None = None

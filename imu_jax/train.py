@@ -29,6 +29,7 @@ import optax
 from tqdm.auto import tqdm
 
 from imu_jax import checkpoint
+from imu_jax._checks import check_model_fits
 from imu_jax.data import Splits, batches, num_batches
 from imu_jax.models import FunctionalModel, create, functional
 
@@ -236,9 +237,31 @@ def final_metrics(fm: FunctionalModel, params, state, splits: Splits, bs: int) -
     return out
 
 
+def build_model(cfg: TrainConfig | dict, splits: Splits, *, seed: int = 0) -> FunctionalModel:
+    """The model ``cfg`` asks for, sized for ``splits``; a ``ValueError`` naming the model and
+    dataset when it cannot be built for them or its inputs do not fit (checked abstractly)."""
+    cfg = TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
+    what = f"model {cfg.model!r} on dataset {cfg.dataset!r}"
+    try:
+        fm = functional(create(cfg.model, num_classes=splits.num_classes,
+                               input_shape=splits.input_shape, seed=seed, **cfg.model_options))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{what}: cannot build it for inputs of shape "
+                         f"{tuple(splits.input_shape)} and {splits.num_classes} classes "
+                         f"({type(err).__name__}: {err}).") from None
+    data = splits.train
+    x_key = "tokens" if "tokens" in data else "image"
+    check_model_fits(fm, fm.params, fm.state, data[x_key], data["label"], what)
+    return fm
+
+
 def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = False, seed: int = 0,
-                workdir=None, progress: bool = True, mesh=None):
+                workdir=None, progress: bool = True, mesh=None, desc: str | None = None):
     """Trains on ``splits.train`` (or ``splits.retrain_data`` when ``retrain``).
+
+    ``progress`` shows a step bar named ``desc`` (which model is training, its epoch); without
+    ``desc`` it also prints a line per epoch, with ``desc`` (inside ``imu-jax run``) the bar is
+    removed when training ends.
 
     Returns ``(fm, params, state, metrics)``. With ``workdir`` it also saves an Orbax checkpoint
     in ``workdir/checkpoint`` and writes ``workdir/metrics.json``. With a ``mesh``
@@ -247,8 +270,7 @@ def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = Fals
     """
     cfg = TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     data = splits.retrain_data if retrain else splits.train
-    fm = functional(create(cfg.model, num_classes=splits.num_classes,
-                           input_shape=splits.input_shape, seed=seed, **cfg.model_options))
+    fm = build_model(cfg, splits, seed=seed)
     n = len(data["label"])
     drop = n >= cfg.batch_size
     steps = num_batches(n, cfg.batch_size, drop_remainder=drop)
@@ -267,7 +289,8 @@ def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = Fals
         opt_state = tx.init(params)
     step_fn = make_train_step(fm, tx, mesh=mesh)
     history = []
-    bar = tqdm(total=cfg.epochs * steps, disable=not progress, desc="train", unit="step")
+    bar = tqdm(total=cfg.epochs * steps, disable=not progress, desc=desc or "train", unit="step",
+               leave=desc is None)
     start = time.perf_counter()
     for epoch in range(cfg.epochs):
         t0, losses = time.perf_counter(), []
@@ -286,8 +309,9 @@ def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = Fals
                "seconds": time.perf_counter() - t0}
         history.append(row)
         key = "test_kl_true" if "test_kl_true" in row else "test_acc"
-        bar.set_postfix({"loss": f"{row['train_loss']:.4f}", key: f"{row.get(key, 0):.4f}"})
-        if progress:
+        bar.set_postfix({"epoch": f"{epoch + 1}/{cfg.epochs}", "loss": f"{row['train_loss']:.4f}",
+                         key: f"{row.get(key, 0):.4f}"})
+        if progress and desc is None:
             bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in row.items()))
     bar.close()
@@ -303,18 +327,38 @@ def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = Fals
 
 
 def write_outputs(workdir, fm: FunctionalModel, params, state, metrics: dict) -> pathlib.Path:
-    """Saves ``workdir/checkpoint`` (Orbax) and ``workdir/metrics.json``."""
+    """Saves ``workdir/checkpoint`` (Orbax) and ``workdir/metrics.json``, atomically: both are
+    written into a temporary sibling folder first, then moved into place (the whole folder when
+    ``workdir`` holds nothing else, metrics.json last), so an interrupted save never leaves a
+    checkpoint without its metrics (readers treat ``metrics.json`` as the completion mark)."""
+    import os
+    import shutil
+
     workdir = pathlib.Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = workdir.parent / f".{workdir.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     meta = {k: metrics[k] for k in ("config", "splits", "retrain", "seed") if k in metrics}
-    checkpoint.save(workdir / "checkpoint", fm, params, state, metadata=meta)
-    (workdir / "metrics.json").write_text(json.dumps(checkpoint._jsonable(metrics), indent=2))
+    checkpoint.save(tmp / "checkpoint", fm, params, state, metadata=meta)
+    (tmp / "metrics.json").write_text(json.dumps(checkpoint._jsonable(metrics), indent=2))
+    ours = {"checkpoint", "metrics.json"}
+    if workdir.exists() and not {p.name for p in workdir.iterdir()} <= ours:
+        (workdir / "metrics.json").unlink(missing_ok=True)  # incomplete from here on
+        shutil.rmtree(workdir / "checkpoint", ignore_errors=True)
+        os.replace(tmp / "checkpoint", workdir / "checkpoint")
+        os.replace(tmp / "metrics.json", workdir / "metrics.json")
+        tmp.rmdir()
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.replace(tmp, workdir)
     return workdir
 
 
 __all__ = [
     "RECIPES",
     "TrainConfig",
+    "build_model",
     "evaluate",
     "kl_to_transition",
     "loss_fn",

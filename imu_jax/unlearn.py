@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imu_jax import heads, sharding
+from imu_jax import _checks, heads, sharding
 from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
                                NoNegativeInfluenceWarning, classifier_influence, influence_scores, influence_weights,
                                per_example_grads)
@@ -136,7 +136,14 @@ def input_and_labels(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.n
     """
     for key in INPUT_KEYS:
         if key in arrays:
-            return np.asarray(arrays[key]), np.asarray(arrays["label"])
+            if "label" not in arrays:
+                raise ValueError(f"data needs a 'label' array next to {key!r} (integer class or "
+                                 f"next-token labels); got keys {sorted(arrays)}.")
+            x, y = np.asarray(arrays[key]), np.asarray(arrays["label"])
+            if x.shape[:1] != y.shape[:1]:
+                raise ValueError(f"data has {x.shape[0] if x.ndim else 0} {key!r} rows but "
+                                 f"{y.shape[0] if y.ndim else 0} 'label' rows.")
+            return x, y
     raise ValueError(f"data needs one of {INPUT_KEYS} and 'label'; got keys {sorted(arrays)}.")
 
 
@@ -492,9 +499,8 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
     x, y = input_and_labels(forget)
     if len(y) == 0:
         raise ValueError("the forget set is empty: nothing to unlearn.")
-    logits = jax.eval_shape(lambda xb: model.apply(params, state, xb, train=False)[0],
-                            jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype))
-    y = labels_for_logits(logits.shape, y)
+    logits_shape = _checks.model_output_shape(model, params, state, x, "forget")
+    y = labels_for_logits(logits_shape, y)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     head, rest = heads.split_head(params, config.head)

@@ -140,8 +140,9 @@ def load(dataset: str, *, data_dir=None, download: bool = True) -> dict[str, dic
         hint = (
             rebuild_hint(dataset, dd)
             if base in LOCAL
-            else f"Build it with `tfds build {base} --file_format=array_record"
-            + (f" --data_dir {dd}`." if explicit else "`.")
+            else f"Prepare it once with `tfds build {base} --file_format=array_record"
+            + (f" --data_dir {dd}`" if explicit else "`")
+            + " (TFDS's builder needs TensorFlow for this step: `pip install tensorflow`)."
         )
         raise DataDirError(
             f"Could not read dataset {dataset!r} from {dd} ({type(err).__name__}: {err}). " + hint
