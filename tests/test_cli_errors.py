@@ -217,8 +217,9 @@ def test_unlearn_names_inputs_that_do_not_fit_the_model():
                                          r"the model"):
         imu.unlearn(_Linear(), _params(), forget)
     forget = {"image": np.ones((5, 4), np.float32), "label": np.zeros((5, 2), np.int32)}
-    with pytest.raises(ValueError, match=r"logits of shape \(3,\) per example but the labels "
-                                         r"have shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"logits are \[N, C\] = \[N, 3\] .* labels must be "
+                                         r"integer classes \[N\] = \[5\] or one-hot .* shape "
+                                         r"\(5, 2\)"):
         imu.unlearn(_Linear(), _params(), forget)
     with pytest.raises(ValueError, match="5 'image' rows but 4 'label' rows"):
         imu.unlearn(_Linear(), _params(), {"image": np.ones((5, 4), np.float32),
