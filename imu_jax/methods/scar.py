@@ -166,11 +166,13 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
                 for _ in range(per_forget):
                     j = rng.choice(len(aux), size=min(bs, len(aux)), p=weights)
                     yield {"xf": forget["x"][i:i + bs], "target": targets[i:i + bs],
-                           "xa": aux[j], "ta": aux_logits[j]}
+                           "xa": aux[j], "ta": aux_logits[j], "means": means,
+                           "inverses": inverses}
 
-        def loss(params, state, batch):
-            return scar_loss(model, params, state, batch, means, inverses, delta=delta,
-                             temperature=k["temperature"], lambda_forget=k["lambda_forget"],
+        def loss(params, state, batch):  # statistics travel as arguments, not jit constants
+            return scar_loss(model, params, state, batch, batch["means"], batch["inverses"],
+                             delta=delta, temperature=k["temperature"],
+                             lambda_forget=k["lambda_forget"],
                              lambda_distill=k["lambda_distill"])
 
         params, steps = phased_loop(task.params, task.state, [Phase(loss, batches)], seed=seed,
