@@ -27,7 +27,7 @@ def test_registry_lists_every_method_with_its_data_needs():
     assert {"imu", "imu_batch", "imu_random", "ga_head", "ga", "random_label", "boundary_shrink",
             "npo", "ssd", "finetune", "retrain"} <= set(names)
     allowed = {base.FORGET_ONLY, base.FORGET_AND_ORIGINAL, base.FULL_SET_STATISTICS,
-               base.RETAIN_SET}
+               base.RETAIN_SET, base.FORGET_AND_RETAIN, base.FORGET_AND_AUXILIARY}
     for name in names:
         method = methods.get_method(name)
         assert method.needs in allowed and method.summary

@@ -13,7 +13,8 @@ def get_config() -> dict:
         "dataset": "cifar100",
         "model": "resnet18",
         "forget": "superclass:18",
-        "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random", "npo", "ssd"],
+        "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random", "npo", "ssd",
+                    "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
         "seeds": [0, 1, 2],
         "tune_seeds": [100],
         "grids": {name: {"learning_rate": [0.003, 0.01, 0.03], "epochs": [5, 10, 20]}

@@ -8,6 +8,9 @@ Command:
   imu-jax run --config experiments/configs/unlearn_digits_random.py \
       --out experiments/results/digits_random10
 Expected time: ~5-7 min on 2 CPU cores; no GPU needed.
+The issue-14 baselines (SalUn ... SimNPO) were added after that timing and add an
+estimated 20-30 min (not measured: SalUn, SCRUB and l1-sparse pass over D_r every epoch,
+SCAR takes 6 steps of 1024 noise images per forget batch).
 """
 
 
@@ -17,7 +20,8 @@ def get_config() -> dict:
         "model": "mlp",
         "forget": "random:0.1",
         "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random",
-                    "random_label", "boundary_shrink", "npo", "ssd"],
+                    "random_label", "boundary_shrink", "npo", "ssd",
+                    "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
         "seeds": [0, 1, 2],
         "tune_seeds": [100, 101],
     }

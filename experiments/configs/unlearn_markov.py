@@ -21,7 +21,8 @@ def get_config() -> dict:
         "dataset": "markov",
         "model": "transformer",
         "forget": "chain:1",
-        "methods": ["retrain", "ga", "ga_head", "imu", "imu_random", "imu_batch", "npo"],
+        "methods": ["retrain", "ga", "ga_head", "imu", "imu_random", "imu_batch", "npo",
+                    "graddiff", "npo_rt", "simnpo"],
         "seeds": [0, 1, 2],
         "tune_seeds": [],
         "hparams": {
@@ -29,5 +30,8 @@ def get_config() -> dict:
             "ga_head": imu_family,
             "ga": {**ASCENT, "epochs": 1, "milestones": ()},
             "npo": {**ASCENT, "epochs": 1},
+            "graddiff": {**ASCENT, "epochs": 1, "milestones": ()},
+            "npo_rt": {**ASCENT, "epochs": 1},
+            "simnpo": {**ASCENT, "epochs": 1},
         },
     }

@@ -10,8 +10,9 @@ Adding a baseline is one module with a ``METHOD`` plus one line in ``_REGISTERED
 
 from __future__ import annotations
 
-from imu_jax.methods import (boundary_shrink, finetune, ga, ga_head, imu, imu_random, npo,
-                             random_label, retrain, ssd)
+from imu_jax.methods import (boundary_shrink, finetune, ga, ga_head, graddiff, imu, imu_random,
+                             jit_lipschitz, l1_sparse, npo, npo_rt, random_label, retrain, salun,
+                             scar, scrub, simnpo, ssd)
 from imu_jax.methods.base import Method, MethodOutput, UnlearnTask
 
 _REGISTERED = (
@@ -24,6 +25,14 @@ _REGISTERED = (
     boundary_shrink.METHOD,
     npo.METHOD,
     ssd.METHOD,
+    salun.METHOD,
+    scrub.METHOD,
+    l1_sparse.METHOD,
+    jit_lipschitz.METHOD,
+    scar.METHOD,
+    graddiff.METHOD,
+    npo_rt.METHOD,
+    simnpo.METHOD,
     finetune.METHOD,
     retrain.METHOD,
 )

@@ -25,6 +25,8 @@ FORGET_ONLY = "forget set only"
 FORGET_AND_ORIGINAL = "forget set + original model"
 FULL_SET_STATISTICS = "forget set + full training set statistics"
 RETAIN_SET = "retain set"
+FORGET_AND_RETAIN = "forget + retain set"
+FORGET_AND_AUXILIARY = "forget set + auxiliary OOD data (Gaussian noise)"
 
 
 @dataclasses.dataclass

@@ -1,0 +1,125 @@
+"""A training loop for methods whose epochs are more than one shuffled pass over one data set.
+
+:func:`base.gradient_loop` covers "minimise one loss over shuffled mini-batches of one array
+dict". Some published methods need more, and :func:`phased_loop` gives it with ONE optimizer
+(momentum carries across phases, as with the authors' single ``torch.optim`` object):
+
+* several phases per epoch, each with its own data, batch size and loss, some active only in the
+  first epochs (SCRUB: max-steps on D_f in the first ``msteps`` epochs, min-steps on D_r in all);
+* a loss that depends on the epoch (ℓ1-sparse: the ℓ1 weight decays linearly per epoch);
+* fresh randomness per step (JiT: new input noise at every step);
+* batches that pair two data sets in the authors' order (SCAR: each forget batch with several
+  auxiliary batches).
+
+Every batch dict handed to a loss gets two extra int32 scalars, ``"epoch"`` and ``"step"``.
+The learning rate is multiplied by ``lr_decay_rate`` at each epoch listed in
+``lr_decay_epochs`` (epoch-based, like the authors' schedulers). The model state is fixed
+(inference mode), as in ``gradient_loop``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from imu_jax.methods.base import make_sgd
+
+PyTree = Any
+Batches = Callable[[int, np.random.Generator], Iterable[Mapping[str, np.ndarray]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One part of an epoch.
+
+    Attributes:
+      loss_fn: ``loss_fn(params, state, batch) -> scalar`` (``batch`` has ``"epoch"``, ``"step"``).
+      batches: ``batches(epoch, rng) -> iterable of batch dicts`` (see :func:`shuffled_batches`).
+      first_epochs: the phase runs only in epochs ``0 .. first_epochs - 1``; ``None`` = every epoch.
+    """
+
+    loss_fn: Callable[[PyTree, PyTree, dict], jax.Array]
+    batches: Batches
+    first_epochs: int | None = None
+
+
+def shuffled_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> Batches:
+    """``batches`` over a fresh permutation of ``arrays``' rows each epoch (last batch partial).
+
+    >>> data = {"x": np.arange(5)}
+    >>> [b["x"].tolist() for b in shuffled_batches(data, 2)(0, np.random.default_rng(0))]
+    [[2, 4], [3, 0], [1]]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+
+    def batches(epoch: int, rng: np.random.Generator):
+        del epoch
+        n = len(next(iter(arrays.values())))
+        order = rng.permutation(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            yield {k: v[idx] for k, v in arrays.items()}
+
+    return batches
+
+
+def phased_loop(params: PyTree, state: PyTree, phases: Sequence[Phase], *, epochs: int,
+                learning_rate: float, seed: int, momentum: float = 0.9,
+                weight_decay: float = 5e-4, optimizer: str = "sgd",
+                max_steps: int | None = None, lr_decay_epochs: Sequence[int] = (),
+                lr_decay_rate: float = 0.1) -> tuple[PyTree, int]:
+    """Runs ``epochs`` epochs; each epoch runs its active phases in order. Returns
+    ``(params, steps)``.
+
+    The optimizer is :func:`base.make_sgd` (SGD + momentum with coupled decay, or AdamW), shared
+    by every phase. ``max_steps`` caps the total number of steps.
+
+    >>> loss = lambda p, s, b: jnp.mean((b["x"] * p["w"] - b["y"]) ** 2)
+    >>> data = {"x": np.ones(8, np.float32), "y": np.full(8, 2.0, np.float32)}
+    >>> p, steps = phased_loop({"w": jnp.zeros(())}, {}, [Phase(loss, shuffled_batches(data, 4))],
+    ...                        epochs=20, learning_rate=0.1, seed=0, momentum=0.0,
+    ...                        weight_decay=0.0)
+    >>> steps, round(float(p["w"]), 2)
+    (40, 2.0)
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}.")
+    if not phases:
+        raise ValueError("phases is empty: give at least one Phase.")
+    rng = np.random.default_rng(seed)
+    tx = optax.inject_hyperparams(make_sgd, static_args=("momentum", "optimizer"))(
+        learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
+        optimizer=optimizer)
+    opt_state = tx.init(params)
+
+    def make_step(loss_fn):
+        @jax.jit
+        def step(params, opt_state, batch):
+            grads = jax.grad(loss_fn)(params, state, batch)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        return step
+
+    steps_fns = [make_step(phase.loss_fn) for phase in phases]
+    steps = 0
+    for epoch in range(epochs):
+        decays = sum(epoch >= e for e in lr_decay_epochs)
+        opt_state.hyperparams["learning_rate"] = jnp.asarray(
+            learning_rate * lr_decay_rate ** decays, jnp.float32)
+        for phase, step in zip(phases, steps_fns):
+            if phase.first_epochs is not None and epoch >= phase.first_epochs:
+                continue
+            for batch in phase.batches(epoch, rng):
+                if max_steps is not None and steps >= max_steps:
+                    return jax.block_until_ready(params), steps
+                batch = {**batch, "epoch": np.int32(epoch), "step": np.int32(steps)}
+                params, opt_state = step(params, opt_state, batch)
+                steps += 1
+    return jax.block_until_ready(params), steps
