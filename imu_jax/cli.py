@@ -190,7 +190,7 @@ def parse_train_options(items: list[str] | None) -> dict:
 RUN_DEFAULTS = {"dataset": "digits", "model": None, "forget": None,
                 "methods": ["retrain", "ga", "ga_head", "imu"], "seeds": [0, 1, 2],
                 "tune_seeds": [], "split_seed": 0, "hparams": {}, "grids": {},
-                "train_config": {}}
+                "train_config": {}, "trace_every": 0}
 
 
 def add_run_command(subparsers) -> argparse.ArgumentParser:

@@ -22,9 +22,11 @@ _REGISTERED = (
     ga.METHOD,
     random_label.METHOD,
     boundary_shrink.METHOD,
+    boundary_shrink.RUNNER_UP,
     npo.METHOD,
     ssd.METHOD,
     finetune.METHOD,
+    random_label.WITH_RETAIN,
     retrain.METHOD,
 )
 METHODS: dict[str, Method] = {m.name: m for m in _REGISTERED}
