@@ -16,6 +16,4 @@ def get_config() -> dict:
         "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random", "npo", "ssd"],
         "seeds": [0, 1, 2],
         "tune_seeds": [100],
-        "grids": {name: {"learning_rate": [0.003, 0.01, 0.03], "epochs": [5, 10, 20]}
-                  for name in ("imu", "ga_head", "imu_random")},
     }
