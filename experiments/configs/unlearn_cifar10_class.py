@@ -2,8 +2,8 @@
 
 Original and Retrain: the paper's recipe (SGD 0.1, momentum 0.9, wd 5e-4, 182 epochs, milestones
 91/136, batch 256; ``imu_jax.train.recipe("cifar10")``). Unlearning: the public code's IMU
-defaults (SGD 0.01, 10 epochs, α 0.2, batch 256), every method tuned on 1 tuning seed over its own equal-size grid
-(imu_jax.methods.grids).
+defaults (SGD 0.01, 10 epochs, α 0.2, batch 256, constant lr), every method tuned on 1 tuning
+seed over its own equal-size grid (``imu_jax.methods.grids``).
 
 Command (needs the TFDS cifar10 files in --data-dir, or network access to download them):
   imu-jax run --config experiments/configs/unlearn_cifar10_class.py \
