@@ -339,7 +339,7 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
       model: has ``apply(params, state, x, *, train)`` and optionally ``features`` (module doc).
       params: the trained parameters (a pure pytree).
       forget: ``{"image"|"tokens": inputs, "label": labels}`` numpy arrays.
-      config: :class:`UnlearnConfig`; defaults to the public code's recipe.
+      config: :class:`UnlearnConfig` (its defaults: the public code's optimizer recipe, spec §3).
       state: non-parameter model state (BatchNorm statistics), or ``None``/``{}``.
       seed: shuffling (and the shuffled-weights ablation).
       mesh: a device mesh (``imu_jax.sharding.make_mesh``; default: the one set with
