@@ -257,7 +257,7 @@ def trace_plot(results: Mapping, path: str) -> None:
             ax.axhline(floor["retrain_floor"][key][0], color="black", ls="--",
                        label="Retrain vs Retrain (floor)")
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel(key)
+        ax.set_ylabel(dict(SEQUENCE_COLUMNS + CLASSIFICATION_COLUMNS).get(key, key))
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
