@@ -207,7 +207,7 @@ def parse_train_options(items: list[str] | None) -> dict:
 RUN_DEFAULTS = {"dataset": "digits", "model": None, "forget": None,
                 "methods": ["retrain", "ga", "ga_head", "imu"], "seeds": [0, 1, 2],
                 "tune_seeds": [], "split_seed": 0, "hparams": {}, "grids": {},
-                "train_config": {}}
+                "train_config": {}, "trace_every": 0}
 
 
 def add_run_command(subparsers) -> argparse.ArgumentParser:
@@ -234,7 +234,7 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", help="mlp, cnn, resnet18, transformer (default: the dataset's "
                    "recipe)")
     p.add_argument("--forget", help="forget spec: class:K, classes:K1,K2, random:F, "
-                   "superclass:K, subclass:K, indices:FILE, mislabeled:F, chain:K (Markov "
+                   "superclass:K, subclass:K, indices:FILE, mislabeled:F, chain:K, chain:1,2 (Markov "
                    "default: chain:1)")
     p.add_argument("--methods", help="comma-separated methods (default: retrain,ga,ga_head,imu)")
     p.add_argument("--seeds", type=_csv_ints,

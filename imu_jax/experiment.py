@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import pathlib
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -29,12 +30,17 @@ from imu_jax import methods as methods_lib
 from imu_jax.unlearn import input_and_labels
 
 PyTree = Any
-SELECTION_RULE = ("every method gets the same budget: its grid (lr × epochs; SSD: α × λ) runs "
+SELECTION_RULE = ("every method gets the same budget: a grid of the same size over its own knobs "
+                  "(lr × epochs, plus its second knob — IMU's top_fraction, Boundary Shrink's ε, "
+                  "NPO's β — for every method that has one; SSD: α × λ; grids listed below) runs "
                   "on the tuning seeds, whose original and Retrain models are trained apart from "
                   "the reported seeds'; the config with the smallest mean Avg. Gap to Retrain "
-                  "over the tuning seeds is selected, then run and reported on the reported "
-                  "seeds.")
+                  "over the tuning seeds is selected (so top_fraction is never chosen on the "
+                  "reported seeds), then run and reported on the reported seeds. One lr schedule "
+                  "for all (milestones, default constant).")
+FLOOR_SEED_OFFSET = 1000  # retrain_floor: Retrain of seed + 1000 against Retrain of seed
 RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG = "results.json", "results.md", "tradeoff.png"
+STEPS_PNG = "steps.png"
 
 
 @dataclasses.dataclass
@@ -56,6 +62,12 @@ def _model_dir(out: pathlib.Path, retrain: bool, seed: int) -> pathlib.Path:
     return out / "models" / f"{'retrain' if retrain else 'original'}_seed{seed}"
 
 
+def _model_data_key(splits) -> str:
+    """What identifies a cached model's training data besides the dataset: ``trained_on`` when
+    the splits name it (Markov: both forget settings train on retain + forget1), else the spec."""
+    return "trained_on" if "trained_on" in getattr(splits, "info", {}) else "forget_spec"
+
+
 def cached_trainer(splits, train_config, out: str | os.PathLike, *,
                    progress: bool = True) -> Trainer:
     """A :data:`Trainer` over ``imu_jax.train.train_model`` that caches each model under
@@ -71,7 +83,7 @@ def cached_trainer(splits, train_config, out: str | os.PathLike, *,
 
     cfg = TrainConfig.from_dict(train_config) if isinstance(train_config, Mapping) else train_config
     out = pathlib.Path(out)
-    data_identity = {k: splits.info.get(k) for k in ("dataset", "forget_spec", "seed")}
+    data_identity = {k: splits.info.get(k) for k in ("dataset", _model_data_key(splits), "seed")}
 
     def trainer(retrain: bool, seed: int) -> TrainedModel:
         workdir = _model_dir(out, retrain, seed)
@@ -204,7 +216,7 @@ def evaluate(outputs: Mapping[str, np.ndarray], splits,
             result["fta"] = metrics_lib.accuracy(probs["forget_test"], labels["forget_test"])
         if reference is not None:
             result["w1_retrain"] = metrics_lib.prediction_wasserstein(
-                probs["test"], metrics_lib.softmax(reference["test"]), labels["test"])
+                probs["test"], metrics_lib.softmax(reference["test"]))
         return result
     result = {"ua": 1 - _token_accuracy(outputs["forget"], labels["forget"]),
               "ra": _token_accuracy(outputs["retain"], labels["retain"]),
@@ -349,9 +361,15 @@ def _json_default(value):
 
 
 def write_reports(out: pathlib.Path, results: Mapping) -> None:
-    """``results.md`` and ``tradeoff.png`` from the results dict."""
+    """``results.md`` and ``tradeoff.png`` (and ``steps.png`` when runs have a per-step trace)."""
     (out / RESULTS_MD).write_text(report_lib.results_markdown(results))
     report_lib.tradeoff_plot(results, str(out / TRADEOFF_PNG))
+    if any(r.get("trace") for r in results["runs"]):
+        report_lib.trace_plot(results, str(out / STEPS_PNG))
+
+
+def _get_method(name: str) -> methods_lib.Method:
+    return RETRAIN_FLOOR if name == RETRAIN_FLOOR.name else methods_lib.get_method(name)
 
 
 def hparams_key(hparams: Mapping) -> str:
@@ -371,11 +389,50 @@ def select_hparams(runs: Sequence[Mapping], method: str) -> dict | None:
     return dict(best[0]["hparams"])
 
 
+def trace_metrics(outputs: Mapping[str, np.ndarray], splits,
+                  reference: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The cheap per-step metrics of :func:`run_experiment`'s ``trace_every``: sequences, the
+    per-token KL to Retrain on every test split; classes, UA and TA (no attack).
+
+    >>> import types
+    >>> s = types.SimpleNamespace(forget={"label": np.array([0])}, test={"label": np.array([1])})
+    >>> trace_metrics({"forget": np.array([[0.0, 1.0]]), "test": np.array([[0.0, 1.0]])}, s, {})
+    {'ua': 1.0, 'ta': 1.0}
+    """
+    labels = {name: arrays["label"] for name, arrays in _splits_dict(splits).items()}
+    if labels["forget"].ndim == 1:
+        return {"ua": 1 - _token_accuracy(outputs["forget"], labels["forget"]),
+                "ta": _token_accuracy(outputs["test"], labels["test"])}
+    return {f"kl_retrain_{split}": metrics_lib.token_kl(reference[split], outputs[split],
+                                                        labels[split])
+            for split in ("test", "forget_test", "control_test") if split in outputs}
+
+
+def _input_normalization(splits):
+    norm = getattr(splits, "info", {}).get("normalization")
+    return None if norm is None else tuple(tuple(float(v) for v in part) for part in norm)
+
+
+def _floor(task, hparams, seed):
+    raise RuntimeError("'retrain_floor' is a Retrain model of another seed; the runner "
+                       "evaluates it.")
+
+
+# A pseudo-method: the Retrain model of seed + FLOOR_SEED_OFFSET measured against the Retrain
+# model of seed, the distance that only training randomness makes and no method can beat.
+RETRAIN_FLOOR = methods_lib.Method(
+    name="retrain_floor", needs="retain set (another seed)",
+    summary="Retrain of another seed vs Retrain: the floor of every distance", run=_floor,
+    reference=True)
+
+
 class _Runner:
     """Holds the state of one experiment; see :func:`run_experiment`."""
 
-    def __init__(self, splits, trainer: Trainer, out: pathlib.Path, results: dict, progress):
+    def __init__(self, splits, trainer: Trainer, out: pathlib.Path, results: dict, progress,
+                 trace_every: int = 0):
         self.splits, self.trainer, self.out, self.results = splits, trainer, out, results
+        self.trace_every = int(trace_every)
         self.done = {run_key(r["method"], r["seed"], r.get("role", "eval"), r["hparams"])
                      for r in results["runs"]}
         self.progress = progress
@@ -406,7 +463,13 @@ class _Runner:
         if run_key(method.name, seed, role, hparams) in self.done:
             return
         retrain_metrics = self.reference(True, seed)[1]
-        if method.name in ("retrain", "original"):
+        trace = None
+        if method.name == RETRAIN_FLOOR.name:
+            other = self.trained(True, seed + FLOOR_SEED_OFFSET)
+            outputs = model_outputs(other, other.params, other.state, self.splits)
+            metrics = evaluate(outputs, self.splits, self.reference(True, seed)[0])
+            seconds, info = other.seconds, {"retrain_seed": seed + FLOOR_SEED_OFFSET}
+        elif method.name in ("retrain", "original"):
             retrain = method.name == "retrain"
             outputs, metrics = self.reference(retrain, seed)
             seconds, info = (self.trained(True, seed).seconds if retrain else 0.0), {}
@@ -416,21 +479,50 @@ class _Runner:
                 model=original.model, params=original.params, state=original.state,
                 forget=self.splits.forget, retain=self.splits.retain, train=self.splits.train,
                 num_classes=self.splits.num_classes,
-                retrain_fn=lambda s: (lambda m: (m.params, m.state))(self.trained(True, s)))
+                retrain_fn=lambda s: (lambda m: (m.params, m.state))(self.trained(True, s)),
+                input_normalization=_input_normalization(self.splits))
             from imu_jax import run_checkpoint
 
             resumed_before = len(run_checkpoint.resumed_steps())
+            clock = {"seconds": 0.0}
+            if self.trace_every and role == "eval":
+                trace = []
+                task.on_step = self._tracer(original, seed, trace, clock)
+                task.on_step(0, original.params, original.state)
+                clock["seconds"] = 0.0  # step 0 runs before the method's clock starts
             output = method.run(task, dict(hparams), seed)
             outputs = model_outputs(original, output.params, output.state, self.splits)
             metrics = evaluate(outputs, self.splits, self.reference(True, seed)[0])
-            seconds, info = output.seconds, dict(output.info)
+            seconds, info = output.seconds - clock["seconds"], dict(output.info)
             resumed = run_checkpoint.resumed_steps()[resumed_before:]
             if resumed:  # its seconds count only the part after the checkpoint
                 info["resumed_from_step"] = resumed[0]
-        self.record({"method": method.name, "seed": int(seed), "role": role,
-                     "hparams": hparams, "metrics": metrics,
-                     "avg_gap": gap_to_retrain(metrics, retrain_metrics),
-                     "seconds": float(seconds), "needs": method.needs, "info": info})
+        run = {"method": method.name, "seed": int(seed), "role": role,
+               "hparams": hparams, "metrics": metrics,
+               "avg_gap": gap_to_retrain(metrics, retrain_metrics),
+               "seconds": float(seconds), "needs": method.needs, "info": info}
+        if trace is not None:
+            run["trace"] = trace
+        self.record(run)
+
+    def _tracer(self, original: TrainedModel, seed: int, trace: list, clock: dict):
+        """``on_step`` recording :func:`trace_metrics` every ``trace_every`` steps (and step 0)
+        on the splits it needs; its time is added to ``clock`` and left out of the RTE."""
+        reference = self.reference(True, seed)[0]
+        wanted = (("forget", "test") if self.splits.forget["label"].ndim == 1
+                  else ("test", "forget_test", "control_test"))
+        names = [n for n in wanted if n in _splits_dict(self.splits)]
+
+        def on_step(step, params, state):
+            if step % self.trace_every:
+                return
+            start = time.perf_counter()
+            outputs = {n: predict(original.model, params, state,
+                                  input_and_labels(getattr(self.splits, n))[0]) for n in names}
+            trace.append({"step": int(step), **trace_metrics(outputs, self.splits, reference)})
+            clock["seconds"] += time.perf_counter() - start
+
+        return on_step
 
 
 def _evaluated_by_the_runner(task, hparams, seed):
@@ -467,6 +559,7 @@ def run_experiment(
     grids: Mapping[str, Mapping[str, Sequence]] | None = None,
     config: Mapping[str, Any] | None = None,
     progress: bool = True,
+    trace_every: int = 0,
 ) -> dict:
     """Runs ``methods`` × ``seeds`` and writes ``results.json`` / ``.md`` / ``tradeoff.png``.
 
@@ -485,6 +578,10 @@ def run_experiment(
       grids: per-method replacements of the tuning grids.
       config: recorded verbatim in ``results.json["config"]`` (dataset, command, ...).
       progress: show a tqdm progress bar.
+      trace_every: when > 0, every reported (eval) run of a gradient method also records
+        :func:`trace_metrics` every ``trace_every`` optimizer steps (``run["trace"]``; plotted in
+        ``steps.png``). ``"retrain_floor"`` in ``methods`` adds the Retrain model of seed + 1000
+        measured against Retrain of seed (the floor).
 
     Returns:
       The results dict written to ``out/results.json``.
@@ -511,7 +608,7 @@ def run_experiment(
       >>> sorted(r["method"] for r in results["runs"])
       ['imu', 'original', 'retrain']
     """
-    chosen = [methods_lib.get_method(name) for name in methods]  # unknown names fail first
+    chosen = [_get_method(name) for name in methods]  # unknown names fail first
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed.")
     if len(splits.forget["label"]) == 0:
@@ -527,11 +624,14 @@ def run_experiment(
     record = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
               "tune_seeds": list(tune_seeds), "hparams": hparams, "grids": grids,
               "selection_rule": SELECTION_RULE if tune_seeds else None,
+              "tuning_grids": {m.name: dict(grids.get(m.name) or m.grid) for m in chosen
+                               if tune_seeds and (grids.get(m.name) or m.grid)},
+              "trace_every": int(trace_every),
               "counts": getattr(splits, "info", {}).get("counts")}
     if resume:
         check_resume(out, record, results)
     results["config"] = record
-    runner = _Runner(splits, trainer, out, results, progress)
+    runner = _Runner(splits, trainer, out, results, progress, trace_every)
 
     plans = {m.name: plan_jobs(m, tune_seeds, overrides=hparams.get(m.name, {}),
                                grid=grids.get(m.name)) for m in chosen}
@@ -577,6 +677,7 @@ def run(
     split_seed: int = 0,
     progress: bool = True,
     command: str | None = None,
+    trace_every: int = 0,
 ) -> dict:
     """Everything ``imu-jax run`` does: splits, cached original/Retrain models, methods, reports.
 
@@ -588,7 +689,7 @@ def run(
     ``random:`` and ``mislabeled:`` forget specs (the same forget set for every model seed).
     """
     for name in methods:  # unknown methods fail before any data is touched
-        methods_lib.get_method(name)
+        _get_method(name)
     from imu_jax.data import make_splits
     from imu_jax.train import build_model, recipe
 
@@ -604,4 +705,4 @@ def run(
     trainer = cached_trainer(splits, cfg, out, progress=progress)
     return run_experiment(splits=splits, trainer=trainer, methods=methods, seeds=seeds, out=out,
                           resume=resume, tune_seeds=tune_seeds, hparams=hparams, grids=grids,
-                          config=record, progress=progress)
+                          config=record, progress=progress, trace_every=trace_every)

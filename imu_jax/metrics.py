@@ -7,7 +7,7 @@ or framework produced them:
 * ``mia_efficacy`` — the SVC membership-inference attack (RBF, C = 3, gamma = "auto"), with the
     ``confidence`` (default), ``entropy``, ``m_entropy``, ``correctness`` and ``prob`` features;
 * ``avg_gap`` — mean |metric − Retrain's metric| over UA, RA, TA, MIA-efficacy;
-* ``prediction_wasserstein`` — W1 between two models' true-class test confidences;
+* ``prediction_wasserstein`` — mean per-example W1 between two models' predicted distributions;
 * ``token_kl`` / ``transition_kl`` — per-token KL for sequence models (Markov experiment).
 
 ``classification_metrics`` bundles them for one model given its probabilities on each split.
@@ -168,19 +168,27 @@ def mia_efficacy(
     )
 
 
-def prediction_wasserstein(probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray) -> float:
-    """1-D Wasserstein-1 distance between two models' true-class confidence distributions on the
-    same examples (e.g. the test set, Retrain vs unlearned).
+def prediction_wasserstein(probs_a: np.ndarray, probs_b: np.ndarray) -> float:
+    """Mean over examples of the Wasserstein-1 distance between two models' predicted class
+    distributions on the SAME example, with the 0/1 ground metric between classes (classes are
+    unordered). Under that metric W1 equals the total variation distance, ``½ Σ_c |p_c − q_c|``
+    (Gibbs & Su, "On choosing and bounding probability metrics", 2002, §2 and Thm. 4; Villani,
+    "Optimal Transport", 2009, ch. 6). 0 = identical predictions on every example, 1 = disjoint
+    ones. Per example, so two models that swap their predictions are far apart — unlike a W1
+    between the two sets of confidences (or of predicted labels, the public code's
+    ``compute_wasserstein_distance``), which scores that 0.
 
-    >>> labels = np.array([0, 0])
-    >>> prediction_wasserstein(np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([[0.5, 0.5], [0.0, 1.0]]), labels)
+    >>> a = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> prediction_wasserstein(a, a[::-1]), prediction_wasserstein(a, a)
+    (1.0, 0.0)
+    >>> prediction_wasserstein(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]]))
     0.5
     """
-    conf_a = mia_features(probs_a, labels, "confidence").ravel()
-    conf_b = mia_features(probs_b, labels, "confidence").ravel()
-    import scipy.stats
-
-    return float(scipy.stats.wasserstein_distance(conf_a, conf_b))
+    probs_a, probs_b = np.asarray(probs_a, np.float64), np.asarray(probs_b, np.float64)
+    if probs_a.shape != probs_b.shape:
+        raise ValueError(f"probs_a and probs_b must have the same shape, got {probs_a.shape} and "
+                         f"{probs_b.shape}.")
+    return float(np.mean(0.5 * np.abs(probs_a - probs_b).sum(axis=-1)))
 
 
 def classification_metrics(

@@ -88,13 +88,26 @@ def is_sequence(results: Mapping) -> bool:
     return any("kl_true_test" in r["metrics"] for r in results["runs"])
 
 
-def _hparam_text(runs: Sequence[Mapping], method: str, keys=("learning_rate", "epochs", "alpha",
-                                                              "dampening", "top_fraction")) -> str:
+def _hparam_text(runs: Sequence[Mapping], method: str,
+                 keys=("learning_rate", "epochs", "max_steps", "alpha", "dampening",
+                       "top_fraction", "epsilon", "beta", "milestones")) -> str:
     mine = [r for r in reported_runs(runs) if r["method"] == method]
     if not mine:
         return ""
     hp = mine[0].get("hparams") or {}
-    return ", ".join(f"{k}={hp[k]}" for k in keys if k in hp)
+    return ", ".join(f"{k}={hp[k]}" for k in keys if hp.get(k) not in (None, (), []))
+
+
+def bn_mode_text(runs: Sequence[Mapping], method: str) -> str:
+    """How BatchNorm ran during the method's update (``info["bn_mode"]`` of its reported runs):
+    ``train`` = batch statistics, running statistics updated; ``frozen`` = inference mode.
+
+    >>> bn_mode_text([{"method": "ga", "role": "eval", "info": {"bn_mode": "train"}}], "ga")
+    'train'
+    """
+    modes = {str((r.get("info") or {}).get("bn_mode")) for r in reported_runs(runs)
+             if r["method"] == method and (r.get("info") or {}).get("bn_mode")}
+    return "/".join(sorted(modes)) or "–"
 
 
 def _resumed_note(runs: Sequence[Mapping], method: str) -> str:
@@ -117,7 +130,7 @@ def table(results: Mapping, columns: Sequence[tuple[str, str]], *, with_needs: b
     head = ["Method"] + (["Data needed"] if with_needs else [])
     head += [label for _, label in columns]
     head += ["Avg. Gap ↓", "RTE (s)", "seeds"] if with_needs else []
-    head += ["hparams"] if with_hparams else []
+    head += ["BatchNorm", "hparams"] if with_hparams else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     needs = {r["method"]: r.get("needs", "") for r in runs}
     for method, stats in summary.items():
@@ -130,7 +143,7 @@ def table(results: Mapping, columns: Sequence[tuple[str, str]], *, with_needs: b
                     format_cell(stats.get("seconds"), "seconds") + _resumed_note(runs, method),
                     ",".join(map(str, seeds))]
         if with_hparams:
-            row.append(_hparam_text(runs, method))
+            row += [bn_mode_text(runs, method), _hparam_text(runs, method)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -192,13 +205,24 @@ def results_markdown(results: Mapping) -> str:
         parts += [f"Split sizes: {json.dumps(config['counts'])}.", ""]
     if config.get("selection_rule"):
         parts += [f"Tuning rule: {config['selection_rule']}", ""]
+    if config.get("tuning_grids"):
+        parts += ["Tuning grids (the same number of configurations per method):", ""]
+        parts += [f"- {name}: {grid_text(grid)}" for name, grid in config["tuning_grids"].items()]
+        parts += [""]
+    elif "tune_seeds" in config and not config.get("tune_seeds"):
+        parts += ["Not tuned: every method runs the hyperparameters shown in its row.", ""]
     parts += ["Mean ± std over the reported seeds. Fractions in %. Avg. Gap = mean |metric − "
               "Retrain| over the main metric columns (lower is better). RTE = wall-clock seconds "
               "of the unlearning itself (Retrain: its training time; Original: 0; \"resumed\": "
               "runs continued from a checkpoint, timed from there). Seconds vary run to run; "
               "the other numbers repeat given the command on the same machine and software "
               "(the SVC membership attacks, MIA prob and entropy most of all, can move by a few "
-              "points when a model differs in its last bits).", ""]
+              "points when a model differs in its last bits). BatchNorm = "
+              "its mode during the update: train (batch statistics, running statistics "
+              "updated, as the method's reference code) or frozen (inference mode). W1 to "
+              "Retrain = mean over test examples of the W1 distance between the two models' "
+              "predicted class distributions under the 0/1 ground metric (= total variation).",
+              ""]
     if is_sequence(results):
         parts += [table(results, SEQUENCE_COLUMNS, with_hparams=True), ""]
     else:
@@ -211,6 +235,54 @@ def results_markdown(results: Mapping) -> str:
                       "",
                       matched, ""]
     return "\n".join(parts)
+
+
+def grid_text(grid: Mapping[str, Sequence]) -> str:
+    """A tuning grid on one line.
+
+    >>> grid_text({"learning_rate": [0.01, 0.02], "epochs": [10]})
+    'learning_rate ∈ {0.01, 0.02} × epochs ∈ {10}'
+    """
+    return " × ".join(f"{k} ∈ {{{', '.join(str(v) for v in values)}}}"
+                      for k, values in grid.items()) or "not tuned"
+
+
+def trace_plot(results: Mapping, path: str) -> None:
+    """``steps.png``: each traced metric against the optimizer step, one line per method (mean
+    over the reported seeds), with ``retrain_floor``'s value as a dashed horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in reported_runs(results["runs"]) if r.get("trace")]
+    keys = [k for k in runs[0]["trace"][0] if k != "step"]
+    floor = summarize([r for r in results["runs"] if r["method"] == "retrain_floor"], keys)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    for ax, key in zip(axes[0], keys):
+        for i, method in enumerate(methods):
+            curves: dict[int, list[float]] = {}
+            for run in (r for r in runs if r["method"] == method):
+                for point in run["trace"]:
+                    curves.setdefault(point["step"], []).append(point[key])
+            steps = sorted(curves)
+            ax.plot(steps, [np.mean(curves[s]) for s in steps], label=method,
+                    color=plt.cm.tab10(i % 10))
+        if key in floor.get("retrain_floor", {}):
+            ax.axhline(floor["retrain_floor"][key][0], color="black", ls="--",
+                       label="Retrain vs Retrain (floor)")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(dict(SEQUENCE_COLUMNS + CLASSIFICATION_COLUMNS).get(key, key))
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    config = results.get("config", {})
+    fig.suptitle(f"{config.get('dataset', '')} / forget {config.get('forget', '')}: per-step "
+                 "metrics, mean over reported seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -237,10 +309,15 @@ def tradeoff_plot(results: Mapping, path: str) -> None:
     import matplotlib.pyplot as plt
 
     sequence = is_sequence(results)
-    if sequence:
+    truth = all("kl_true_forget_test" in r["metrics"] for r in results["runs"])
+    if sequence and truth:
         x_key, y_key = "kl_true_forget_test", "kl_true_test"
         x_label, y_label = ("KL(true ‖ model) on forget-test (higher = more forgotten)",
                             "KL(true ‖ model) on retain-test (lower = more utility)")
+    elif sequence:  # a forget set from two chains has no single true matrix
+        x_key, y_key = "kl_retrain_forget_test", "kl_retrain_test"
+        x_label, y_label = ("KL(Retrain ‖ model) on forget-test (lower = closer to Retrain)",
+                            "KL(Retrain ‖ model) on retain-test (lower = closer to Retrain)")
     else:
         x_key, y_key = "fa", "ta"
         x_label, y_label = "forget accuracy (1 − UA)", "test accuracy (TA)"

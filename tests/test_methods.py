@@ -24,8 +24,9 @@ def _forget_accuracy(task, output):
 
 def test_registry_lists_every_method_with_its_data_needs():
     names = methods.available()
-    assert {"imu", "imu_batch", "imu_random", "ga_head", "ga", "random_label", "boundary_shrink",
-            "npo", "ssd", "finetune", "retrain"} <= set(names)
+    assert {"imu", "imu_batch", "imu_random", "ga_head", "ga", "random_label_forget_only",
+            "random_label_with_retain", "boundary_shrink", "boundary_shrink_runner_up", "npo",
+            "ssd", "finetune", "retrain"} <= set(names)
     allowed = {base.FORGET_ONLY, base.FORGET_AND_ORIGINAL, base.FULL_SET_STATISTICS,
                base.RETAIN_SET, base.FORGET_AND_RETAIN, base.FORGET_AND_AUXILIARY}
     for name in names:
@@ -33,7 +34,8 @@ def test_registry_lists_every_method_with_its_data_needs():
         assert method.needs in allowed and method.summary
         for key in method.grid:
             assert key in method.defaults, (name, key)
-    assert {methods.get_method(n).reference for n in ("retrain", "finetune")} == {True}
+    assert {methods.get_method(n).reference
+            for n in ("retrain", "finetune", "random_label_with_retain")} == {True}
 
 
 def test_unknown_method_and_hparam_are_errors():
@@ -47,8 +49,8 @@ def test_unknown_method_and_hparam_are_errors():
     ("imu", {"learning_rate": 0.1}),
     ("ga_head", {"learning_rate": 0.3}),
     ("ga", {"learning_rate": 0.3, "epochs": 10, "milestones": ()}),
-    ("random_label", {"learning_rate": 0.1, "epochs": 10}),
-    ("boundary_shrink", {"learning_rate": 0.1, "epochs": 10}),
+    ("random_label_forget_only", {"learning_rate": 0.1, "epochs": 10}),
+    ("boundary_shrink_runner_up", {"learning_rate": 0.1, "epochs": 10}),
     ("npo", {"learning_rate": 0.3, "epochs": 10}),
 ])
 def test_forget_only_methods_reduce_forget_accuracy(task, name, overrides):

@@ -102,11 +102,25 @@ def test_transition_kl_zero_for_true_model_positive_otherwise():
 def test_prediction_wasserstein_is_symmetric_and_zero_on_identity():
     rng = np.random.default_rng(6)
     a, b = _random_probs(rng, 30, 3), _random_probs(rng, 30, 3)
-    labels = rng.integers(0, 3, 30)
-    assert metrics.prediction_wasserstein(a, a, labels) == 0.0
-    assert metrics.prediction_wasserstein(a, b, labels) == pytest.approx(
-        metrics.prediction_wasserstein(b, a, labels))
-    assert metrics.prediction_wasserstein(a, b, labels) > 0
+    assert metrics.prediction_wasserstein(a, a) == 0.0
+    assert metrics.prediction_wasserstein(a, b) == pytest.approx(
+        metrics.prediction_wasserstein(b, a))
+    expected = np.mean([0.5 * np.abs(pa - pb).sum() for pa, pb in zip(a, b)])
+    assert metrics.prediction_wasserstein(a, b) == pytest.approx(expected)
+
+
+def test_prediction_wasserstein_sees_swapped_predictions():
+    # Two models that swap their predictions: identical distributions of confidences and of
+    # predicted labels (the distribution-level W1 is 0), but every example disagrees fully.
+    labels = np.array([0, 1, 0, 1])
+    a = np.eye(2)[labels] * 0.9 + 0.05
+    b = np.eye(2)[1 - labels] * 0.9 + 0.05
+    import scipy.stats
+    assert scipy.stats.wasserstein_distance(a.max(1), b.max(1)) == 0.0
+    assert scipy.stats.wasserstein_distance(a.argmax(1), b.argmax(1)) == 0.0
+    assert metrics.prediction_wasserstein(a, b) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.prediction_wasserstein(a, b[:2])
 
 
 def test_diverged_model_outputs_are_uniform_not_a_crash():

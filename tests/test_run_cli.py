@@ -70,7 +70,9 @@ def test_results_json_schema_and_reports(finished):
     for method in ("original", "retrain", "ga", "imu"):
         assert {(method, 0), (method, 1)} <= set(reported)
     tuned = [r for r in runs if r["role"] == "tune"]
-    assert {r["seed"] for r in tuned} == {7} and len(tuned) == 3  # 2 imu + 1 ga grid points
+    # imu: 2 lr × its default top_fraction axis (2 values, kept: --grid replaces only the axes
+    # it names); ga: 1 point
+    assert {r["seed"] for r in tuned} == {7} and len(tuned) == 5
     for run in runs:
         assert set(run) >= {"method", "seed", "metrics", "avg_gap", "seconds", "hparams"}
         for key in ("ua", "ra", "ta", "mia_efficacy", "mia_entropy", "mia_prob"):

@@ -18,6 +18,4 @@ def get_config() -> dict:
                     "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
         "seeds": [0, 1, 2],
         "tune_seeds": [100],
-        "grids": {name: {"learning_rate": [0.003, 0.01, 0.03], "epochs": [5, 10, 20]}
-                  for name in ("imu", "ga_head", "imu_random")},
     }

@@ -14,10 +14,9 @@ def get_config() -> dict:
         "model": "resnet18",
         "forget": "random:0.1",
         "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random",
-                    "random_label", "boundary_shrink", "npo", "ssd",
+                    "random_label_forget_only", "boundary_shrink",
+                    "boundary_shrink_runner_up", "npo", "ssd", "random_label_with_retain",
                     "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
         "seeds": [0, 1, 2],
         "tune_seeds": [100],
-        "grids": {name: {"learning_rate": [0.003, 0.01, 0.03], "epochs": [5, 10, 20]}
-                  for name in ("imu", "ga_head", "imu_random")},
     }

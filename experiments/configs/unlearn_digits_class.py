@@ -7,7 +7,7 @@ All ten classes, then the aggregate table:
   for k in 0 1 2 3 4 5 6 7 8 9; do imu-jax run --config experiments/configs/unlearn_digits_class.py \
       --forget class:$k --out experiments/results/digits_class/class$k --no-progress; done
   python experiments/summarize.py experiments/results/digits_class
-Expected time: ~2-3 min per class on 2 CPU cores (10 small models, 5 methods × 18-point grid × 2
+Expected time: ~2-3 min per class on 2 CPU cores (10 small models, 5 methods × 12-point grid × 2
 tuning seeds, then 3 reported seeds); no GPU needed.
 """
 

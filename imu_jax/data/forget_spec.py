@@ -10,7 +10,9 @@ A spec is ``KIND:ARG``:
 ``subclass:K``     CIFAR-100: fine class K (labels are coarse; retain/test = its sibling classes)
 ``indices:FILE``   training indices listed in FILE (.npy, or integers separated by , or spaces)
 ``mislabeled:F``   a seeded fraction F of training examples relabelled to a random other class
-``chain:K``        Markov data: forget chain K (1 = forget1, 2 = forget2)
+``chain:K``        Markov data: forget chain K (1 = forget1, 2 = forget2), the model trained on it
+``chain:1,2``      Markov, the paper's setting: forget forget1 + forget2, the model trained on
+                   retain + forget1 only (forget2 never seen; reported apart as ``control``)
 =================  ==========================================================================
 
 Examples:
@@ -66,6 +68,8 @@ def parse_forget_spec(spec: str) -> ForgetSpec:
             ids = tuple(int(a) for a in arg.split(",") if a.strip())
         except ValueError:
             raise ValueError(f"Forget spec {spec!r}: expected integer ids, got {arg!r}.") from None
+        if kind == "chain" and ids == (1, 2):
+            return ForgetSpec(kind, classes=ids, text=spec)
         if kind != "classes" and len(ids) != 1:
             raise ValueError(f"Forget spec {spec!r}: {kind} takes exactly one id.")
         if not ids:

@@ -1,10 +1,15 @@
 """Markov-chain sequences of the paper's synthetic experiment (spec §4), as a TFDS builder.
 
 Three chains share ``num_states`` states: chain 0 (retain) lives on {0,1,2}, chain 1 (forget1) on
-{3,4,5}, chain 2 (forget2) on {6,7,8}; the remaining states are reachable only by leakage. Every row
-of chain ``c``'s transition matrix puts ``(1 - leak) / 3`` on the chain's states and
-``leak / (num_states - 3)`` on every other state (renormalised). Sequences start uniformly in the
-chain's states. Generation is a pure function of the config, so same seed = same sequences.
+{3,4,5}, chain 2 (forget2) on {6,7,8}; the remaining states are reachable only by leakage.
+Chain ``c``'s matrices are built as the paper's public generator (``synthetic/data_generation.py``)
+builds them (spec §4): start from ``leak / (num_states - 3)`` everywhere, set the rows of the
+chain's own states, at the chain's columns, to ``(1 - leak) / 3``, normalise every row. So a state
+of the chain stays in it with probability ``1 - leak``, while every state outside it has a uniform
+row: once a sequence leaks out it forgets which chain it came from. The initial distribution is the
+same vector (``(1 - leak) / 3`` on the chain, ``leak / (num_states - 3)`` elsewhere, normalised), so
+about ``leak`` of the sequences start outside the chain. Sampling uses numpy rather than the public
+code's torch RNG (same distributions, other draws); generation is a pure function of the config.
 
 Examples:
   >>> cfg = MarkovConfig(name="tiny", num_retain=6, num_forget1=3, num_forget2=3, length=5)
@@ -53,19 +58,42 @@ def chain_states(chain: int) -> np.ndarray:
     return np.arange(CHAIN_SIZE * chain, CHAIN_SIZE * (chain + 1))
 
 
-def transition_matrix(chain: int, num_states: int = 10, leak: float = 0.2) -> np.ndarray:
-    """True transition matrix ``[S, S]`` of one chain (rows sum to 1).
-
-    >>> t = transition_matrix(0)
-    >>> t.shape, round(float(t[0, 1]), 4), round(float(t[0, 9]), 4), bool(np.allclose(t.sum(1), 1))
-    ((10, 10), 0.2667, 0.0286, True)
-    """
+def _check(num_states: int, leak: float) -> None:
     if num_states < CHAIN_SIZE * len(CHAIN_NAMES):
         raise ValueError(f"num_states must be >= 9 for three 3-state chains, got {num_states}.")
-    row = np.full(num_states, leak / (num_states - CHAIN_SIZE))
-    row[chain_states(chain)] = (1.0 - leak) / CHAIN_SIZE
-    row /= row.sum()
-    return np.tile(row, (num_states, 1))
+    if not 0.0 < leak < 1.0:
+        raise ValueError(f"leak must lie strictly between 0 and 1, got {leak}.")
+
+
+def initial_distribution(chain: int, num_states: int = 10, leak: float = 0.2) -> np.ndarray:
+    """Start-state distribution ``[S]`` of one chain: ``(1-leak)/3`` on its states, the rest
+    ``leak/(S-3)``, normalised (the public generator's ``*_initial_state_probs``).
+
+    >>> p = initial_distribution(1)
+    >>> round(float(p[3]), 4), round(float(p[0]), 4), round(float(p[chain_states(1)].sum()), 4)
+    (0.2667, 0.0286, 0.8)
+    """
+    _check(num_states, leak)
+    probs = np.full(num_states, leak / (num_states - CHAIN_SIZE))
+    probs[chain_states(chain)] = (1.0 - leak) / CHAIN_SIZE
+    return probs / probs.sum()
+
+
+def transition_matrix(chain: int, num_states: int = 10, leak: float = 0.2) -> np.ndarray:
+    """True transition matrix ``[S, S]`` of one chain (rows sum to 1): the chain's own states'
+    rows peak on the chain, every other row is uniform (spec §4, the public generator).
+
+    >>> t = transition_matrix(0)
+    >>> round(float(t[0, 1]), 4), round(float(t[0, 9]), 4), round(float(t[5, 1]), 4)
+    (0.2667, 0.0286, 0.1)
+    >>> bool(np.allclose(t.sum(1), 1))
+    True
+    """
+    _check(num_states, leak)
+    matrix = np.full((num_states, num_states), leak / (num_states - CHAIN_SIZE))
+    states = chain_states(chain)
+    matrix[np.ix_(states, states)] = (1.0 - leak) / CHAIN_SIZE
+    return matrix / matrix.sum(axis=1, keepdims=True)
 
 
 def sample_chain(chain: int, count: int, cfg: MarkovConfig) -> np.ndarray:
@@ -74,7 +102,8 @@ def sample_chain(chain: int, count: int, cfg: MarkovConfig) -> np.ndarray:
     trans = transition_matrix(chain, cfg.num_states, cfg.leak)
     cdf = np.cumsum(trans, axis=1)
     seqs = np.empty((count, cfg.length), np.int32)
-    seqs[:, 0] = rng.choice(chain_states(chain), size=count)
+    seqs[:, 0] = rng.choice(cfg.num_states, size=count,
+                            p=initial_distribution(chain, cfg.num_states, cfg.leak))
     for t in range(1, cfg.length):
         u = rng.random(count)[:, None]
         nxt = (u > cdf[seqs[:, t - 1]]).sum(axis=1)
@@ -101,9 +130,10 @@ def generate(cfg: MarkovConfig) -> dict[str, dict[str, np.ndarray]]:
 class ImuMarkovChain(tfds.core.GeneratorBasedBuilder):
     """The Markov-chain data (``imu_markov_chain``); configs ``full`` (paper) and ``small``."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("2.0.0")
     url_infos = None  # nothing to download; also avoids TFDS looking up checksum files
-    RELEASE_NOTES = {"1.0.0": "Spec §4 Markov chains."}
+    RELEASE_NOTES = {"1.0.0": "Every state had the chain's row; starts only inside the chain.",
+                     "2.0.0": "The public generator's matrices and start distribution (spec §4)."}
     BUILDER_CONFIGS = [
         MarkovConfig(name="full", description="The paper's sizes: 10000/5000/5000."),
         MarkovConfig(

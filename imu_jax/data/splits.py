@@ -201,6 +201,8 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
         "seed": seed,
         "label_key": label_key,
         "num_classes": num_classes,
+        # per-channel (mean, std) of the standardisation of [0, 1] pixels (Boundary Shrink's ε)
+        "normalization": [list(v) for v in NORMALIZATION[base]],
         "counts": _counts(train=train, forget=forget, retain=retain, test=test,
                           forget_test=extra.get("forget_test"),
                           retrain_set=extra.get("retrain_set")),
@@ -210,31 +212,40 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
 
 
 def _markov_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw, cfg) -> Splits:
+    """``chain:K``: the model is trained on retain + chain K, which is forgotten; the other chain
+    is an unseen control. ``chain:1,2`` (the paper's setting): trained on retain + forget1, the
+    forget set is forget1 + forget2, forget2 (never seen) is also reported alone as ``control``."""
     spec = spec or parse_forget_spec("chain:1")
     if spec.kind != "chain":
         raise ValueError(
-            f"Forget spec {spec.text!r} does not apply to Markov data; use 'chain:1' or 'chain:2'."
+            f"Forget spec {spec.text!r} does not apply to Markov data; use 'chain:1', 'chain:2' "
+            "or 'chain:1,2'."
         )
     _check_ids(spec, 3, "chain")
     k = spec.classes[0]
     if k == 0:
         raise ValueError(f"Forget spec {spec.text!r}: chain 0 is the retain chain; use 1 or 2.")
-    other = 3 - k
+    paper = spec.classes == (1, 2)
+    other = 2 if paper else 3 - k
     tr, te = raw["train"], raw["test"]
 
-    def chain(split, c):
-        return next_token_arrays(split["tokens"][split["chain"] == c])
+    def chain(split, *chains):
+        return next_token_arrays(split["tokens"][np.isin(split["chain"], chains)])
 
-    retain, forget, control = chain(tr, 0), chain(tr, k), chain(tr, other)
-    test, forget_test, control_test = chain(te, 0), chain(te, k), chain(te, other)
-    train = concat(retain, forget)
+    retain, control = chain(tr, 0), chain(tr, other)
+    test, control_test = chain(te, 0), chain(te, other)
+    forget, forget_test = chain(tr, *spec.classes), chain(te, *spec.classes)
+    train = concat(retain, chain(tr, k))
     transitions = {
         name: markov_lib.transition_matrix(c, cfg.num_states, cfg.leak)
         for name, c in (("retain", 0), ("forget", k), ("control", other))
     }
+    if paper:  # the forget sequences come from two chains: no single true matrix
+        del transitions["forget"]
     info = {
         "dataset": dataset,
         "forget_spec": spec.text,
+        "trained_on": f"retain+chain{k}",  # chain:1 and chain:1,2 share original/Retrain models
         "seed": seed,
         "num_classes": cfg.num_states,
         "markov_config": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)

@@ -23,6 +23,7 @@ _REGISTERED = (
     ga.METHOD,
     random_label.METHOD,
     boundary_shrink.METHOD,
+    boundary_shrink.RUNNER_UP,
     npo.METHOD,
     ssd.METHOD,
     salun.METHOD,
@@ -34,6 +35,7 @@ _REGISTERED = (
     npo_rt.METHOD,
     simnpo.METHOD,
     finetune.METHOD,
+    random_label.WITH_RETAIN,
     retrain.METHOD,
 )
 METHODS: dict[str, Method] = {m.name: m for m in _REGISTERED}

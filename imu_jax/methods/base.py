@@ -42,6 +42,10 @@ class UnlearnTask:
     retain: Mapping[str, np.ndarray] | None = None
     train: Mapping[str, np.ndarray] | None = None
     retrain_fn: Callable[[int], tuple[PyTree, PyTree]] | None = None
+    # Called as on_step(step, params, state) after every optimizer step (per-step evaluation).
+    on_step: Callable[[int, PyTree, PyTree], None] | None = None
+    # Per-channel (mean, std) the inputs were standardised with (pixels in [0, 1]); None: unknown.
+    input_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 @dataclasses.dataclass
@@ -119,11 +123,17 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
                   loss_fn: Callable[[PyTree, PyTree, dict], jax.Array], *, learning_rate: float,
                   epochs: int, batch_size: int, seed: int, momentum: float = 0.9,
                   weight_decay: float = 5e-4, optimizer: str = "sgd",
-                  max_steps: int | None = None, milestones: Sequence[float] = ()
+                  max_steps: int | None = None, milestones: Sequence[float] = (),
+                  train_mode: bool = False, on_step=None, return_state: bool = False
                   ) -> tuple[PyTree, int]:
     """Minimises ``loss_fn(params, state, batch)`` over shuffled mini-batches of ``arrays``, all
-    parameters trainable, model state fixed (inference mode). The lr is multiplied by 0.1 at each
-    fraction ``milestones`` of the steps. Returns ``(params, steps)``.
+    parameters trainable. The lr is constant unless ``milestones`` (fractions of the steps where
+    it is multiplied by 0.1) are given. Returns ``(params, steps)``.
+
+    Model state: fixed (inference mode) by default. With ``train_mode=True`` ``loss_fn`` returns
+    ``(loss, new_state)`` (e.g. :func:`train_mode_loss`: BatchNorm on batch statistics, running
+    statistics updated) and the state is carried from step to step; ``return_state=True`` then
+    returns ``(params, state, steps)``. ``on_step(step, params, state)`` runs after every step.
 
     >>> import jax.numpy as jnp, numpy as np
     >>> loss = lambda p, s, b: jnp.mean((b["x"] * p["w"] - b["y"]) ** 2)
@@ -146,13 +156,21 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
     opt_state = tx.init(params)
 
     @jax.jit
-    def step(params, opt_state, batch):
-        grads = jax.grad(loss_fn)(params, state, batch)
+    def step(params, opt_state, state, batch):
+        if train_mode:
+            grads, state = jax.grad(loss_fn, has_aux=True)(params, state, batch)
+        else:
+            grads = jax.grad(loss_fn)(params, state, batch)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
+        return optax.apply_updates(params, updates), opt_state, state
 
-    for idx in plan:
-        params, opt_state = step(params, opt_state, {k: v[idx] for k, v in arrays.items()})
+    for i, idx in enumerate(plan):
+        params, opt_state, state = step(params, opt_state, state,
+                                        {k: v[idx] for k, v in arrays.items()})
+        if on_step is not None:
+            on_step(i + 1, params, state)
+    if return_state:
+        return jax.block_until_ready(params), state, len(plan)
     return jax.block_until_ready(params), len(plan)
 
 
@@ -160,6 +178,46 @@ def model_loss(model, params, state, x, y) -> jax.Array:
     """Mean cross-entropy of a batch, inference mode."""
     logits, _ = model.apply(params, state, x, train=False)
     return jnp.mean(batch_loss(logits, y))
+
+
+def train_mode_loss(model, params, state, x, y, *, sign: float = 1.0
+                    ) -> tuple[jax.Array, PyTree]:
+    """``(sign × mean cross-entropy, new_state)`` with the model in train mode (BatchNorm on batch
+    statistics, running statistics updated), as ``model.train()`` in the reference codes."""
+    logits, new_state = model.apply(params, state, x, train=True)
+    return sign * jnp.mean(batch_loss(logits, y)), new_state
+
+
+# BatchNorm during a gradient baseline's update: "train" (batch statistics, running statistics
+# updated: model.train() in SalUn's and Boundary Shrink's code) or "frozen" (inference mode).
+BN_MODES = ("train", "frozen")
+
+
+def check_bn_mode(bn_mode: str) -> bool:
+    """``True`` for ``"train"``; a ``ValueError`` for anything but ``BN_MODES``.
+
+    >>> check_bn_mode("train"), check_bn_mode("frozen")
+    (True, False)
+    """
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}.")
+    return bn_mode == "train"
+
+
+def ce_loop(model, task: UnlearnTask, arrays: Mapping[str, np.ndarray], hparams: Mapping, seed: int,
+            *, sign: float = 1.0) -> tuple[PyTree, PyTree, dict]:
+    """``gradient_loop`` on ``sign`` × the mean cross-entropy of ``arrays`` (``{"x", "y"}``),
+    BatchNorm per ``hparams["bn_mode"]``; returns ``(params, state, info)`` for :func:`timed`."""
+    hparams = dict(hparams)
+    train_mode = check_bn_mode(hparams.pop("bn_mode", "frozen"))
+    if train_mode:
+        loss = lambda p, s, b: train_mode_loss(model, p, s, b["x"], b["y"], sign=sign)
+    else:
+        loss = lambda p, s, b: sign * model_loss(model, p, s, b["x"], b["y"])
+    params, state, steps = gradient_loop(model, task.params, task.state, arrays, loss, seed=seed,
+                                         train_mode=train_mode, on_step=task.on_step,
+                                         return_state=True, **hparams)
+    return params, state, {"steps": steps, "bn_mode": "train" if train_mode else "frozen"}
 
 
 def xy(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,32 +1,25 @@
 """Fine-tune: continue training all parameters on the retain set (reference point). Retain set.
 
+Train mode (BatchNorm on batch statistics), as ``FT.py`` in the reference code.
+
 >>> from imu_jax.methods import get_method
->>> get_method("finetune").reference
-True
+>>> get_method("finetune").reference, get_method("finetune").defaults["bn_mode"]
+(True, 'train')
 """
 
 from __future__ import annotations
 
-from imu_jax.methods.base import (RETAIN_SET, Method, MethodOutput, UnlearnTask, gradient_loop,
-                                  model_loss, require, timed, xy)
+from imu_jax.methods.base import (RETAIN_SET, Method, MethodOutput, UnlearnTask, ce_loop, require,
+                                  timed, xy)
+from imu_jax.methods.grids import GRIDS, gradient_defaults
 
-DEFAULTS = {"learning_rate": 1e-2, "epochs": 3, "batch_size": 128, "momentum": 0.9,
-            "weight_decay": 5e-4, "optimizer": "sgd", "max_steps": None}
-GRID = {"learning_rate": (1e-2, 3e-2, 1e-1), "epochs": (1, 3, 5)}
+DEFAULTS = gradient_defaults(learning_rate=1e-2, epochs=3, bn_mode="train", batch_size=128)
+GRID = GRIDS["finetune"]
 
 
 def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
-    model = task.model
     retain = xy(require(task, "retain", "finetune"))
-
-    def fit():
-        loss = lambda params, state, batch: model_loss(model, params, state, batch["x"],
-                                                       batch["y"])
-        params, steps = gradient_loop(model, task.params, task.state, retain, loss, seed=seed,
-                                      **hparams)
-        return params, task.state, {"steps": steps}
-
-    return timed(fit)
+    return timed(lambda: ce_loop(task.model, task, retain, hparams, seed))
 
 
 METHOD = Method(name="finetune", needs=RETAIN_SET, summary="fine-tune on D_r", run=run,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from imu_jax.methods import imu
 from imu_jax.methods.base import FORGET_ONLY, Method
+from imu_jax.methods.grids import GRIDS
 
 METHOD = Method(
     name="ga_head",
@@ -19,5 +20,5 @@ METHOD = Method(
     summary="gradient ascent on the head, uniform weights (IMU without influence)",
     run=imu.run_with_weighting("uniform"),
     defaults=imu.DEFAULTS,
-    grid=imu.GRID,
+    grid=GRIDS["ga_head"],
 )

@@ -10,26 +10,30 @@ from __future__ import annotations
 import dataclasses
 
 from imu_jax.methods.base import FORGET_ONLY, Method, MethodOutput, UnlearnTask
+from imu_jax.methods.grids import GRIDS
 from imu_jax.unlearn import UnlearnConfig, unlearn
 
 # Hyperparameters of the IMU family exposed to tuning and the CLI; the rest keep their defaults.
 TUNABLE = ("learning_rate", "epochs", "top_fraction", "alpha", "batch_size", "influence_mode",
-           "update_batch_stats", "head", "optimizer", "max_steps", "weight_decay", "momentum")
+           "update_batch_stats", "head", "optimizer", "max_steps", "weight_decay", "momentum",
+           "milestones")
 DEFAULTS = {name: getattr(UnlearnConfig(), name) for name in TUNABLE}
-# One grid for the whole IMU family (IMU, GA-head, shuffled weights): lr × epochs. Head-only
-# ascent forgets abruptly after a seed-dependent number of steps, so the step axis is dense.
-GRID = {"learning_rate": (0.005, 0.01, 0.02), "epochs": (10, 15, 20, 25, 30, 40)}
+GRID = GRIDS["imu"]  # lr × epochs × top_fraction (imu_jax.methods.grids: the same budget for all)
 
 
 def run_with_weighting(weighting: str):
     """A ``run`` function for the IMU family with a fixed weighting rule."""
 
     def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
+        hparams = dict(hparams)
+        if "milestones" in hparams:  # JSON round trips turn the tuple into a list
+            hparams["milestones"] = tuple(hparams["milestones"])
         config = UnlearnConfig(weighting=weighting, **hparams)
         params, report = unlearn(task.model, task.params, task.forget, config, state=task.state,
-                                 seed=seed)
-        return MethodOutput(params=params, state=report.state, seconds=report.seconds,
-                            info=report.to_dict())
+                                 seed=seed, on_step=task.on_step)
+        info = {**report.to_dict(), "bn_mode": ("frozen, running stats follow D_f"
+                                                if config.update_batch_stats else "frozen")}
+        return MethodOutput(params=params, state=report.state, seconds=report.seconds, info=info)
 
     return run
 
@@ -45,4 +49,4 @@ METHOD = Method(
 
 PER_BATCH = dataclasses.replace(
     METHOD, name="imu_batch", summary="IMU with weights recomputed inside each mini-batch",
-    defaults={**DEFAULTS, "influence_mode": "per_batch"})
+    defaults={**DEFAULTS, "influence_mode": "per_batch"}, grid=GRIDS["imu_batch"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from imu_jax.methods import imu
 from imu_jax.methods.base import FORGET_ONLY, Method
+from imu_jax.methods.grids import GRIDS
 
 METHOD = Method(
     name="imu_random",
@@ -19,5 +20,5 @@ METHOD = Method(
     summary="IMU's kept count and weights on random examples (shuffled-weights ablation)",
     run=imu.run_with_weighting("shuffled"),
     defaults=imu.DEFAULTS,
-    grid=imu.GRID,
+    grid=GRIDS["imu_random"],
 )

@@ -2,13 +2,18 @@
 
     L = (2/β) E_{D_f}[log(1 + (π_θ(y|x) / π_ref(y|x))^β)] = (2/β) E[softplus(β (log π_θ − log π_ref))]
 
-with π_ref the frozen original model, minimised over all parameters (the NPO paper's loss; the
-public IMU classification code descends the forget CE instead, by mistake). For sequences
-``log π`` is minus the mean token cross-entropy.
+with π_ref the frozen original model (inference mode), minimised over all parameters (the NPO
+paper's loss; the public IMU classification code descends the forget CE instead, by mistake).
+For sequences ``log π(y|x)`` is the SUM of the token log-probabilities (non-padding tokens), as in
+the NPO paper and the public Markov code; the length-normalised (mean) form is SimNPO's, not NPO's.
+BatchNorm in train mode during the update, as the public ``NPO.py`` (``model.train()``).
 
 >>> import jax.numpy as jnp
 >>> round(float(npo_loss(jnp.zeros(3), jnp.zeros(3), beta=0.1)), 4)  # (2/β) log 2
 13.8629
+>>> logits = jnp.log(jnp.array([[0.5, 0.5], [0.25, 0.75], [0.5, 0.5]]))
+>>> round(float(sequence_log_prob(logits, jnp.array([0, 1, -1]))), 4)  # log 0.5 + log 0.75
+-0.9808
 """
 
 from __future__ import annotations
@@ -16,14 +21,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from imu_jax.methods.base import (FORGET_AND_ORIGINAL, Method, MethodOutput, UnlearnTask,
-                                  gradient_loop, timed, xy)
-from imu_jax.unlearn import batch_loss
+                                  check_bn_mode, gradient_loop, timed, xy)
+from imu_jax.methods.grids import GRIDS, gradient_defaults
 
-DEFAULTS = {"learning_rate": 1e-2, "epochs": 5, "batch_size": 256, "momentum": 0.9,
-            "weight_decay": 5e-4, "optimizer": "sgd", "max_steps": None, "beta": 0.1}
-GRID = {"learning_rate": (1e-2, 3e-2, 1e-1), "epochs": (5, 10, 15, 20, 30, 40)}
+DEFAULTS = gradient_defaults(learning_rate=1e-2, epochs=5, bn_mode="train", beta=0.1)
+GRID = GRIDS["npo"]
 
 
 def npo_loss(log_prob: jax.Array, reference_log_prob: jax.Array, *, beta: float) -> jax.Array:
@@ -31,28 +36,41 @@ def npo_loss(log_prob: jax.Array, reference_log_prob: jax.Array, *, beta: float)
     return 2.0 / beta * jnp.mean(jax.nn.softplus(beta * (log_prob - reference_log_prob)))
 
 
+def sequence_log_prob(logits: jax.Array, label: jax.Array) -> jax.Array:
+    """``log π(y|x)`` of ONE example: the class log-probability for a class label ``[]``; for
+    next-token labels ``[T]`` (−1 = padding) the sum of the token log-probabilities."""
+    if label.ndim == 0:
+        return -optax.softmax_cross_entropy_with_integer_labels(logits, label)
+    mask = label >= 0
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(mask, label, 0))
+    return -jnp.sum(ce * mask)
+
+
 def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
     model = task.model
     hparams = dict(hparams)
     beta = hparams.pop("beta")
+    train_mode = check_bn_mode(hparams.pop("bn_mode"))
     data = xy(task.forget)
 
-    def log_prob(params, state, x, y):
-        logits, _ = model.apply(params, state, x, train=False)
-        return -batch_loss(logits, y)
+    def log_prob(params, state, x, y, train=False):
+        logits, new_state = model.apply(params, state, x, train=train)
+        return jax.vmap(sequence_log_prob)(logits, y), new_state
 
     def fit():
-        reference = jax.jit(lambda x, y: log_prob(task.params, task.state, x, y))
+        reference = jax.jit(lambda x, y: log_prob(task.params, task.state, x, y)[0])
         ref = np.concatenate([np.asarray(reference(data["x"][i:i + 512], data["y"][i:i + 512]))
                               for i in range(0, len(data["y"]), 512)])
 
         def loss(params, state, batch):
-            return npo_loss(log_prob(params, state, batch["x"], batch["y"]), batch["ref"],
-                            beta=beta)
+            lp, new_state = log_prob(params, state, batch["x"], batch["y"], train=train_mode)
+            value = npo_loss(lp, batch["ref"], beta=beta)
+            return (value, new_state) if train_mode else value
 
-        params, steps = gradient_loop(model, task.params, task.state, {**data, "ref": ref}, loss,
-                                      seed=seed, **hparams)
-        return params, task.state, {"steps": steps}
+        params, state, steps = gradient_loop(model, task.params, task.state, {**data, "ref": ref},
+                                             loss, seed=seed, train_mode=train_mode,
+                                             on_step=task.on_step, return_state=True, **hparams)
+        return params, state, {"steps": steps, "bn_mode": "train" if train_mode else "frozen"}
 
     return timed(fit)
 

@@ -21,9 +21,10 @@ import numpy as np
 
 from imu_jax.methods.base import (FULL_SET_STATISTICS, Method, MethodOutput, UnlearnTask,
                                   model_loss, require, timed, xy)
+from imu_jax.methods.grids import GRIDS
 
 DEFAULTS = {"alpha": 10.0, "dampening": 1.0, "batch_size": 64}
-GRID = {"alpha": (1.0, 3.0, 10.0, 30.0), "dampening": (0.1, 1.0)}
+GRID = GRIDS["ssd"]
 
 
 def importance(model, params, state, arrays: Mapping[str, np.ndarray], *,

@@ -1,0 +1,81 @@
+"""The tuning grids of every method, built to one rule so the budget is the same for all.
+
+Fair tuning (issue 10): every tuned method gets ``BUDGET`` configurations over its OWN knobs.
+
+* Methods whose only knobs are the step size and the step count (GA, GA-head, Random-Label,
+  Fine-tune): learning rate (3 values) × epochs (4 values).
+* Methods with a second knob — IMU / IMU per-batch / shuffled-weights IMU (``top_fraction``),
+  Boundary Shrink (``epsilon``), NPO (``beta``) — learning rate (2) × epochs (3) × that knob (2):
+  the second knob is tuned for EVERY method that has one, never fixed for some and tuned for others.
+* SSD (no gradient steps): α (4) × λ (3).
+
+The schedule (``milestones``, default ``()`` = constant) and BatchNorm mode (``bn_mode``) are
+hyperparameters of every gradient method with the same default everywhere; they are not in the
+grids, so every comparison uses one schedule. ``top_fraction`` is chosen on the tuning seeds only.
+
+>>> sorted(len(grid_size_points(g)) for g in GRIDS.values()) == [BUDGET] * len(GRIDS)
+True
+>>> GRIDS["imu"]["top_fraction"], GRIDS["npo"]["beta"]
+((0.5, 1.0), (0.1, 1.0))
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Mapping
+
+BUDGET = 12
+
+# Defaults shared by every gradient baseline (SGD momentum 0.9, coupled decay 5e-4, constant lr).
+GRADIENT_DEFAULTS = {"batch_size": 256, "momentum": 0.9, "weight_decay": 5e-4, "optimizer": "sgd",
+                     "max_steps": None, "milestones": ()}
+
+
+def gradient_defaults(*, learning_rate: float, epochs: int, bn_mode: str, **extra) -> dict:
+    """The defaults of a gradient baseline: the shared recipe plus its own values.
+
+    >>> gradient_defaults(learning_rate=0.1, epochs=3, bn_mode="train")["milestones"]
+    ()
+    """
+    return {"learning_rate": learning_rate, "epochs": epochs, **GRADIENT_DEFAULTS,
+            "bn_mode": bn_mode, **extra}
+
+
+def grid_size_points(grid: Mapping[str, tuple]) -> list[tuple]:
+    """Every configuration of ``grid`` (its Cartesian product).
+
+    >>> len(grid_size_points({"a": (1, 2), "b": (3, 4, 5)}))
+    6
+    """
+    return list(itertools.product(*grid.values()))
+
+
+def _lr_steps(lrs: tuple, epochs: tuple = (10, 20, 30, 40)) -> dict[str, tuple]:
+    return {"learning_rate": lrs, "epochs": epochs}
+
+
+def _with_knob(lrs: tuple, name: str, values: tuple, epochs: tuple = (10, 20, 40)
+               ) -> dict[str, tuple]:
+    return {"learning_rate": lrs, "epochs": epochs, name: values}
+
+
+LR_STEPS_GRID: dict[str, dict[str, tuple]] = {
+    "ga": _lr_steps((0.01, 0.02, 0.04)),
+    "ga_head": _lr_steps((0.005, 0.01, 0.02)),
+    "random_label_forget_only": _lr_steps((3e-3, 1e-2, 3e-2), (2, 5, 10, 20)),
+    "random_label_with_retain": _lr_steps((3e-3, 1e-2, 3e-2), (1, 2, 3, 5)),
+    "finetune": _lr_steps((1e-2, 3e-2, 1e-1), (1, 2, 3, 5)),
+}
+KNOB_GRID: dict[str, dict[str, tuple]] = {
+    "imu": _with_knob((0.01, 0.02), "top_fraction", (0.5, 1.0)),
+    "imu_batch": _with_knob((0.01, 0.02), "top_fraction", (0.5, 1.0)),
+    "imu_random": _with_knob((0.01, 0.02), "top_fraction", (0.5, 1.0)),
+    "boundary_shrink": _with_knob((3e-3, 1e-2), "epsilon", (0.05, 0.1), (2, 5, 10)),
+    "boundary_shrink_runner_up": _with_knob((3e-3, 1e-2), "epsilon", (0.05, 0.1), (2, 5, 10)),
+    "npo": _with_knob((1e-2, 3e-2), "beta", (0.1, 1.0)),
+}
+OTHER_GRID: dict[str, dict[str, tuple]] = {
+    "ssd": {"alpha": (1.0, 3.0, 10.0, 30.0), "dampening": (0.1, 1.0, 3.0)},
+}
+GRIDS: dict[str, dict[str, tuple]] = {**LR_STEPS_GRID, **KNOB_GRID, **OTHER_GRID}
+
