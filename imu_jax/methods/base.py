@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from imu_jax import stopping
 from imu_jax.unlearn import batch_loss, input_and_labels
 
 PyTree = Any
@@ -40,6 +41,12 @@ class UnlearnTask:
     retain: Mapping[str, np.ndarray] | None = None
     train: Mapping[str, np.ndarray] | None = None
     retrain_fn: Callable[[int], tuple[PyTree, PyTree]] | None = None
+    # The retain-free stopping rule (imu_jax.stopping): with ``stop_rule`` set, methods stop by
+    # the rule on ``forget`` vs ``held_out`` (data the model never trained on) instead of running
+    # a fixed length.
+    held_out: Mapping[str, np.ndarray] | None = None
+    stop_rule: Any = None
+    progress: bool = False
 
 
 @dataclasses.dataclass
@@ -117,11 +124,17 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
                   loss_fn: Callable[[PyTree, PyTree, dict], jax.Array], *, learning_rate: float,
                   epochs: int, batch_size: int, seed: int, momentum: float = 0.9,
                   weight_decay: float = 5e-4, optimizer: str = "sgd",
-                  max_steps: int | None = None, milestones: Sequence[float] = ()
-                  ) -> tuple[PyTree, int]:
+                  max_steps: int | None = None, milestones: Sequence[float] = (),
+                  monitor: "stopping.Monitor | None" = None) -> tuple[PyTree, int]:
     """Minimises ``loss_fn(params, state, batch)`` over shuffled mini-batches of ``arrays``, all
     parameters trainable, model state fixed (inference mode). The lr is multiplied by 0.1 at each
     fraction ``milestones`` of the steps. Returns ``(params, steps)``.
+
+    ``monitor`` (an :class:`imu_jax.stopping.Monitor`, e.g. from :func:`monitor_for`) decides
+    the length instead: the loop runs up to its rule's cap at a constant lr and stops when the
+    rule says so. Every loop is guarded against divergence (a non-finite parameter rolls back to
+    the last finite step with a ``DivergenceWarning``); the monitor's ``result()`` says why it
+    stopped.
 
     >>> import jax.numpy as jnp, numpy as np
     >>> loss = lambda p, s, b: jnp.mean((b["x"] * p["w"] - b["y"]) ** 2)
@@ -134,6 +147,12 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
     del model
     n = len(next(iter(arrays.values())))
     rng = np.random.default_rng(seed)
+    if monitor is not None and monitor.monitoring:  # the rule's cap, constant lr
+        per_epoch = -(-n // batch_size)
+        cap = monitor.rule.cap(per_epoch)
+        max_steps = min(cap, max_steps) if max_steps else cap
+        epochs, milestones = -(-max_steps // per_epoch), ()
+    monitor = monitor if monitor is not None else stopping.Monitor.fixed()
     plan = []
     for _ in range(epochs):
         order = rng.permutation(n)
@@ -149,9 +168,42 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    for idx in plan:
+    done = monitor.start(params, state, total_steps=len(plan))
+    for i, idx in enumerate(plan):
+        if done:
+            break
         params, opt_state = step(params, opt_state, {k: v[idx] for k, v in arrays.items()})
-    return jax.block_until_ready(params), len(plan)
+        done = monitor.after_step(i + 1, params, state)
+    monitor.finish(len(plan))
+    params, _ = monitor.params_to_return(params, state)
+    return jax.block_until_ready(params), monitor.steps
+
+
+def monitor_for(task: "UnlearnTask", label: str = "") -> "stopping.Monitor | None":
+    """The stopping-rule monitor a method's loop should use for ``task``: one over
+    ``task.forget`` and ``task.held_out`` when ``task.stop_rule`` is set, else ``None`` (fixed
+    length).
+
+    >>> task = UnlearnTask(model=None, params={}, state={}, forget={}, num_classes=2)
+    >>> monitor_for(task) is None
+    True
+    """
+    if task.stop_rule is None:
+        return None
+    return stopping.Monitor(task.model, task.forget, require(task, "held_out", label or "rule"),
+                            task.stop_rule, num_classes=task.num_classes, progress=task.progress,
+                            label=label)
+
+
+def stop_info(monitor: "stopping.Monitor | None", steps: int) -> dict[str, Any]:
+    """What a method records about its loop's length: ``steps`` and, when monitored, the rule's
+    summary (``stop_reason``, ``curve``, ...).
+
+    >>> stop_info(None, 5)
+    {'steps': 5}
+    """
+    return {"steps": int(steps)} if monitor is None else {"steps": int(steps),
+                                                          **monitor.result()}
 
 
 def model_loss(model, params, state, x, y) -> jax.Array:

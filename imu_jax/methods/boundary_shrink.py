@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imu_jax.methods.base import (FORGET_ONLY, Method, MethodOutput, UnlearnTask, gradient_loop,
-                                  model_loss, timed, xy)
+                                  model_loss, monitor_for, stop_info, timed, xy)
 
 DEFAULTS = {"learning_rate": 1e-2, "epochs": 5, "batch_size": 256, "momentum": 0.9,
             "weight_decay": 5e-4, "optimizer": "sgd", "max_steps": None, "epsilon": 0.1}
@@ -51,6 +51,8 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
     if data["y"].ndim != 1:
         raise ValueError("boundary_shrink needs class labels [N]; sequence data is not supported.")
 
+    monitor = monitor_for(task, "boundary_shrink")
+
     def fit():
         targets = np.concatenate([
             nearest_wrong_class(model, task.params, task.state, data["x"][i:i + 512],
@@ -59,8 +61,9 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
         loss = lambda params, state, batch: model_loss(model, params, state, batch["x"],
                                                        batch["y"])
         params, steps = gradient_loop(model, task.params, task.state,
-                                      {"x": data["x"], "y": targets}, loss, seed=seed, **hparams)
-        return params, task.state, {"steps": steps}
+                                      {"x": data["x"], "y": targets}, loss, seed=seed,
+                                      monitor=monitor, **hparams)
+        return params, task.state, stop_info(monitor, steps)
 
     return timed(fit)
 

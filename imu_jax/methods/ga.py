@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from imu_jax.methods.base import (FORGET_ONLY, Method, MethodOutput, UnlearnTask, gradient_loop,
-                                  model_loss, timed, xy)
+                                  model_loss, monitor_for, stop_info, timed, xy)
 
 # The same optimizer recipe as IMU (SGD momentum 0.9, coupled decay, lr × 0.1 at 50% and 75%),
 # so GA differs from GA-head only in which parameters move (and the absence of the L1 term).
@@ -24,10 +24,12 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
     def ascent_loss(params, state, batch):
         return -model_loss(model, params, state, batch["x"], batch["y"])
 
+    monitor = monitor_for(task, "ga")
+
     def fit():
         params, steps = gradient_loop(model, task.params, task.state, xy(task.forget),
-                                      ascent_loss, seed=seed, **hparams)
-        return params, task.state, {"steps": steps}
+                                      ascent_loss, seed=seed, monitor=monitor, **hparams)
+        return params, task.state, stop_info(monitor, steps)
 
     return timed(fit)
 

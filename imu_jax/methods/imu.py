@@ -26,10 +26,15 @@ def run_with_weighting(weighting: str):
 
     def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
         config = UnlearnConfig(weighting=weighting, **hparams)
+        monitored = task.stop_rule is not None
         params, report = unlearn(task.model, task.params, task.forget, config, state=task.state,
-                                 seed=seed)
+                                 seed=seed,
+                                 held_out=task.held_out if monitored else None,
+                                 stop_rule=task.stop_rule, progress=task.progress)
+        info = report.to_dict()
+        info.update(info.pop("stopping") or {})  # stop_reason, curve, ... at the top, as in GA
         return MethodOutput(params=params, state=report.state, seconds=report.seconds,
-                            info=report.to_dict())
+                            info=info)
 
     return run
 

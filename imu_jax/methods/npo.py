@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imu_jax.methods.base import (FORGET_AND_ORIGINAL, Method, MethodOutput, UnlearnTask,
-                                  gradient_loop, timed, xy)
+                                  gradient_loop, monitor_for, stop_info, timed, xy)
 from imu_jax.unlearn import batch_loss
 
 DEFAULTS = {"learning_rate": 1e-2, "epochs": 5, "batch_size": 256, "momentum": 0.9,
@@ -41,6 +41,8 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
         logits, _ = model.apply(params, state, x, train=False)
         return -batch_loss(logits, y)
 
+    monitor = monitor_for(task, "npo")
+
     def fit():
         reference = jax.jit(lambda x, y: log_prob(task.params, task.state, x, y))
         ref = np.concatenate([np.asarray(reference(data["x"][i:i + 512], data["y"][i:i + 512]))
@@ -51,8 +53,8 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
                             beta=beta)
 
         params, steps = gradient_loop(model, task.params, task.state, {**data, "ref": ref}, loss,
-                                      seed=seed, **hparams)
-        return params, task.state, {"steps": steps}
+                                      seed=seed, monitor=monitor, **hparams)
+        return params, task.state, stop_info(monitor, steps)
 
     return timed(fit)
 

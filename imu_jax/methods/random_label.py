@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from imu_jax.methods.base import (FORGET_ONLY, Method, MethodOutput, UnlearnTask, gradient_loop,
-                                  model_loss, timed, xy)
+                                  model_loss, monitor_for, stop_info, timed, xy)
 
 DEFAULTS = {"learning_rate": 1e-2, "epochs": 5, "batch_size": 256, "momentum": 0.9,
             "weight_decay": 5e-4, "optimizer": "sgd", "max_steps": None}
@@ -33,14 +33,16 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
     if data["y"].ndim != 1:
         raise ValueError("random_label needs class labels [N]; sequence data is not supported.")
 
+    monitor = monitor_for(task, "random_label")
+
     def fit():
         relabelled = {"x": data["x"], "y": random_wrong_labels(data["y"], task.num_classes,
                                                                seed=seed)}
         loss = lambda params, state, batch: model_loss(model, params, state, batch["x"],
                                                        batch["y"])
         params, steps = gradient_loop(model, task.params, task.state, relabelled, loss,
-                                      seed=seed, **hparams)
-        return params, task.state, {"steps": steps}
+                                      seed=seed, monitor=monitor, **hparams)
+        return params, task.state, stop_info(monitor, steps)
 
     return timed(fit)
 
