@@ -21,6 +21,7 @@ from imu_jax.lm_head import sequence_influence
 from imu_jax.transforms import (InfluenceWeightedAscentState, imu_sgd, influence_weighted_ascent,
                                 l1_penalty, weighted_ascent)
 from imu_jax.unlearn import UnlearnConfig, UnlearnReport, unlearn
+from imu_jax.stopping import DivergenceWarning, Monitor, StopRule, membership_auc
 from imu_jax.metrics import (accuracy, avg_gap, classification_metrics, mia_efficacy,
                              mia_features, prediction_wasserstein, token_kl, transition_kl)
 from imu_jax.methods import Method, MethodOutput, UnlearnTask, get_method
@@ -64,6 +65,11 @@ __all__ = [
     "UnlearnConfig",
     "UnlearnReport",
     "unlearn",
+    # the retain-free stopping rule and the divergence guard
+    "DivergenceWarning",
+    "Monitor",
+    "StopRule",
+    "membership_auc",
     "Method",
     "MethodOutput",
     "UnlearnTask",

@@ -263,6 +263,10 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="TFDS data dir (default: $IMU_JAX_DATA_DIR or "
                    "~/.cache/imu_jax/tfds)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--fixed-length", action="store_true",
+                   help="no retain-free stopping rule: every method runs its fixed-length "
+                   "defaults (default: each method also runs as 'retain-free', stopped by the "
+                   "rule of docs/STOPPING.md on the forget set vs the test split)")
     add_mesh_arguments(p)
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
                    help="checkpoint each IMU-family unlearning run every K steps in "
@@ -347,6 +351,8 @@ def run_command_line(args) -> str:
                         ("--out", args.out)):
         if value is not None:
             parts += [flag, value]
+    if getattr(args, "fixed_length", False):
+        parts.append("--fixed-length")
     for flag, items in (("--hparam", args.hparam), ("--grid", args.grid),
                         ("--train-option", args.train_option)):
         for item in items or []:
@@ -373,7 +379,8 @@ def run_run(args) -> int:
                     pathlib.Path(args.out) / "checkpoints", save_every=args.checkpoint_every,
                     keep=args.keep_checkpoints, resume=args.resume))
             experiment.run(**options, out=args.out, resume=args.resume, data_dir=args.data_dir,
-                           progress=not args.no_progress, command=run_command_line(args))
+                           progress=not args.no_progress, command=run_command_line(args),
+                           retain_free=not getattr(args, "fixed_length", False))
     except (ValueError, FileNotFoundError) as err:
         print(f"imu-jax run: error: {err}", file=sys.stderr)
         return 2

@@ -41,6 +41,13 @@ SELECTION_RULE = ("every method gets the same budget: a grid of the same size ov
 FLOOR_SEED_OFFSET = 1000  # retrain_floor: Retrain of seed + 1000 against Retrain of seed
 RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG = "results.json", "results.md", "tradeoff.png"
 STEPS_PNG = "steps.png"
+RETAIN_FREE_RULE = ("retain-free: each method runs its default hyperparameters at a constant lr "
+                    "and stops by the rule of imu_jax.stopping on the forget set vs the held-out "
+                    "split (class removal: forget accuracy ≤ 1/#classes; sample removal: "
+                    "loss-membership AUC at chance), capped at 50 epochs; no Retrain model, no "
+                    "retain set.")
+CLASS_KINDS = ("class", "classes", "superclass")
+SAMPLE_KINDS = ("random", "indices", "subclass", "mislabeled")
 
 
 @dataclasses.dataclass
@@ -319,7 +326,7 @@ def check_resume(out: str | os.PathLike, record: Mapping, results: Mapping | Non
 
 # The recorded settings that change results: ``--resume`` refuses a folder made with others.
 RESULT_SETTINGS = ("dataset", "model", "forget", "split_seed", "train_config", "hparams", "grids",
-                   "tune_seeds")
+                   "tune_seeds", "retain_free")
 
 
 def resume_conflicts(saved: Mapping, wanted: Mapping) -> list[str]:
@@ -370,6 +377,70 @@ def write_reports(out: pathlib.Path, results: Mapping) -> None:
 
 def _get_method(name: str) -> methods_lib.Method:
     return RETRAIN_FLOOR if name == RETRAIN_FLOOR.name else methods_lib.get_method(name)
+
+
+def held_out_for(splits, forget: str | None, *, seed: int = 0
+                 ) -> tuple[Mapping[str, np.ndarray], str] | None:
+    """``(held_out, removal)`` for the retain-free stopping rule, from the forget spec; ``None``
+    where the rule does not apply (sequences, no forget spec).
+
+    * ``class:``, ``classes:``, ``superclass:`` → the test split (which then holds only the
+      remaining classes), class removal;
+    * ``random:``, ``indices:`` → the test split, sample removal;
+    * ``subclass:`` → the forgotten subclass's test examples (``forget_test``, coarse labels):
+      the unseen data of the same subclass, sample removal;
+    * ``mislabeled:`` → the test split relabelled the way the forget set was (a uniformly random
+      other class, seeded): an unseen example carrying a wrong label is what the corrupted
+      training examples look like to a model that never saw them; sample removal.
+
+    >>> import types, numpy as np
+    >>> splits = types.SimpleNamespace(test={"image": np.zeros((4, 2)), "label": np.arange(4)},
+    ...                                forget={"label": np.array([1])}, num_classes=4)
+    >>> held, removal = held_out_for(splits, "random:0.1")
+    >>> removal, len(held["label"])
+    ('sample', 4)
+    """
+    from imu_jax.data import parse_forget_spec
+
+    if forget is None or splits.forget["label"].ndim != 1:
+        return None
+    kind = parse_forget_spec(forget).kind
+    if kind in CLASS_KINDS:
+        return splits.test, "class"
+    if kind == "subclass":
+        return splits.forget_test, "sample"
+    if kind == "mislabeled":
+        from imu_jax.methods.random_label import random_wrong_labels
+
+        test = dict(splits.test)
+        test["label"] = random_wrong_labels(test["label"], splits.num_classes, seed=seed)
+        return test, "sample"
+    if kind in SAMPLE_KINDS:
+        return splits.test, "sample"
+    return None
+
+
+def write_curve(out: pathlib.Path, run: Mapping) -> None:
+    """``OUT/curves/<method>_<role>_seed<S>.{json,png}``: the per-check curve of a monitored run
+    (moved out of ``run["info"]``, which keeps the file name)."""
+    from imu_jax import stopping
+
+    info = run["info"]
+    curve = info.pop("curve", None)
+    if not curve:
+        return
+    folder = out / "curves"
+    folder.mkdir(exist_ok=True)
+    name = f"{run['method']}_{run['role']}_seed{run['seed']}"
+    (folder / f"{name}.json").write_text(json.dumps(
+        {**{k: v for k, v in info.items() if k in ("stop_reason", "stopped_at", "cap",
+                                                    "removal", "threshold", "statistic")},
+         "curve": curve}, indent=1, default=_json_default))
+    stopping.plot_curve(curve, str(folder / f"{name}.png"), threshold=info.get("threshold"),
+                        statistic=info.get("statistic", "statistic"),
+                        title=f"{run['method']} seed {run['seed']}: {info.get('stop_reason')} "
+                              f"at step {info.get('stopped_at')}")
+    info["curve_file"] = f"curves/{name}.json"
 
 
 def hparams_key(hparams: Mapping) -> str:
@@ -430,9 +501,10 @@ class _Runner:
     """Holds the state of one experiment; see :func:`run_experiment`."""
 
     def __init__(self, splits, trainer: Trainer, out: pathlib.Path, results: dict, progress,
-                 trace_every: int = 0):
+                 trace_every: int = 0, held_out=None):
         self.splits, self.trainer, self.out, self.results = splits, trainer, out, results
         self.trace_every = int(trace_every)
+        self.held_out = held_out  # (held-out arrays, removal) of the retain-free rule
         self.done = {run_key(r["method"], r["seed"], r.get("role", "eval"), r["hparams"])
                      for r in results["runs"]}
         self.progress = progress
@@ -480,7 +552,7 @@ class _Runner:
                 forget=self.splits.forget, retain=self.splits.retain, train=self.splits.train,
                 num_classes=self.splits.num_classes,
                 retrain_fn=lambda s: (lambda m: (m.params, m.state))(self.trained(True, s)),
-                input_normalization=_input_normalization(self.splits))
+                input_normalization=_input_normalization(self.splits), **self._rule(role))
             from imu_jax import run_checkpoint
 
             resumed_before = len(run_checkpoint.resumed_steps())
@@ -497,12 +569,16 @@ class _Runner:
             resumed = run_checkpoint.resumed_steps()[resumed_before:]
             if resumed:  # its seconds count only the part after the checkpoint
                 info["resumed_from_step"] = resumed[0]
-        run = {"method": method.name, "seed": int(seed), "role": role,
-               "hparams": hparams, "metrics": metrics,
-               "avg_gap": gap_to_retrain(metrics, retrain_metrics),
-               "seconds": float(seconds), "needs": method.needs, "info": info}
+        run = {"method": method.name, "seed": int(seed), "role": role, "hparams": hparams,
+               "metrics": metrics, "avg_gap": gap_to_retrain(metrics, retrain_metrics),
+               "seconds": float(seconds), "needs": method.needs, "info": dict(info)}
         if trace is not None:
             run["trace"] = trace
+        if info.get("diverged"):  # scored nowhere: the tables show it as diverged
+            run["diverged"] = True
+        if role == "eval" and self.results["config"].get("tune_seeds") and method.grid:
+            run["selection"] = "oracle-tuned"
+        write_curve(self.out, run)
         self.record(run)
 
     def _tracer(self, original: TrainedModel, seed: int, trace: list, clock: dict):
@@ -523,6 +599,16 @@ class _Runner:
             clock["seconds"] += time.perf_counter() - start
 
         return on_step
+
+    def _rule(self, role: str) -> dict:
+        """The stopping-rule fields of a retain-free run's task."""
+        if role != "retain_free":
+            return {}
+        from imu_jax.stopping import StopRule
+
+        held_out, removal = self.held_out
+        return {"held_out": held_out, "stop_rule": StopRule(removal=removal),
+                "progress": bool(self.progress)}
 
 
 def _evaluated_by_the_runner(task, hparams, seed):
@@ -560,6 +646,8 @@ def run_experiment(
     config: Mapping[str, Any] | None = None,
     progress: bool = True,
     trace_every: int = 0,
+    held_out: tuple[Mapping[str, np.ndarray], str] | None = None,
+    retain_free: bool = True,
 ) -> dict:
     """Runs ``methods`` × ``seeds`` and writes ``results.json`` / ``.md`` / ``tradeoff.png``.
 
@@ -582,6 +670,13 @@ def run_experiment(
         :func:`trace_metrics` every ``trace_every`` optimizer steps (``run["trace"]``; plotted in
         ``steps.png``). ``"retrain_floor"`` in ``methods`` adds the Retrain model of seed + 1000
         measured against Retrain of seed (the floor).
+      held_out: ``(arrays, removal)`` for the retain-free stopping rule (:func:`held_out_for`);
+        default: the test split, with the removal kind inferred from the labels
+        (``imu_jax.stopping.infer_removal``).
+      retain_free: run every non-reference method with its defaults under the stopping rule
+        (role ``"retain_free"``, ``RETAIN_FREE_RULE``). The fixed-length runs of role ``"eval"``
+        then run only when ``tune_seeds`` are given (oracle-tuned); with ``retain_free=False``
+        they always run (defaults, fixed length). Sequence data has no rule: fixed length.
 
     Returns:
       The results dict written to ``out/results.json``.
@@ -631,11 +726,22 @@ def run_experiment(
     if resume:
         check_resume(out, record, results)
     results["config"] = record
-    runner = _Runner(splits, trainer, out, results, progress, trace_every)
+    if retain_free and held_out is None and splits.forget["label"].ndim == 1:
+        from imu_jax.stopping import infer_removal
+
+        held_out = (splits.test, infer_removal(splits.forget["label"], splits.test["label"]))
+    retain_free = retain_free and held_out is not None
+    results["config"]["retain_free_rule"] = (
+        {"rule": RETAIN_FREE_RULE, "removal": held_out[1]} if retain_free else None)
+    runner = _Runner(splits, trainer, out, results, progress, trace_every,
+                     held_out if retain_free else None)
 
     plans = {m.name: plan_jobs(m, tune_seeds, overrides=hparams.get(m.name, {}),
                                grid=grids.get(m.name)) for m in chosen}
-    total = len(seeds) * (1 + len(chosen)) + sum(len(jobs) for jobs in plans.values())
+    free = {m.name: retain_free and not m.reference and m.name != "retrain" for m in chosen}
+    fixed = {m.name: not free[m.name] or bool(tune_seeds and m.grid) for m in chosen}
+    total = (len(seeds) * (1 + sum(free.values()) + sum(fixed.values()))
+             + sum(len(jobs) for jobs in plans.values()))
     from tqdm.auto import tqdm
 
     with tqdm(total=total, disable=not progress, desc="runs", unit="run") as bar:
@@ -648,12 +754,15 @@ def run_experiment(
                 bar.set_postfix_str(f"{method.name} tune {i + 1}/{len(tune_jobs)}")
                 runner.run(method, seed, "tune", point)
                 bar.update()
+            defaults = method.hparams(hparams.get(method.name)) if method.defaults else {}
+            for seed in seeds if free[method.name] else ():
+                bar.set_postfix_str(f"{method.name} retain-free seed {seed}")
+                runner.run(method, seed, "retain_free", defaults)
+                bar.update()
             selected = select_hparams(results["runs"], method.name)
-            if selected is None:
-                selected = method.hparams(hparams.get(method.name)) if method.defaults else {}
-            for seed in seeds:
+            for seed in seeds if fixed[method.name] else ():
                 bar.set_postfix_str(f"{method.name} seed {seed}")
-                runner.run(method, seed, "eval", selected)
+                runner.run(method, seed, "eval", defaults if selected is None else selected)
                 bar.update()
             write_reports(out, results)
     write_reports(out, results)
@@ -678,6 +787,7 @@ def run(
     progress: bool = True,
     command: str | None = None,
     trace_every: int = 0,
+    retain_free: bool = True,
 ) -> dict:
     """Everything ``imu-jax run`` does: splits, cached original/Retrain models, methods, reports.
 
@@ -696,13 +806,16 @@ def run(
     cfg = {**recipe(dataset, model), **dict(train_config or {})}
     cfg["forget"] = forget
     record = {"dataset": dataset, "model": cfg["model"], "forget": forget,
-              "split_seed": split_seed, "train_config": cfg, "command": command}
+              "split_seed": split_seed, "train_config": cfg, "command": command,
+              "retain_free": bool(retain_free)}
     if resume:  # before any data or training
         check_resume(out, {**record, "hparams": dict(hparams or {}), "grids": dict(grids or {}),
                            "tune_seeds": list(tune_seeds)})
     splits = make_splits(dataset, forget, seed=split_seed, data_dir=data_dir)
     build_model(cfg, splits)  # a model that does not fit the data fails before any training
+    held_out = held_out_for(splits, forget, seed=split_seed)
     trainer = cached_trainer(splits, cfg, out, progress=progress)
     return run_experiment(splits=splits, trainer=trainer, methods=methods, seeds=seeds, out=out,
                           resume=resume, tune_seeds=tune_seeds, hparams=hparams, grids=grids,
-                          config=record, progress=progress, trace_every=trace_every)
+                          config=record, progress=progress, trace_every=trace_every,
+                          held_out=held_out, retain_free=retain_free)

@@ -35,14 +35,44 @@ PERCENT_KEYS = {"ua", "ra", "ta", "fa", "fta", "mia_efficacy", "mia_entropy", "m
                 "mia_correctness", "mia_prob"}
 
 
+REPORTED_ROLES = ("eval", "retain_free")
+
+
 def reported_runs(runs: Sequence[Mapping]) -> list[Mapping]:
-    """The runs that go into the tables: ``role == "eval"``."""
-    return [r for r in runs if r.get("role", "eval") == "eval"]
+    """The runs that go into the tables: ``role`` ``"eval"`` (defaults or oracle-tuned) and
+    ``"retain_free"`` (the stopping rule of ``imu_jax.stopping``)."""
+    return [r for r in runs if r.get("role", "eval") in REPORTED_ROLES]
+
+
+def row_label(run: Mapping) -> str:
+    """The table row of a run: ``"imu (retain-free)"``, ``"imu (oracle-tuned)"`` or ``"imu"``.
+
+    >>> row_label({"method": "imu", "role": "retain_free"})
+    'imu (retain-free)'
+    """
+    if run.get("role") == "retain_free":
+        return f"{run['method']} (retain-free)"
+    if run.get("selection") == "oracle-tuned":
+        return f"{run['method']} (oracle-tuned)"
+    return run["method"]
+
+
+def stop_text(runs: Sequence[Mapping]) -> str:
+    """How the runs of one row ended: ``"reached×2, cap×1"`` (empty for fixed-length runs).
+
+    >>> stop_text([{"info": {"stop_reason": "reached"}}, {"info": {"stop_reason": "cap"}}])
+    'reached×1, cap×1'
+    """
+    reasons = [r.get("info", {}).get("stop_reason") for r in runs]
+    counts = {k: reasons.count(k) for k in dict.fromkeys(reasons) if k and k != "fixed"}
+    return ", ".join(f"{k}×{n}" for k, n in counts.items())
 
 
 def _values(runs: Iterable[Mapping], key: str) -> list[float]:
     out = []
     for run in runs:
+        if run.get("diverged"):  # a diverged run is shown as such, never scored
+            continue
         value = run.get(key) if key in ("avg_gap", "seconds") else run["metrics"].get(key)
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             out.append(float(value))
@@ -51,14 +81,15 @@ def _values(runs: Iterable[Mapping], key: str) -> list[float]:
 
 def summarize(runs: Sequence[Mapping], keys: Sequence[str] | None = None
               ) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """``{method: {key: (mean, std, n)}}`` over the reported runs (population std, ddof 0)."""
+    """``{row: {key: (mean, std, n)}}`` over the reported runs (population std, ddof 0), one row
+    per :func:`row_label`; diverged runs are left out."""
     runs = reported_runs(runs)
-    methods = list(dict.fromkeys(r["method"] for r in runs))
+    methods = list(dict.fromkeys(row_label(r) for r in runs))
     if keys is None:
         keys = sorted({k for r in runs for k in r["metrics"]}) + ["avg_gap", "seconds"]
     summary = {}
     for method in methods:
-        mine = [r for r in runs if r["method"] == method]
+        mine = [r for r in runs if row_label(r) == method]
         summary[method] = {}
         for key in keys:
             values = _values(mine, key)
@@ -91,10 +122,12 @@ def is_sequence(results: Mapping) -> bool:
 def _hparam_text(runs: Sequence[Mapping], method: str,
                  keys=("learning_rate", "epochs", "max_steps", "alpha", "dampening",
                        "top_fraction", "epsilon", "beta", "milestones")) -> str:
-    mine = [r for r in reported_runs(runs) if r["method"] == method]
+    mine = [r for r in reported_runs(runs) if row_label(r) == method]
     if not mine:
         return ""
     hp = mine[0].get("hparams") or {}
+    if mine[0].get("role") == "retain_free":  # the rule sets the length
+        keys = [k for k in keys if k != "epochs"]
     return ", ".join(f"{k}={hp[k]}" for k in keys if hp.get(k) not in (None, (), []))
 
 
@@ -106,7 +139,7 @@ def bn_mode_text(runs: Sequence[Mapping], method: str) -> str:
     'train'
     """
     modes = {str((r.get("info") or {}).get("bn_mode")) for r in reported_runs(runs)
-             if r["method"] == method and (r.get("info") or {}).get("bn_mode")}
+             if row_label(r) == method and (r.get("info") or {}).get("bn_mode")}
     return "/".join(sorted(modes)) or "–"
 
 
@@ -118,7 +151,7 @@ def _resumed_note(runs: Sequence[Mapping], method: str) -> str:
     ' (1 resumed)'
     """
     count = sum(1 for r in reported_runs(runs)
-                if r["method"] == method and (r.get("info") or {}).get("resumed_from_step"))
+                if row_label(r) == method and (r.get("info") or {}).get("resumed_from_step"))
     return f" ({count} resumed)" if count else ""
 
 
@@ -130,21 +163,58 @@ def table(results: Mapping, columns: Sequence[tuple[str, str]], *, with_needs: b
     head = ["Method"] + (["Data needed"] if with_needs else [])
     head += [label for _, label in columns]
     head += ["Avg. Gap ↓", "RTE (s)", "seeds"] if with_needs else []
-    head += ["BatchNorm", "hparams"] if with_hparams else []
+    head += ["BatchNorm", "hparams", "stopped"] if with_hparams else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    needs = {r["method"]: r.get("needs", "") for r in runs}
-    for method, stats in summary.items():
+    needs = {row_label(r): r.get("needs", "") for r in runs}
+    rows = list(dict.fromkeys(row_label(r) for r in reported_runs(runs)))
+    for method in rows:
+        stats = summary.get(method, {})
+        mine = [r for r in reported_runs(runs) if row_label(r) == method]
+        diverged = sum(bool(r.get("diverged")) for r in mine)
         row = [method] + ([needs.get(method, "")] if with_needs else [])
-        row += [format_cell(stats.get(key), key) for key, _ in columns]
+        row += [format_cell(stats.get(key), key) if key in stats or not diverged
+                else "diverged" for key, _ in columns]
         if with_needs:
-            seeds = sorted({r["seed"] for r in reported_runs(runs) if r["method"] == method})
+            seeds = sorted({r["seed"] for r in mine})
             gap_format = "avg_gap" if is_sequence(results) else "avg_gap_percent"
             row += [format_cell(stats.get("avg_gap"), gap_format),
                     format_cell(stats.get("seconds"), "seconds") + _resumed_note(runs, method),
                     ",".join(map(str, seeds))]
         if with_hparams:
-            row += [bn_mode_text(runs, method), _hparam_text(runs, method)]
+            row += [bn_mode_text(runs, method), _hparam_text(runs, method), stop_text(mine)]
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def retain_free_table(results: Mapping) -> str:
+    """Per method: Avg. Gap and UA / TA of its retain-free run (the stopping rule, no oracle)
+    next to its oracle-tuned run (smallest Avg. Gap to Retrain on the tuning seeds), and their
+    ratio: the cost of not having Retrain. Empty when there are no retain-free runs."""
+    runs = reported_runs(results["runs"])
+    free = [r for r in runs if r.get("role") == "retain_free"]
+    if not free:
+        return ""
+    summary = summarize(runs)
+    head = ["Method", "Avg. Gap retain-free", "Avg. Gap oracle-tuned", "ratio",
+            "UA / TA retain-free", "UA / TA oracle-tuned", "retain-free stopped"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in dict.fromkeys(r["method"] for r in free):
+        mine = [r for r in free if r["method"] == method]
+        rf = summary.get(f"{method} (retain-free)", {})
+        oracle = summary.get(f"{method} (oracle-tuned)", {})
+
+        def pair(stats):
+            if "ua" not in stats:
+                return "–"
+            return f"{100 * stats['ua'][0]:.1f} / {100 * stats['ta'][0]:.1f}"
+
+        ratio = ("–" if "avg_gap" not in rf or "avg_gap" not in oracle
+                 else "∞" if oracle["avg_gap"][0] == 0
+                 else f"{rf['avg_gap'][0] / oracle['avg_gap'][0]:.2f}×")
+        lines.append("| " + " | ".join([
+            method, format_cell(rf.get("avg_gap"), "avg_gap_percent") if rf.get("avg_gap")
+            else "diverged", format_cell(oracle.get("avg_gap"), "avg_gap_percent"), ratio,
+            pair(rf), pair(oracle), stop_text(mine)]) + " |")
     return "\n".join(lines)
 
 
@@ -204,13 +274,17 @@ def results_markdown(results: Mapping) -> str:
     if config.get("counts"):
         parts += [f"Split sizes: {json.dumps(config['counts'])}.", ""]
     if config.get("selection_rule"):
-        parts += [f"Tuning rule: {config['selection_rule']}", ""]
+        parts += [f"Tuning rule (oracle-tuned rows): {config['selection_rule']}", ""]
     if config.get("tuning_grids"):
         parts += ["Tuning grids (the same number of configurations per method):", ""]
         parts += [f"- {name}: {grid_text(grid)}" for name, grid in config["tuning_grids"].items()]
         parts += [""]
     elif "tune_seeds" in config and not config.get("tune_seeds"):
         parts += ["Not tuned: every method runs the hyperparameters shown in its row.", ""]
+    if config.get("retain_free_rule"):
+        rule = config["retain_free_rule"]
+        parts += [f"Retain-free rows ({rule['removal']} removal): {rule['rule']} Diverged runs "
+                  "are shown as such and left out of every mean.", ""]
     parts += ["Mean ± std over the reported seeds. Fractions in %. Avg. Gap = mean |metric − "
               "Retrain| over the main metric columns (lower is better). RTE = wall-clock seconds "
               "of the unlearning itself (Retrain: its training time; Original: 0; \"resumed\": "
@@ -226,8 +300,11 @@ def results_markdown(results: Mapping) -> str:
     if is_sequence(results):
         parts += [table(results, SEQUENCE_COLUMNS, with_hparams=True), ""]
     else:
-        parts += [table(results, CLASSIFICATION_COLUMNS, with_hparams=True), "",
-                  "## Other attacks and distances", "",
+        parts += [table(results, CLASSIFICATION_COLUMNS, with_hparams=True), ""]
+        versus = retain_free_table(results)
+        if versus:
+            parts += ["## Retain-free vs oracle-tuned", "", versus, ""]
+        parts += ["## Other attacks and distances", "",
                   table(results, MIA_COLUMNS, with_needs=False), ""]
         matched = matched_forgetting(results)
         if matched:
@@ -323,26 +400,31 @@ def tradeoff_plot(results: Mapping, path: str) -> None:
         x_label, y_label = "forget accuracy (1 − UA)", "test accuracy (TA)"
     runs = results["runs"]
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    methods = list(dict.fromkeys(r["method"] for r in runs))
+    methods = list(dict.fromkeys(row_label(r) for r in reported_runs(runs)))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     if len(methods) > len(colors):
         colors = [plt.cm.tab20(i) for i in range(20)]
     for i, method in enumerate(methods):
         color = colors[i % len(colors)]
-        sweep = [(p["metrics"][x_key], p["metrics"][y_key]) for p in sweep_points(runs, method)]
-        if sweep:
+        name = method.split(" (")[0]
+        tuned = [r for r in runs if r.get("role") == "tune" and r["method"] == name]
+        sweep = [(p["metrics"][x_key], p["metrics"][y_key]) for p in sweep_points(runs, name)]
+        if sweep and (method == name or method.endswith("(oracle-tuned)")) and tuned:
             ax.scatter(*zip(*sweep), color=color, alpha=0.35, s=10)
             if not sequence:
                 ax.plot(*zip(*pareto_front(sweep)), "-", color=color, alpha=0.5)
-        shown = reported_runs([r for r in runs if r["method"] == method])
-        marker = "*" if method in ("retrain", "original") else "o"
+        shown = [r for r in reported_runs(runs) if row_label(r) == method
+                 and not r.get("diverged")]
+        marker = ("*" if method in ("retrain", "original")
+                  else "s" if method.endswith("(retain-free)") else "o")
         ax.scatter([r["metrics"][x_key] for r in shown], [r["metrics"][y_key] for r in shown],
                    color=color, marker=marker, s=80 if marker == "*" else 30, label=method,
                    edgecolors="black", linewidths=0.5)
     config = results.get("config", {})
     ax.set_title(f"{config.get('dataset', '')} / {config.get('model', '')} / forget "
                  f"{config.get('forget', '')}\ndots: lr × steps sweep (mean of tuning seeds); "
-                 "lines: its Pareto front; large markers: reported seeds", fontsize=9)
+                 "lines: its Pareto front; large markers: reported seeds (squares: retain-free "
+                 "rule)", fontsize=9)
     if sequence:  # diverged methods sit orders of magnitude away from the rest
         ax.set_xscale("symlog", linthresh=0.01)
         ax.set_yscale("symlog", linthresh=0.01)

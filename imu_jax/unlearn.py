@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imu_jax import _checks, heads, sharding
+from imu_jax import _checks, heads, sharding, stopping
 from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
                                NoNegativeInfluenceWarning, classifier_influence, influence_scores, influence_weights,
                                per_example_grads)
@@ -124,6 +124,8 @@ class UnlearnReport:
     influence: dict[str, float] | None = None
     weights: dict[str, float] | None = None
     num_fallback_batches: int | None = None  # per-batch mode (num_kept = examples iterated)
+    stop_reason: str | None = None  # imu_jax.stopping.STOP_REASONS
+    stopping: dict[str, Any] | None = None  # the rule's summary and per-check curve
     state: PyTree = dataclasses.field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -456,10 +458,25 @@ def _summary(values: np.ndarray) -> dict[str, float]:
             "mean": float(np.mean(values)), "max": float(np.max(values))}
 
 
+def _monitored_plan(num_kept: int, config: UnlearnConfig, rule: stopping.StopRule,
+                    rng: np.random.Generator) -> tuple[list, UnlearnConfig]:
+    """Batches up to the rule's cap (constant lr: milestones are fractions of a fixed length)."""
+    per_epoch = -(-num_kept // config.batch_size)
+    cap = rule.cap(per_epoch)
+    if config.max_steps:
+        cap = min(cap, config.max_steps)
+    epochs = max(1, -(-cap // per_epoch))
+    fixed = dataclasses.replace(config, epochs=epochs, max_steps=cap, milestones=())
+    return _plan_batches(num_kept, fixed, rng), fixed
+
+
 def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
             config: UnlearnConfig | None = None, *, state: PyTree = None,
             seed: int = 0, mesh=None, checkpointer=None,
-            resume: bool | None = None, on_step=None) -> tuple[PyTree, UnlearnReport]:
+            resume: bool | None = None, on_step=None,
+            held_out: Mapping[str, np.ndarray] | None = None,
+            stop_rule: stopping.StopRule | None = None,
+            progress: bool = False) -> tuple[PyTree, UnlearnReport]:
     """Unlearns ``forget`` from ``params`` with IMU (spec §1–3), using the forget set only.
 
     Args:
@@ -480,6 +497,13 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
         ``use_run_checkpoints`` setting); the result is bit-identical to an uninterrupted run.
       on_step: optional ``on_step(step, params, state)`` called after every optimizer step with
         the full parameters (per-step evaluation, e.g. the Markov KL curves).
+      held_out: data the model never trained on (a validation/test split). When given, the
+        retain-free stopping rule of :mod:`imu_jax.stopping` decides the length (constant lr,
+        checks every ``stop_rule.eval_every`` steps, capped at ``stop_rule.max_epochs``);
+        ``epochs`` and ``milestones`` are then unused. Without it the run has the fixed length
+        ``epochs`` (``max_steps``), as in the public code.
+      stop_rule: the rule's settings (default :class:`imu_jax.stopping.StopRule`).
+      progress: show a progress bar with the monitored quantities.
 
     Returns:
       ``(new_params, report)``: only the head differs from ``params``; the report holds influence
@@ -521,24 +545,41 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
     else:
         indices, weights, fallback = select_examples(scores, len(y), config, rng)
 
-    plan = _plan_batches(len(indices), config, rng)
+    if held_out is not None:
+        plan, loop_config = _monitored_plan(len(indices), config, stop_rule or stopping.StopRule(),
+                                            rng)
+        monitor = stopping.Monitor(model, forget, held_out, stop_rule, progress=progress,
+                                   label="imu")
+    else:
+        if stop_rule is not None:
+            raise ValueError("stop_rule needs held_out data (the rule compares the forget set "
+                             "with it); got held_out=None.")
+        plan, loop_config = _plan_batches(len(indices), config, rng), config
+        monitor = stopping.Monitor.fixed()
     loop = _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, model)
     indices, weights, plan = _resume_selection(loop, indices, weights, plan, config.batch_size)
-    optimizer = make_optimizer(config, len(plan))
+    optimizer = make_optimizer(loop_config, len(plan))
     head, rest, state = place.params(head), place.replicate(rest), place.replicate(state)
     opt_state = place.init(optimizer, head)
     step = make_step(model, config, optimizer, place=place)
     kept_x, kept_y = x[indices], y[indices]
     first, saved = loop.start({"params": head, "opt_state": opt_state, "model_state": state})
     head, opt_state, state = saved["params"], saved["opt_state"], saved["model_state"]
+    done = monitor.start(heads.merge_head(head, rest), state, total_steps=len(plan), step=first)
     for i in range(first, len(plan)):
+        if done:
+            break
         batch = plan[i]
         head, opt_state, state = step(head, opt_state, rest, state,
                                       *place.batch((kept_x[batch], kept_y[batch], weights[batch])))
         loop.done(i + 1, {"params": head, "opt_state": opt_state, "model_state": state})
         if on_step is not None:
             on_step(i + 1, heads.merge_head(head, rest), state)
+        done = monitor.after_step(i + 1, heads.merge_head(head, rest), state)
+    monitor.finish(len(plan))
     loop.finish()
+    merged, state = monitor.params_to_return(heads.merge_head(head, rest), state)
+    head = heads.split_head(merged, config.head)[0]
     if place:  # hand back ordinary single-device arrays, like the inputs
         head, state, opt_state = jax.tree.map(jnp.asarray, place.host((head, state, opt_state)))
         rest = heads.split_head(params, config.head)[1]
@@ -547,8 +588,9 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
 
     report = UnlearnReport(
         influence_mode=config.influence_mode, weighting=config.weighting, num_forget=int(len(y)),
-        num_kept=int(len(indices)), fallback=bool(fallback), steps=len(plan), seconds=seconds,
-        head_paths=heads.param_paths(head), closed_form=closed_form, state=state)
+        num_kept=int(len(indices)), fallback=bool(fallback), steps=monitor.steps,
+        seconds=seconds, head_paths=heads.param_paths(head), closed_form=closed_form, state=state,
+        stop_reason=monitor.stop_reason, stopping=monitor.result())
     if scores is not None:
         report.num_negative = int(np.sum(scores < 0))
         report.influence = _summary(scores)

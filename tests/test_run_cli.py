@@ -83,7 +83,17 @@ def test_results_json_schema_and_reports(finished):
     assert all(r["hparams"] == selected for r in runs if r["method"] == "imu" and
                r["role"] == "eval")
     markdown = (finished / "results.md").read_text()
-    assert "imu-jax run --dataset digits" in markdown and "| imu | forget set only |" in markdown
+    assert "imu-jax run --dataset digits" in markdown
+    assert "| imu (oracle-tuned) | forget set only |" in markdown  # tuned: selection by Retrain
+    assert "| imu (retain-free) | forget set only |" in markdown  # the rule: defaults, no oracle
+    assert "## Retain-free vs oracle-tuned" in markdown
+    free = [r for r in runs if r["role"] == "retain_free"]
+    assert {(r["method"], r["seed"]) for r in free} == {(m, s) for m in ("ga", "imu")
+                                                         for s in (0, 1)}
+    for run in free:
+        assert run["info"]["stop_reason"] in ("already-forgotten", "reached", "cap")
+        assert (finished / run["info"]["curve_file"]).exists()
+        assert (finished / run["info"]["curve_file"].replace(".json", ".png")).exists()
     assert (finished / "tradeoff.png").stat().st_size > 10_000
 
 

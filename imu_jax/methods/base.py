@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from imu_jax import stopping
 from imu_jax.unlearn import batch_loss, input_and_labels
 
 PyTree = Any
@@ -46,6 +47,12 @@ class UnlearnTask:
     on_step: Callable[[int, PyTree, PyTree], None] | None = None
     # Per-channel (mean, std) the inputs were standardised with (pixels in [0, 1]); None: unknown.
     input_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # The retain-free stopping rule (imu_jax.stopping): with ``stop_rule`` set, methods stop by
+    # the rule on ``forget`` vs ``held_out`` (data the model never trained on) instead of running
+    # a fixed length.
+    held_out: Mapping[str, np.ndarray] | None = None
+    stop_rule: Any = None
+    progress: bool = False
 
 
 @dataclasses.dataclass
@@ -124,8 +131,8 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
                   epochs: int, batch_size: int, seed: int, momentum: float = 0.9,
                   weight_decay: float = 5e-4, optimizer: str = "sgd",
                   max_steps: int | None = None, milestones: Sequence[float] = (),
-                  train_mode: bool = False, on_step=None, return_state: bool = False
-                  ) -> tuple[PyTree, int]:
+                  train_mode: bool = False, on_step=None, return_state: bool = False,
+                  monitor: "stopping.Monitor | None" = None) -> tuple[PyTree, int]:
     """Minimises ``loss_fn(params, state, batch)`` over shuffled mini-batches of ``arrays``, all
     parameters trainable. The lr is constant unless ``milestones`` (fractions of the steps where
     it is multiplied by 0.1) are given. Returns ``(params, steps)``.
@@ -134,6 +141,12 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
     ``(loss, new_state)`` (e.g. :func:`train_mode_loss`: BatchNorm on batch statistics, running
     statistics updated) and the state is carried from step to step; ``return_state=True`` then
     returns ``(params, state, steps)``. ``on_step(step, params, state)`` runs after every step.
+
+    ``monitor`` (an :class:`imu_jax.stopping.Monitor`, e.g. from :func:`monitor_for`) decides
+    the length instead: the loop runs up to its rule's cap at a constant lr and stops when the
+    rule says so. Every loop is guarded against divergence (a non-finite parameter rolls back to
+    the last finite step with a ``DivergenceWarning``); the monitor's ``result()`` says why it
+    stopped.
 
     >>> import jax.numpy as jnp, numpy as np
     >>> loss = lambda p, s, b: jnp.mean((b["x"] * p["w"] - b["y"]) ** 2)
@@ -146,6 +159,12 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
     del model
     n = len(next(iter(arrays.values())))
     rng = np.random.default_rng(seed)
+    if monitor is not None and monitor.monitoring:  # the rule's cap, constant lr
+        per_epoch = -(-n // batch_size)
+        cap = monitor.rule.cap(per_epoch)
+        max_steps = min(cap, max_steps) if max_steps else cap
+        epochs, milestones = -(-max_steps // per_epoch), ()
+    monitor = monitor if monitor is not None else stopping.Monitor.fixed()
     plan = []
     for _ in range(epochs):
         order = rng.permutation(n)
@@ -164,14 +183,47 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, state
 
+    done = monitor.start(params, state, total_steps=len(plan))
     for i, idx in enumerate(plan):
+        if done:
+            break
         params, opt_state, state = step(params, opt_state, state,
                                         {k: v[idx] for k, v in arrays.items()})
         if on_step is not None:
             on_step(i + 1, params, state)
+        done = monitor.after_step(i + 1, params, state)
+    monitor.finish(len(plan))
+    params, state = monitor.params_to_return(params, state)
     if return_state:
-        return jax.block_until_ready(params), state, len(plan)
-    return jax.block_until_ready(params), len(plan)
+        return jax.block_until_ready(params), state, monitor.steps
+    return jax.block_until_ready(params), monitor.steps
+
+
+def monitor_for(task: "UnlearnTask", label: str = "") -> "stopping.Monitor | None":
+    """The stopping-rule monitor a method's loop should use for ``task``: one over
+    ``task.forget`` and ``task.held_out`` when ``task.stop_rule`` is set, else ``None`` (fixed
+    length).
+
+    >>> task = UnlearnTask(model=None, params={}, state={}, forget={}, num_classes=2)
+    >>> monitor_for(task) is None
+    True
+    """
+    if task.stop_rule is None:
+        return None
+    return stopping.Monitor(task.model, task.forget, require(task, "held_out", label or "rule"),
+                            task.stop_rule, num_classes=task.num_classes, progress=task.progress,
+                            label=label)
+
+
+def stop_info(monitor: "stopping.Monitor | None", steps: int) -> dict[str, Any]:
+    """What a method records about its loop's length: ``steps`` and, when monitored, the rule's
+    summary (``stop_reason``, ``curve``, ...).
+
+    >>> stop_info(None, 5)
+    {'steps': 5}
+    """
+    return {"steps": int(steps)} if monitor is None else {"steps": int(steps),
+                                                          **monitor.result()}
 
 
 def model_loss(model, params, state, x, y) -> jax.Array:
@@ -205,7 +257,7 @@ def check_bn_mode(bn_mode: str) -> bool:
 
 
 def ce_loop(model, task: UnlearnTask, arrays: Mapping[str, np.ndarray], hparams: Mapping, seed: int,
-            *, sign: float = 1.0) -> tuple[PyTree, PyTree, dict]:
+            *, sign: float = 1.0, label: str = "") -> tuple[PyTree, PyTree, dict]:
     """``gradient_loop`` on ``sign`` × the mean cross-entropy of ``arrays`` (``{"x", "y"}``),
     BatchNorm per ``hparams["bn_mode"]``; returns ``(params, state, info)`` for :func:`timed`."""
     hparams = dict(hparams)
@@ -214,10 +266,12 @@ def ce_loop(model, task: UnlearnTask, arrays: Mapping[str, np.ndarray], hparams:
         loss = lambda p, s, b: train_mode_loss(model, p, s, b["x"], b["y"], sign=sign)
     else:
         loss = lambda p, s, b: sign * model_loss(model, p, s, b["x"], b["y"])
+    monitor = monitor_for(task, label)
     params, state, steps = gradient_loop(model, task.params, task.state, arrays, loss, seed=seed,
                                          train_mode=train_mode, on_step=task.on_step,
-                                         return_state=True, **hparams)
-    return params, state, {"steps": steps, "bn_mode": "train" if train_mode else "frozen"}
+                                         return_state=True, monitor=monitor, **hparams)
+    return params, state, {**stop_info(monitor, steps),
+                           "bn_mode": "train" if train_mode else "frozen"}
 
 
 def xy(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

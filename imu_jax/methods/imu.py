@@ -29,10 +29,15 @@ def run_with_weighting(weighting: str):
         if "milestones" in hparams:  # JSON round trips turn the tuple into a list
             hparams["milestones"] = tuple(hparams["milestones"])
         config = UnlearnConfig(weighting=weighting, **hparams)
+        monitored = task.stop_rule is not None
         params, report = unlearn(task.model, task.params, task.forget, config, state=task.state,
-                                 seed=seed, on_step=task.on_step)
-        info = {**report.to_dict(), "bn_mode": ("frozen, running stats follow D_f"
-                                                if config.update_batch_stats else "frozen")}
+                                 seed=seed, on_step=task.on_step,
+                                 held_out=task.held_out if monitored else None,
+                                 stop_rule=task.stop_rule, progress=task.progress)
+        info = report.to_dict()
+        info.update(info.pop("stopping") or {})  # stop_reason, curve, ... at the top, as in GA
+        info["bn_mode"] = ("frozen, running stats follow D_f" if config.update_batch_stats
+                           else "frozen")
         return MethodOutput(params=params, state=report.state, seconds=report.seconds, info=info)
 
     return run

@@ -24,7 +24,8 @@ import numpy as np
 import optax
 
 from imu_jax.methods.base import (FORGET_AND_ORIGINAL, Method, MethodOutput, UnlearnTask,
-                                  check_bn_mode, gradient_loop, timed, xy)
+                                  check_bn_mode, gradient_loop, monitor_for, stop_info,
+                                  timed, xy)
 from imu_jax.methods.grids import GRIDS, gradient_defaults
 
 DEFAULTS = gradient_defaults(learning_rate=1e-2, epochs=5, bn_mode="train", beta=0.1)
@@ -67,10 +68,13 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
             value = npo_loss(lp, batch["ref"], beta=beta)
             return (value, new_state) if train_mode else value
 
+        monitor = monitor_for(task, "npo")
         params, state, steps = gradient_loop(model, task.params, task.state, {**data, "ref": ref},
                                              loss, seed=seed, train_mode=train_mode,
-                                             on_step=task.on_step, return_state=True, **hparams)
-        return params, state, {"steps": steps, "bn_mode": "train" if train_mode else "frozen"}
+                                             on_step=task.on_step, return_state=True,
+                                             monitor=monitor, **hparams)
+        return params, state, {**stop_info(monitor, steps),
+                               "bn_mode": "train" if train_mode else "frozen"}
 
     return timed(fit)
 

@@ -1,0 +1,177 @@
+"""The retain-free stopping rule and the divergence guard (imu_jax.stopping) on constructed cases."""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tiny_models
+from imu_jax import methods, report, stopping
+from imu_jax.methods.base import gradient_loop
+from imu_jax.unlearn import UnlearnConfig, unlearn
+
+unlearn_lib = importlib.import_module("imu_jax.unlearn")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model, params, state, data = tiny_models.trained_classifier(0, 300)
+    keep = data["test"]["label"] != 3
+    held_out = {k: v[keep] for k, v in data["test"].items()}  # unseen data of the kept classes
+    return model, params, state, data, held_out
+
+
+def _finite(tree):
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
+
+
+def _same(a, b):
+    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_membership_auc_is_the_pairwise_probability():
+    rng = np.random.default_rng(0)
+    f, h = rng.normal(size=37).round(1), rng.normal(0.3, 1, 53).round(1)  # with ties
+    pairs = (f[:, None] < h[None]).mean() + 0.5 * (f[:, None] == h[None]).mean()
+    assert stopping.membership_auc(f, h) == pytest.approx(pairs, abs=1e-12)
+    assert stopping.membership_auc(h, f) == pytest.approx(1 - pairs, abs=1e-12)
+    with pytest.raises(ValueError, match="non-empty"):
+        stopping.membership_auc(np.zeros(0), h)
+
+
+def test_default_auc_margin_is_the_null_critical_value():
+    """Under the null the AUC of two same-distribution samples exceeds 0.5 + margin ~5 % of the
+    time (one-sided 5 % level)."""
+    rng = np.random.default_rng(1)
+    margin = stopping.default_auc_margin(60, 90)
+    aucs = [stopping.membership_auc(rng.normal(size=60), rng.normal(size=90)) for _ in range(2000)]
+    assert 0.03 < np.mean(np.array(aucs) > 0.5 + margin) < 0.07
+
+
+def test_removal_kind_is_inferred_from_the_held_out_labels(trained):
+    _, _, _, data, held_out = trained
+    assert stopping.infer_removal(data["forget"]["label"], held_out["label"]) == "class"
+    assert stopping.infer_removal(data["forget"]["label"], data["test"]["label"]) == "sample"
+
+
+def test_a_model_that_already_forgot_stops_at_step_zero(trained):
+    model, params, state, data, held_out = trained
+    forgot = jax.tree.map(lambda x: x, params)
+    forgot["head"] = {**params["head"], "bias": params["head"]["bias"].at[3].set(-100.0)}
+    assert tiny_models.accuracy(model, forgot, state, data["forget"]) == 0.0
+    new, rep = unlearn(model, forgot, data["forget"], UnlearnConfig(learning_rate=0.1),
+                       state=state, held_out=held_out)
+    assert rep.stop_reason == "already-forgotten" and rep.steps == 0
+    assert _same(new, forgot)
+    assert [p["step"] for p in rep.stopping["curve"]] == [0]
+    # sample removal: a forget set indistinguishable from held-out data (the same examples)
+    _, rep = unlearn(model, params, held_out, UnlearnConfig(learning_rate=0.1), state=state,
+                     held_out=held_out, stop_rule=stopping.StopRule(removal="sample"))
+    assert rep.stop_reason == "already-forgotten" and rep.steps == 0
+    assert rep.stopping["curve"][0]["statistic"] == pytest.approx(0.5)
+
+
+def test_a_model_that_never_forgets_hits_the_cap_and_says_so(trained):
+    model, params, state, data, held_out = trained
+    rule = stopping.StopRule(max_epochs=3, eval_every=2)
+    new, rep = unlearn(model, params, data["forget"],
+                       UnlearnConfig(learning_rate=0.0, batch_size=8), state=state,
+                       held_out=held_out, stop_rule=rule)
+    per_epoch = -(-rep.num_kept // 8)
+    assert rep.stop_reason == "cap" and rep.steps == 3 * per_epoch == rep.stopping["cap"]
+    steps = [p["step"] for p in rep.stopping["curve"]]
+    assert steps == sorted(set(range(0, 3 * per_epoch, 2)) | {3 * per_epoch})
+    assert rep.stopping["curve"][-1]["forget_acc"] == 1.0
+    assert _same(new["body"], params["body"])
+
+
+def test_class_rule_stops_at_the_first_check_below_chance(trained):
+    model, params, state, data, held_out = trained
+    new, rep = unlearn(model, params, data["forget"], UnlearnConfig(learning_rate=0.05),
+                       state=state, held_out=held_out)
+    curve = rep.stopping["curve"]
+    assert rep.stop_reason == "reached" and rep.stopping["threshold"] == 0.25  # 4 classes
+    assert curve[-1]["forget_acc"] <= 0.25 < min(p["forget_acc"] for p in curve[:-1])
+    assert rep.steps == curve[-1]["step"]
+    assert tiny_models.accuracy(model, new, state, data["forget"]) == curve[-1]["forget_acc"]
+    assert tiny_models.accuracy(model, new, state, held_out) == curve[-1]["held_out_acc"]
+
+
+def test_fixed_length_mode_is_unchanged_without_held_out(trained):
+    model, params, state, data, _ = trained
+    _, rep = unlearn(model, params, data["forget"], UnlearnConfig(epochs=3, batch_size=8),
+                     state=state)
+    assert rep.stop_reason == "fixed" and rep.steps == 3 * -(-rep.num_kept // 8)
+    with pytest.raises(ValueError, match="held_out"):
+        unlearn(model, params, data["forget"], state=state, stop_rule=stopping.StopRule())
+
+
+def test_divergence_rolls_back_with_a_warning_and_is_reported(trained):
+    """Issue 9 §6: lr 1e6 used to return an all-NaN head scored as forgotten."""
+    model, params, state, data, _ = trained
+    with pytest.warns(stopping.DivergenceWarning, match="diverged"):
+        new, rep = unlearn(model, params, data["forget"],
+                           UnlearnConfig(learning_rate=1e6, epochs=20, batch_size=32),
+                           state=state)
+    assert rep.stop_reason == "diverged" and rep.stopping["diverged"]
+    assert rep.stopping["stopped_at"] > rep.steps  # rolled back to an earlier, finite step
+    assert _finite(new)
+
+
+def test_gradient_loop_divergence_and_monitor(trained):
+    model, params, state, data, held_out = trained
+
+    def ascent(p, s, batch):
+        logits, _ = model.apply(p, s, batch["x"])
+        return -jnp.mean(unlearn_lib.batch_loss(logits, batch["y"]))
+
+    arrays = {"x": data["forget"]["image"], "y": data["forget"]["label"]}
+    with pytest.warns(stopping.DivergenceWarning):
+        new, steps = gradient_loop(model, params, state, arrays, ascent, learning_rate=1e6,
+                                   epochs=20, batch_size=32, seed=0)
+    assert _finite(new) and steps < 40
+    monitor = stopping.Monitor(model, data["forget"], held_out, stopping.StopRule(max_epochs=30))
+    new, steps = gradient_loop(model, params, state, arrays, ascent, learning_rate=0.05,
+                               epochs=1, batch_size=16, seed=0, monitor=monitor)
+    result = monitor.result()
+    assert result["stop_reason"] == "reached" and steps == result["stopped_at"] > 1
+    assert tiny_models.accuracy(model, new, state, data["forget"]) <= 0.25
+
+
+def test_methods_use_the_rule_when_the_task_carries_one(trained):
+    model, params, state, data, held_out = trained
+    task = methods.UnlearnTask(model=model, params=params, state=state, forget=data["forget"],
+                               num_classes=4, held_out=held_out, stop_rule=stopping.StopRule())
+    for name, lr in (("imu", 0.05), ("ga", 0.5), ("random_label", 0.5)):
+        method = methods.get_method(name)
+        out = method.run(task, method.hparams({"learning_rate": lr}), 0)
+        assert out.info["stop_reason"] == "reached", name
+        assert out.info["curve"][-1]["forget_acc"] <= 0.25
+        assert tiny_models.accuracy(model, out.params, state, data["forget"]) <= 0.25
+
+
+def test_diverged_runs_are_shown_and_never_scored():
+    def run(seed, ua, diverged=False):
+        out = {"method": "ga", "seed": seed, "role": "retain_free", "hparams": {},
+               "metrics": {"ua": ua, "ra": 1.0, "ta": 0.9, "mia_efficacy": ua},
+               "avg_gap": 1 - ua, "seconds": 1.0, "needs": "forget set only",
+               "info": {"stop_reason": "diverged" if diverged else "reached"}}
+        return {**out, "diverged": True} if diverged else out
+
+    results = {"config": {}, "runs": [run(0, 0.5), run(1, 1.0, diverged=True)]}
+    assert report.summarize(results["runs"])["ga (retain-free)"]["ua"] == (0.5, 0.0, 1)
+    text = report.results_markdown(results)
+    assert "| ga (retain-free) |" in text and "reached×1, diverged×1" in text
+    only_diverged = {"config": {}, "runs": [run(1, 1.0, diverged=True)]}
+    row = [line for line in report.table(only_diverged, report.CLASSIFICATION_COLUMNS).splitlines()
+           if line.startswith("| ga")][0]
+    assert row.count("diverged") == 4  # UA, RA, TA, MIA cells
+
+
+def test_stop_rule_rejects_bad_settings():
+    with pytest.raises(ValueError, match="removal"):
+        stopping.StopRule(removal="classes")
+    with pytest.raises(ValueError, match="eval_every"):
+        stopping.StopRule(eval_every=0)
