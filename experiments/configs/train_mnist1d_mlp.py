@@ -1,0 +1,14 @@
+"""Original model: MNIST-1D's 2x100 ReLU MLP with the mnist1d package's recipe (Adam lr 1e-2, no
+weight decay, batch 100, 6,000 steps = 150 epochs of the 4,000 signals).
+
+Command:  imu-jax train --config experiments/configs/train_mnist1d_mlp.py --out runs/mnist1d_mlp
+Needs nothing but ``pip install``. Published: ~68% test accuracy (Greydanus & Kobak, 2024);
+100% train accuracy (it overfits, so a random forget set is measurably "seen"). Measured here:
+see experiments/README.md (MNIST-1D section).
+"""
+
+from imu_jax.train import recipe
+
+
+def get_config() -> dict:
+    return recipe("mnist1d", "mlp")
