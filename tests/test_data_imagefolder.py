@@ -129,7 +129,8 @@ def test_bad_folders_raise_clear_errors(tmp_path, data_dir):
         load(f"imagefolder:{sizes}", data_dir=data_dir)
 
 
-def test_cli_data_and_train_on_a_folder(folder, tmp_path, capsys):
+def test_cli_data_and_train_on_a_folder(tmp_path, capsys):
+    folder = make_folder(tmp_path / "square", size=(8, 8))  # fastcnn pools 3 times
     dd = tmp_path / "tfds"
     assert cli.main(["data", "--dataset", f"imagefolder:{folder}", "--data-dir", str(dd)]) == 0
     built = pathlib.Path(capsys.readouterr().out.strip())
@@ -141,6 +142,38 @@ def test_cli_data_and_train_on_a_folder(folder, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["model"] == "fastcnn"  # the image-folder (CPU CIFAR) recipe
     assert metrics["num_train"] == 18 and metrics["splits"]["counts"]["forget"] == 6
+
+
+def test_run_command_on_a_folder_with_fastcnn(tmp_path):
+    """``imu-jax run --dataset imagefolder:PATH``: BatchNorm model, closed-form IMU on its head."""
+    folder = make_folder(tmp_path / "square", size=(8, 8))
+    out = tmp_path / "run"
+    rc = cli.main(["run", "--dataset", f"imagefolder:{folder}", "--forget", "class:2",
+                   "--methods", "retrain,imu", "--seeds", "0", "--train-option", "epochs=1",
+                   "--train-option", "batch_size=6", "--train-option",
+                   'model_options={"stem": 4, "widths": [4, 8]}', "--no-progress",
+                   "--out", str(out), "--data-dir", str(tmp_path / "tfds")])
+    assert rc == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    imu = next(r for r in runs if r["method"] == "imu")
+    assert imu["info"]["closed_form"] is True and 0.0 <= imu["metrics"]["ua"] <= 1.0
+
+
+def test_cifar_configs_resolve_to_their_recipes():
+    args = cli.build_parser().parse_args([
+        "train", "--config", str(REPO / "experiments/configs/train_cifar10_resnet18.py"),
+        "--dataset", "imagefolder:../shared/data/cifar10-jpeg.zip", "--out", "x"])
+    cfg = cli.train_config_from_args(args)
+    assert (cfg["model"], cfg["epochs"], cfg["dataset"]) == (
+        "resnet18", 182, "imagefolder:../shared/data/cifar10-jpeg.zip")
+    for name in ("class", "random"):
+        path = REPO / f"experiments/configs/unlearn_cifar10_fastcnn_{name}.py"
+        args = cli.build_parser().parse_args(["run", "--config", str(path), "--out", "x"])
+        options = cli.run_options(args)
+        assert options["dataset"].startswith("imagefolder:") and options["model"] == "fastcnn"
+        from imu_jax.train import recipe
+
+        assert recipe(options["dataset"], options["model"])["schedule"] == "onecycle"
 
 
 def shared_cifar_zip() -> pathlib.Path | None:

@@ -73,3 +73,20 @@ def test_short_mlp_training_learns(data_dir):
     cfg = {**recipe("mnist1d", "mlp"), "epochs": 5}
     _, _, _, metrics = train_model(cfg, splits, progress=False)
     assert metrics["test_acc"] > 0.3  # chance is 0.1; the full recipe reaches ~0.6-0.7
+
+
+def test_run_command_on_mnist1d(tmp_path, data_dir):
+    """``imu-jax run --dataset mnist1d`` end to end (few epochs), as the README shows it."""
+    import json
+
+    from imu_jax import cli
+
+    out = tmp_path / "run"
+    rc = cli.main(["run", "--dataset", "mnist1d", "--model", "mlp", "--forget", "random:0.1",
+                   "--methods", "retrain,imu", "--seeds", "0", "--train-option", "epochs=3",
+                   "--no-progress", "--out", str(out), "--data-dir", str(data_dir)])
+    assert rc == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    imu = next(r for r in runs if r["method"] == "imu")
+    assert imu["info"]["closed_form"] is True and 0.0 <= imu["metrics"]["ua"] <= 1.0
+    assert json.loads((out / "results.json").read_text())["config"]["dataset"] == "mnist1d"

@@ -3,8 +3,9 @@
 
 Command:  imu-jax train --config experiments/configs/train_mnist1d_cnn.py --out runs/mnist1d_cnn
 Needs nothing but ``pip install`` (the data is generated locally by the ``mnist1d`` package).
-Published: ~94% test accuracy (Greydanus & Kobak, 2024). Measured here: see
-experiments/README.md (MNIST-1D section).
+Published: ~94% test accuracy (Greydanus & Kobak, 2024).
+Expected (measured, seed 0, 2 CPU cores shared with ~7 other jobs, load average ~17): 92.2% test,
+100% train accuracy; training 113 s (3.2 min wall with data generation and startup).
 """
 
 from imu_jax.train import recipe
