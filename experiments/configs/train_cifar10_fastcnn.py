@@ -6,7 +6,9 @@ Command:  imu-jax train --config experiments/configs/train_cifar10_fastcnn.py --
 Retrain:  ... --forget class:0 --retrain   (or random:0.1)
 Any CIFAR-10 image folder works (``--dataset imagefolder:PATH``); the shared zip is converted
 into the data dir on first use (~70 CPU-seconds).
-Expected: see experiments/README.md (CIFAR-10 on CPU) for the measured time and accuracy.
+Expected: ~50 s per epoch on 2 free CPU cores (~9 min for 10 epochs), extrapolated from the
+first steps; the full run and its accuracy (aim: >= 85%) are NOT measured yet: the shared cores
+were overloaded (load average 25-38). Details in experiments/README.md (CIFAR-10 on CPU).
 """
 
 from imu_jax.train import recipe

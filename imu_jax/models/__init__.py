@@ -24,8 +24,8 @@ from imu_jax.models.mlp import MLP
 from imu_jax.models.resnet import ResNet
 from imu_jax.models.transformer import Transformer
 
-REGISTRY = {"mlp": MLP, "cnn": CNN, "cnn1d": CNN1D, "fastcnn": FastCNN, "resnet18": ResNet,
-            "transformer": Transformer}
+REGISTRY = {"mlp": MLP, "cnn": CNN, "resnet18": ResNet, "transformer": Transformer, "cnn1d": CNN1D,
+            "fastcnn": FastCNN}
 
 
 def _normalise(value):
