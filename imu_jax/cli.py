@@ -44,9 +44,11 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="recipe file with get_config(), e.g. "
                    "experiments/configs/train_digits_cnn.py")
-    p.add_argument("--dataset", help="digits, markov, markov/small, cifar10, cifar100, mnist, "
-                   "fashion_mnist (default: the config's, else digits)")
-    p.add_argument("--model", help="mlp, cnn, resnet18, transformer (default: the recipe's)")
+    p.add_argument("--dataset", help="digits, mnist1d, markov, markov/small, cifar10, cifar100, "
+                   "mnist, fashion_mnist, or imagefolder:PATH (a <split>/<class>/<image> folder "
+                   "or .zip) (default: the config's, else digits)")
+    p.add_argument("--model", help="mlp, cnn, cnn1d, fastcnn, resnet18, transformer (default: "
+                   "the recipe's)")
     p.add_argument("--forget", help="forget spec: class:K, classes:K1,K2, random:F, "
                    "superclass:K, subclass:K, indices:FILE, mislabeled:F, chain:K (default: none; "
                    "Markov data: chain:1)")
@@ -140,9 +142,11 @@ def run_train(args) -> int:
 def add_data_command(subparsers) -> argparse.ArgumentParser:
     """Registers ``imu-jax data`` (build or rebuild a local dataset)."""
     p = subparsers.add_parser("data", help="build (or rebuild) a local dataset",
-                              description="Build the local TFDS datasets (digits, markov, "
-                              "markov/small) into the data dir; --rebuild deletes it first.")
-    p.add_argument("--dataset", required=True, help="digits, markov or markov/small")
+                              description="Build the local TFDS datasets (digits, mnist1d, "
+                              "markov, markov/small, imagefolder:PATH) into the data dir (they "
+                              "are also built on first use); --rebuild deletes it first.")
+    p.add_argument("--dataset", required=True, help="digits, mnist1d, markov, markov/small or "
+                   "imagefolder:PATH")
     p.add_argument("--data-dir", help="TFDS data dir (default: $IMU_JAX_DATA_DIR or "
                    "~/.cache/imu_jax/tfds)")
     p.add_argument("--rebuild", action="store_true", help="delete and rebuild")
@@ -229,8 +233,8 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
                    "options (keys: dataset, model, forget, methods, seeds, tune_seeds, "
                    "split_seed, hparams, grids, train_config), e.g. "
                    "experiments/configs/unlearn_digits_class3.py")
-    p.add_argument("--dataset", help="digits, markov, markov/small, cifar10, cifar100, mnist, "
-                   "fashion_mnist (default: digits)")
+    p.add_argument("--dataset", help="digits, mnist1d, markov, markov/small, cifar10, cifar100, "
+                   "mnist, fashion_mnist, imagefolder:PATH (default: digits)")
     p.add_argument("--model", help="mlp, cnn, resnet18, transformer (default: the dataset's "
                    "recipe)")
     p.add_argument("--forget", help="forget spec: class:K, classes:K1,K2, random:F, "

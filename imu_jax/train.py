@@ -37,7 +37,12 @@ from imu_jax.models import FunctionalModel, create, functional
 @dataclasses.dataclass
 class TrainConfig:
     """A training recipe. ``milestones`` are epochs where the learning rate is multiplied by
-    ``gamma``; ``optimizer`` is "sgd" (torch-style coupled weight decay + momentum) or "adamw"."""
+    ``gamma``; ``optimizer`` is "sgd" (torch-style coupled weight decay + momentum) or "adamw".
+
+    ``schedule="onecycle"`` replaces the milestones by a linear warm-up over the first
+    ``warmup_fraction`` of the steps to ``learning_rate`` and a linear decay to 0;
+    ``label_smoothing`` smooths the training targets (evaluation uses the plain loss).
+    """
 
     dataset: str = "digits"
     model: str = "mlp"
@@ -52,6 +57,10 @@ class TrainConfig:
     gamma: float = 0.1
     augment: bool = False
     eval_batch_size: int = 1000
+    schedule: str = "multistep"
+    warmup_fraction: float = 0.2
+    label_smoothing: float = 0.0
+    nesterov: bool = False
     model_options: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -73,27 +82,45 @@ _IMAGE = {"batch_size": 32, "epochs": 20, "learning_rate": 0.05, "milestones": (
 _MNIST = {"batch_size": 128, "epochs": 10, "learning_rate": 0.05, "milestones": (6, 8)}
 _CIFAR = {"model": "resnet18", "batch_size": 256, "epochs": 182, "learning_rate": 0.1,
           "momentum": 0.9, "weight_decay": 5e-4, "milestones": (91, 136), "augment": True}
+# MNIST-1D: the mnist1d package's recipe (Adam lr 1e-2, no weight decay, batch 100, 6,000 steps
+# = 150 epochs of 4,000 signals); its 2x100 MLP (~68% test) and ConvBase CNN (~94%).
+_MNIST1D = {"model": "cnn1d", "batch_size": 100, "epochs": 150, "optimizer": "adamw",
+            "learning_rate": 1e-2, "weight_decay": 0.0}
+_MNIST1D_MLP = {**_MNIST1D, "model": "mlp", "model_options": {"hidden": (100, 100)}}
+# CIFAR-10 on CPU (image folders): airbench-style FastCNN, one-cycle SGD-Nesterov, label
+# smoothing, crop + flip (experiments/configs/train_cifar10_fastcnn.py gives its measured cost).
+_CIFAR_CPU = {"model": "fastcnn", "batch_size": 512, "epochs": 10, "learning_rate": 0.2,
+              "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "schedule": "onecycle",
+              "warmup_fraction": 0.2, "label_smoothing": 0.2, "augment": True}
 _MARKOV = {"model": "transformer", "batch_size": 128, "epochs": 5, "optimizer": "adamw",
            "learning_rate": 5e-4, "weight_decay": 0.01}
 RECIPES = {"digits": {"model": "cnn", **_IMAGE}, "mnist": {"model": "cnn", **_MNIST},
            "fashion_mnist": {"model": "cnn", **_MNIST}, "cifar10": _CIFAR, "cifar100": _CIFAR,
-           "markov": _MARKOV}
+           "markov": _MARKOV, "mnist1d": _MNIST1D, "imagefolder": _CIFAR_CPU}
+# Complete recipes for a (dataset, model) other than the dataset's default model.
+MODEL_RECIPES = {("mnist1d", "mlp"): _MNIST1D_MLP, ("imagefolder", "resnet18"): _CIFAR,
+                 ("cifar10", "fastcnn"): _CIFAR_CPU, ("cifar100", "fastcnn"): _CIFAR_CPU}
 
 
 def recipe(dataset: str, model: str | None = None) -> dict:
     """The default training recipe (a dict of :class:`TrainConfig` fields) for a dataset.
 
-    CIFAR: the paper's ResNet-18 recipe; Markov: spec §4 (AdamW 5e-4, 5 epochs, batch 128).
+    CIFAR: the paper's ResNet-18 recipe; Markov: spec §4 (AdamW 5e-4, 5 epochs, batch 128);
+    MNIST-1D: the mnist1d package's (CNN1D; ``mlp`` = its 2x100 MLP); ``imagefolder:PATH``: the
+    CPU FastCNN recipe (``resnet18``: the paper's recipe); ``model="fastcnn"`` on CIFAR: the CPU one.
 
     >>> recipe("cifar10")["milestones"], recipe("digits", "mlp")["model"]
     ((91, 136), 'mlp')
+    >>> recipe("mnist1d", "mlp")["model_options"], recipe("imagefolder:x", "resnet18")["epochs"]
+    ({'hidden': (100, 100)}, 182)
     """
-    base = dataset.split("/")[0].replace("markov_chain", "markov")
+    base = dataset.split(":")[0] if dataset.startswith("imagefolder:") else dataset.split("/")[0]
+    base = base.replace("markov_chain", "markov")
     if base not in RECIPES:
         raise ValueError(f"No recipe for dataset {dataset!r}; known: {', '.join(RECIPES)}.")
     out = {"dataset": dataset, **RECIPES[base]}
-    if model is not None:
-        out["model"] = model
+    if model is not None and model != out["model"]:
+        out = {"dataset": dataset, **MODEL_RECIPES.get((base, model), out), "model": model}
     return out
 
 
@@ -124,34 +151,59 @@ def kl_to_transition(logits: jax.Array, tokens: jax.Array, labels: jax.Array,
     return jnp.sum(kl * mask), jnp.sum(mask)
 
 
-def loss_fn(fm: FunctionalModel, params, state, batch, *, train: bool):
+def loss_fn(fm: FunctionalModel, params, state, batch, *, train: bool,
+            label_smoothing: float = 0.0):
     """Mean training loss (image CE or masked token CE) and the new model state."""
     x = batch["tokens"] if "tokens" in batch else batch["image"]
     logits, new_state = fm.apply(params, state, x, train=train)
     if "tokens" in batch:
         return token_cross_entropy(logits, batch["label"]), new_state
+    if label_smoothing:
+        targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], logits.shape[-1]),
+                                      label_smoothing)
+        return jnp.mean(optax.softmax_cross_entropy(logits, targets)), new_state
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     return jnp.mean(ce), new_state
 
 
+def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+    """MultiStep (``milestones`` x ``gamma``) or one-cycle (linear up, linear down to 0).
+
+    >>> s = learning_rate_schedule(TrainConfig(schedule="onecycle", epochs=10,
+    ...                            learning_rate=1.0, warmup_fraction=0.2), 10)
+    >>> [round(float(s(t)), 3) for t in (0, 20, 60, 100)]
+    [0.0, 1.0, 0.5, 0.0]
+    """
+    if cfg.schedule == "multistep":
+        boundaries = {int(m) * steps_per_epoch: cfg.gamma for m in cfg.milestones}
+        return optax.piecewise_constant_schedule(cfg.learning_rate, boundaries)
+    if cfg.schedule == "onecycle":
+        total = max(cfg.epochs * steps_per_epoch, 1)
+        warm = max(int(round(cfg.warmup_fraction * total)), 1)
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, cfg.learning_rate, warm),
+             optax.linear_schedule(cfg.learning_rate, 0.0, max(total - warm, 1))], [warm])
+    raise ValueError(f"Unknown schedule {cfg.schedule!r}; valid: multistep, onecycle.")
+
+
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """SGD (coupled weight decay, momentum) or AdamW with a MultiStep learning-rate schedule."""
-    boundaries = {int(m) * steps_per_epoch: cfg.gamma for m in cfg.milestones}
-    lr = optax.piecewise_constant_schedule(cfg.learning_rate, boundaries)
+    """SGD (coupled weight decay, momentum) or AdamW with :func:`learning_rate_schedule`."""
+    lr = learning_rate_schedule(cfg, steps_per_epoch)
     if cfg.optimizer == "sgd":
         return optax.chain(optax.add_decayed_weights(cfg.weight_decay),
-                           optax.sgd(lr, momentum=cfg.momentum or None))
+                           optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
     if cfg.optimizer == "adamw":
         return optax.adamw(lr, weight_decay=cfg.weight_decay)
     raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; valid: sgd, adamw.")
 
 
 def make_train_step(fm: FunctionalModel, tx: optax.GradientTransformation, *,
-                    mesh=None) -> Callable:
+                    mesh=None, label_smoothing: float = 0.0) -> Callable:
     """Jitted ``(params, state, opt_state, batch) -> (params, state, opt_state, loss)``."""
 
     def step(params, state, opt_state, batch):
-        grad_fn = jax.value_and_grad(lambda p: loss_fn(fm, p, state, batch, train=True),
+        grad_fn = jax.value_and_grad(lambda p: loss_fn(fm, p, state, batch, train=True,
+                                                       label_smoothing=label_smoothing),
                                      has_aux=True)
         (loss, new_state), grads = grad_fn(params)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -287,7 +339,7 @@ def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = Fals
             opt_state = jax.jit(tx.init)(params)
     else:
         opt_state = tx.init(params)
-    step_fn = make_train_step(fm, tx, mesh=mesh)
+    step_fn = make_train_step(fm, tx, mesh=mesh, label_smoothing=cfg.label_smoothing)
     history = []
     bar = tqdm(total=cfg.epochs * steps, disable=not progress, desc=desc or "train", unit="step",
                leave=desc is None)
@@ -361,6 +413,7 @@ __all__ = [
     "build_model",
     "evaluate",
     "kl_to_transition",
+    "learning_rate_schedule",
     "loss_fn",
     "make_optimizer",
     "make_train_step",

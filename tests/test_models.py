@@ -11,6 +11,8 @@ from imu_jax.models import create, from_config, functional, model_config
 TINY = {
     "mlp": dict(input_shape=(8, 8, 1), hidden=(16,)),
     "cnn": dict(input_shape=(8, 8, 1), channels=(4,), dense=8),
+    "cnn1d": dict(input_shape=(12, 2), channels=4),
+    "fastcnn": dict(input_shape=(8, 8, 3), stem=4, widths=(4, 8)),
     "resnet18": dict(input_shape=(8, 8, 3), width=4, stage_sizes=(1, 1)),
     "transformer": dict(input_shape=(6,), num_layers=2, width=16, num_heads=2),
 }

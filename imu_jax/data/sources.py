@@ -1,8 +1,8 @@
 """Reading datasets as numpy arrays through ``tfds.data_source`` (array_record, no TensorFlow).
 
-Local datasets (``digits``, ``markov``) are built on first use into the data directory
-(see :func:`imu_jax.data.paths.resolve_data_dir`); catalogue datasets (``cifar10``, ``cifar100``,
-``mnist``, ``fashion_mnist``) come from TFDS.
+Local datasets (``digits``, ``mnist1d``, ``markov``, ``imagefolder:PATH``) are built on first
+use into the data directory (see :func:`imu_jax.data.paths.resolve_data_dir`); catalogue datasets
+(``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``) come from TFDS.
 
 Examples:
   >>> import tempfile
@@ -24,10 +24,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from imu_jax.data import digits as digits_lib
+from imu_jax.data import image_folder as folder_lib
 from imu_jax.data import markov as markov_lib
+from imu_jax.data import mnist_1d as mnist1d_lib
 from imu_jax.data.paths import ENV_VAR, DataDirError, rebuild_hint, resolve_data_dir
 
-LOCAL = {"digits": (digits_lib.ImuDigits, None), "markov": (markov_lib.ImuMarkovChain, "full")}
+LOCAL = {"digits": (digits_lib.ImuDigits, None), "mnist1d": (mnist1d_lib.ImuMnist1d, None),
+         "markov": (markov_lib.ImuMarkovChain, "full")}
+FOLDER = "imagefolder"  # ``imagefolder:PATH``: any <split>/<class>/<file> folder or zip
 CATALOGUE = ("cifar10", "cifar100", "mnist", "fashion_mnist")
 ALIASES = {"markov_chain": "markov"}
 
@@ -35,13 +39,23 @@ ALIASES = {"markov_chain": "markov"}
 def canonical_name(dataset: str) -> tuple[str, str | None]:
     """Splits ``"markov/small"`` into ``("markov", "small")``; validates the name.
 
+    ``"imagefolder:PATH"`` gives ``("imagefolder", PATH)``.
+
     >>> canonical_name("markov_chain/small"), canonical_name("cifar100")
     (('markov', 'small'), ('cifar100', None))
+    >>> canonical_name("imagefolder:data/cifar10")
+    ('imagefolder', 'data/cifar10')
     """
+    kind, sep, path = dataset.partition(":")
+    if sep and kind == FOLDER:
+        if not path:
+            raise ValueError(f"Dataset {dataset!r}: expected imagefolder:PATH with a folder or "
+                             ".zip of <split>/<class>/<image> files.")
+        return FOLDER, path
     base, _, config = dataset.partition("/")
     base = ALIASES.get(base, base)
     if base not in LOCAL and base not in CATALOGUE:
-        valid = sorted(LOCAL) + ["markov/small"] + list(CATALOGUE)
+        valid = sorted(LOCAL) + ["markov/small"] + list(CATALOGUE) + [f"{FOLDER}:PATH"]
         raise ValueError(f"Unknown dataset {dataset!r}; valid: {', '.join(valid)}.")
     if base in LOCAL and config and LOCAL[base][1] is None:
         raise ValueError(f"Dataset {base!r} has no configs, got {dataset!r}.")
@@ -49,8 +63,13 @@ def canonical_name(dataset: str) -> tuple[str, str | None]:
 
 
 def local_builder(dataset: str, data_dir=None) -> tfds.core.DatasetBuilder:
-    """The TFDS builder of a local dataset (``digits``, ``markov[/small|/full]``)."""
+    """The TFDS builder of a local dataset (``digits``, ``mnist1d``, ``markov[/small|/full]``,
+    ``imagefolder:PATH``)."""
     base, config = canonical_name(dataset)
+    if base == FOLDER:
+        return folder_lib.ImuImageFolder(data_dir=str(resolve_data_dir(data_dir)),
+                                         file_format="array_record",
+                                         config=folder_lib.folder_config(config))
     if base not in LOCAL:
         raise ValueError(f"{dataset!r} is a TFDS catalogue dataset, not a local one.")
     kwargs = {"config": config} if config else {}
@@ -122,11 +141,13 @@ def load(dataset: str, *, data_dir=None, download: bool = True) -> dict[str, dic
       DataDirError: the data is missing (``download=False``) or unreadable, with a rebuild hint.
       ValueError: unknown dataset name.
     """
-    base, _ = canonical_name(dataset)
+    base, config = canonical_name(dataset)
     dd = resolve_data_dir(data_dir)
     explicit = False
+    if base == FOLDER:
+        folder_lib.scan(config)  # a bad path or layout is a ValueError of its own, not a rebuild
     try:
-        if base in LOCAL:
+        if base in LOCAL or base == FOLDER:
             sources = _local_sources(dataset, data_dir, download)
         else:
             explicit = data_dir or os.environ.get(ENV_VAR)
@@ -139,7 +160,7 @@ def load(dataset: str, *, data_dir=None, download: bool = True) -> dict[str, dic
     except Exception as err:  # anything TFDS / array_record raises on broken files
         hint = (
             rebuild_hint(dataset, dd)
-            if base in LOCAL
+            if base in LOCAL or base == FOLDER
             else f"Prepare it once with `tfds build {base} --file_format=array_record"
             + (f" --data_dir {dd}`" if explicit else "`")
             + " (TFDS's builder needs TensorFlow for this step: `pip install tensorflow`)."

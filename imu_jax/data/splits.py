@@ -22,7 +22,8 @@ import numpy as np
 
 from imu_jax.data import markov as markov_lib
 from imu_jax.data.forget_spec import ForgetSpec, parse_forget_spec
-from imu_jax.data.sources import canonical_name, load
+from imu_jax.data import image_folder
+from imu_jax.data.sources import FOLDER, canonical_name, load
 
 Arrays = dict[str, np.ndarray]
 
@@ -34,7 +35,7 @@ NORMALIZATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+NUM_CLASSES = {"digits": 10, "mnist1d": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 NUM_COARSE = 20
 # Official CIFAR-100 fine -> coarse (superclass) map.
 CIFAR100_COARSE_OF_FINE = np.array([
@@ -89,11 +90,39 @@ def concat(*parts: Arrays) -> Arrays:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def normalize_images(images: np.ndarray, dataset: str) -> np.ndarray:
-    """uint8 (or 0..16 for digits) images -> float32, standardised per channel."""
+def normalize_images(images: np.ndarray, dataset: str, stats=None) -> np.ndarray:
+    """uint8 (or 0..16 for digits) images -> float32, standardised per channel.
+
+    ``stats`` = ``(mean, std)`` per channel of the [0, 1]-scaled images (default: the dataset's
+    entry in ``NORMALIZATION``). Float images (MNIST-1D) are already standardised: returned as is.
+
+    >>> normalize_images(np.full((1, 1, 1, 1), 255, np.uint8), "x", ((0.5,), (0.5,))).item()
+    1.0
+    """
+    if images.dtype.kind == "f":
+        return images.astype(np.float32)
     scale = 16.0 if dataset == "digits" else 255.0
-    mean, std = (np.asarray(v, np.float32) for v in NORMALIZATION[dataset])
+    mean, std = (np.asarray(v, np.float32) for v in (stats or NORMALIZATION[dataset]))
     return ((images.astype(np.float32) / scale) - mean) / std
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1] (image folders' normalisation,
+    computed on the training split).
+
+    >>> channel_stats(np.array([[[[0]], [[255]]]], np.uint8))
+    ((0.5,), (0.5,))
+    """
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    std = np.maximum(x.std(axis=0), 1e-6)
+    return tuple(float(v) for v in x.mean(axis=0)), tuple(float(v) for v in std)
+
+
+def _class_count(dataset: str) -> int:
+    base, config = canonical_name(dataset)
+    if base == FOLDER:
+        return len(image_folder.scan(config).classes)
+    return NUM_CLASSES[base]
 
 
 def next_token_arrays(tokens: np.ndarray) -> Arrays:
@@ -143,11 +172,12 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
         raise ValueError(f"Forget spec {spec.text!r} applies to the Markov data only.")
     coarse = kind in ("superclass", "subclass")
     label_key = "coarse_label" if coarse else "label"
-    num_classes = NUM_COARSE if coarse else NUM_CLASSES[base]
+    num_classes = NUM_COARSE if coarse else _class_count(dataset)
+    stats = channel_stats(raw["train"]["image"]) if base == FOLDER else None
 
     def arrays(split):
         return {
-            "image": normalize_images(raw[split]["image"], base),
+            "image": normalize_images(raw[split]["image"], base, stats),
             "label": raw[split][label_key].astype(np.int32),
         }
 
@@ -201,8 +231,11 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
         "seed": seed,
         "label_key": label_key,
         "num_classes": num_classes,
-        # per-channel (mean, std) of the standardisation of [0, 1] pixels (Boundary Shrink's ε)
-        "normalization": [list(v) for v in NORMALIZATION[base]],
+        # per-channel (mean, std) of the standardisation of [0, 1] pixels (Boundary Shrink's ε);
+        # None for inputs that are not pixels (MNIST-1D signals, Markov tokens)
+        "normalization": ([list(v) for v in stats] if stats else
+                          [list(v) for v in NORMALIZATION[base]] if base in NORMALIZATION
+                          else None),
         "counts": _counts(train=train, forget=forget, retain=retain, test=test,
                           forget_test=extra.get("forget_test"),
                           retrain_set=extra.get("retrain_set")),

@@ -1,4 +1,5 @@
-"""Flax NNX models: ``mlp``, ``cnn``, ``resnet18``, ``transformer``; each has a ``head`` Linear.
+"""Flax NNX models: ``mlp``, ``cnn``, ``cnn1d``, ``fastcnn``, ``resnet18``, ``transformer``; each
+has a ``head`` Linear.
 
 Examples:
   >>> import jax.numpy as jnp
@@ -16,12 +17,15 @@ import inspect
 from flax import nnx
 
 from imu_jax.models.cnn import CNN
+from imu_jax.models.cnn1d import CNN1D
+from imu_jax.models.fastcnn import FastCNN
 from imu_jax.models.functional import FunctionalModel, functional
 from imu_jax.models.mlp import MLP
 from imu_jax.models.resnet import ResNet
 from imu_jax.models.transformer import Transformer
 
-REGISTRY = {"mlp": MLP, "cnn": CNN, "resnet18": ResNet, "transformer": Transformer}
+REGISTRY = {"mlp": MLP, "cnn": CNN, "resnet18": ResNet, "transformer": Transformer, "cnn1d": CNN1D,
+            "fastcnn": FastCNN}
 
 
 def _normalise(value):
@@ -64,6 +68,8 @@ def from_config(config: dict) -> nnx.Module:
 
 __all__ = [
     "CNN",
+    "CNN1D",
+    "FastCNN",
     "MLP",
     "REGISTRY",
     "FunctionalModel",

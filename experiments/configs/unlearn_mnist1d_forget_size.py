@@ -1,0 +1,26 @@
+"""MNIST-1D forget-set size sweep: random forgetting of 1%, 5%, 10%, 25% and 50%, 2x100 MLP.
+
+The paper argues that retain-free methods other than IMU degrade as the forget set grows; the
+plot is Avg. Gap against forget fraction, one line per method. ``FRACTIONS`` lists the sweep; the
+config's own ``forget`` is the first point.
+
+Commands (one directory per fraction; same methods, seeds and tuning rule as the others):
+  for f in 0.01 0.05 0.1 0.25 0.5; do imu-jax run \
+      --config experiments/configs/unlearn_mnist1d_forget_size.py --forget random:$f \
+      --out experiments/results/mnist1d_forget_size/random$f --no-progress; done
+Needs nothing but ``pip install``. Not run yet (run time unmeasured).
+"""
+
+FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5)
+
+
+def get_config() -> dict:
+    return {
+        "dataset": "mnist1d",
+        "model": "mlp",
+        "forget": f"random:{FRACTIONS[0]}",
+        "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random",
+                    "random_label", "boundary_shrink", "npo", "ssd"],
+        "seeds": [0, 1, 2],
+        "tune_seeds": [100, 101],
+    }
