@@ -91,8 +91,9 @@ def influence_from_grads(grads: PyTree, damping: float | jax.Array = DEFAULT_DAM
       >>> bool(imu.influence_from_grads(g)[0] < 0)
       True
     """
-    n = jax.tree.leaves(grads)[0].shape[0]
-    ones = jnp.ones(n, jnp.float32)
+    first = jax.tree.leaves(grads)[0]
+    n = first.shape[0]
+    ones = _layout.shard_like(jnp.ones(n, jnp.float32), first)  # like the examples (Explicit)
     total, total_sq = _sums(grads, ones)
     direction = jax.tree.map(lambda s, sq: (s / n) / (sq / n + damping), total, total_sq)
     return -_per_example_dot(grads, direction)
