@@ -92,8 +92,9 @@ def influence_from_grads(grads: PyTree, damping: float | jax.Array = DEFAULT_DAM
       >>> bool(imu.influence_from_grads(g)[0] < 0)
       True
     """
-    n = jax.tree.leaves(grads)[0].shape[0]
-    ones = jnp.ones(n, jnp.float32)
+    first = jax.tree.leaves(grads)[0]
+    n = first.shape[0]
+    ones = _layout.shard_like(jnp.ones(n, jnp.float32), first)  # like the examples (Explicit)
     total, total_sq = _sums(grads, ones)
     # damping in the gradients' dtype, however it is given (a weak Python float or an injected
     # float32 hyperparameter give the same numbers)

@@ -63,6 +63,29 @@ def test_chunking_does_not_change_scores(problem):
             rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(whole))))
 
 
+def test_auto_chunk_size_fits_the_budget():
+    head = {"kernel": jnp.zeros((512, 10)), "bias": jnp.zeros(10)}  # 5,130 float32 = 20,520 B
+    assert imu.auto_chunk_size(2048, head, chunk_bytes=8 * 2**20) == 256  # 408 fit -> 256
+    assert imu.auto_chunk_size(2048, head, chunk_bytes=20_520 * 1024) == 1024  # exactly 1024 fit
+    assert imu.auto_chunk_size(2048, head, chunk_bytes=20_520 * 1024 - 1) == 512
+    assert imu.auto_chunk_size(100, head, chunk_bytes=8 * 2**20) == 100  # all at once
+    assert imu.auto_chunk_size(2048, head, chunk_bytes=1) == 8  # the minimum chunk
+    assert imu.auto_chunk_size(3, head, chunk_bytes=1) == 3
+    half = jax.tree.map(lambda x: x.astype(jnp.bfloat16), head)  # half the bytes per example
+    assert imu.auto_chunk_size(2048, half, chunk_bytes=8 * 2**20) == 512
+
+
+def test_default_call_uses_the_automatic_chunk(problem):
+    _, _, _, jparams, jbatch = problem
+    loss = head_loss_fn(jparams["body"])
+    n = jbatch["x"].shape[0]
+    args = imu.influence._scores_args(loss, jparams["head"], jbatch)
+    assert args[4] == imu.auto_chunk_size(n, jparams["head"])
+    np.testing.assert_array_equal(
+        imu.influence_scores(loss, jparams["head"], jbatch),
+        imu.influence_scores(loss, jparams["head"], jbatch, chunk_size=args[4]))
+
+
 def test_damping_changes_scores(problem):
     _, _, _, jparams, jbatch = problem
     loss = head_loss_fn(jparams["body"])
