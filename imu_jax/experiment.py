@@ -379,6 +379,16 @@ def _get_method(name: str) -> methods_lib.Method:
     return RETRAIN_FLOOR if name == RETRAIN_FLOOR.name else methods_lib.get_method(name)
 
 
+def runnable_methods() -> list[str]:
+    """The names ``imu-jax run --methods`` accepts: the registry's, then the runner's own
+    ``retrain_floor``.
+
+    >>> runnable_methods()[-1]
+    'retrain_floor'
+    """
+    return methods_lib.available() + [RETRAIN_FLOOR.name]
+
+
 def held_out_for(splits, forget: str | None, *, seed: int = 0
                  ) -> tuple[Mapping[str, np.ndarray], str] | None:
     """``(held_out, removal)`` for the retain-free stopping rule, from the forget spec; ``None``

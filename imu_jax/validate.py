@@ -135,7 +135,7 @@ def _forget(values) -> str | None:
 
 
 def _methods(values) -> str | None:
-    from imu_jax.methods import available
+    from imu_jax.experiment import runnable_methods as available
 
     methods = values.get("methods")
     if not methods or not all(str(m).strip() for m in methods):
