@@ -115,6 +115,39 @@ def _normalized(value):
     return json.loads(json.dumps(value, default=_json_default, sort_keys=True))
 
 
+def _train_config_defaults() -> dict:
+    """Every :class:`imu_jax.train.TrainConfig` field's default."""
+    from imu_jax.train import TrainConfig
+
+    out = {}
+    for field in dataclasses.fields(TrainConfig):
+        if field.default is not dataclasses.MISSING:
+            out[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            out[field.name] = field.default_factory()
+    return out
+
+
+def training_differences(saved: Mapping | None, wanted: Mapping | None) -> list[str]:
+    """The training options where a cached model's recipe ``saved`` and the run's ``wanted``
+    differ (``forget`` aside). A field that ``TrainConfig`` gained after the model was saved
+    counts as its default, which is what training used before the field existed.
+
+    >>> training_differences({"epochs": 3}, {"epochs": 3, "label_smoothing": 0.0})
+    []
+    >>> training_differences({"epochs": 3}, {"epochs": 4})
+    ['epochs=3 (cached) vs 4']
+    """
+    if saved is None or wanted is None:
+        return []
+    defaults = _train_config_defaults()
+    saved = _normalized({**defaults, **dict(saved)})
+    wanted = _normalized({**defaults, **dict(wanted)})
+    return [f"{k}={saved.get(k)!r} (cached) vs {wanted.get(k)!r}"
+            for k in sorted(set(saved) | set(wanted))
+            if k != "forget" and saved.get(k) != wanted.get(k)]
+
+
 def load_cached_model(workdir: str | os.PathLike, *, expected: Mapping,
                       data_identity: Mapping | None = None,
                       train_config: Mapping | None = None) -> TrainedModel | None:
@@ -157,15 +190,11 @@ def load_cached_model(workdir: str | os.PathLike, *, expected: Mapping,
             raise ValueError(
                 f"cached model {workdir} was trained for {cached}, not {dict(data_identity)}; "
                 "use another --out or delete its models/ folder.")
-    if train_config is not None and meta.get("config") is not None:
-        saved, wanted = _normalized(meta["config"]), _normalized(dict(train_config))
-        differ = [f"{k}={saved.get(k)!r} (cached) vs {wanted.get(k)!r}"
-                  for k in sorted(set(saved) | set(wanted))
-                  if k != "forget" and saved.get(k) != wanted.get(k)]
-        if differ:
-            raise ValueError(f"cached model {workdir} was trained with other training options: "
-                             f"{'; '.join(differ)}; use another --out or delete its models/ "
-                             "folder.")
+    differ = training_differences(meta.get("config"), train_config)
+    if differ:
+        raise ValueError(f"cached model {workdir} was trained with other training options: "
+                         f"{'; '.join(differ)}; use another --out or delete its models/ "
+                         "folder.")
     try:
         model, params, state, _ = checkpoint.restore(workdir / "checkpoint", expected=expected)
     except Exception as err:  # noqa: BLE001 - metadata readable but arrays are not
