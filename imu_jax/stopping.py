@@ -255,8 +255,10 @@ class Monitor:
 
         >>> import jax.numpy as jnp
         >>> m = Monitor.fixed()
-        >>> m.start({"w": jnp.ones(2)}, {}, total_steps=3), m.after_step(3, {"w": jnp.ones(2)}, {})
+        >>> m.start({"w": jnp.ones(2)}, {}, total_steps=3), m.after_step(2, {"w": jnp.ones(2)}, {})
         (False, False)
+        >>> m.after_step(3, {"w": jnp.ones(2)}, {})  # the planned length
+        True
         >>> m.result()["stop_reason"]
         'fixed'
         """

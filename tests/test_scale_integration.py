@@ -109,7 +109,7 @@ def test_run_cli_with_mesh_and_checkpoints(tmp_path, data_dir):
     tiny = ["run", "--dataset", "digits", "--model", "mlp", "--forget", "class:3",
             "--train-option", "epochs=1", "--train-option", 'model_options={"hidden": [32]}',
             "--methods", "imu", "--seeds", "0", "--hparam", "imu.epochs=2", "--no-progress",
-            "--data-dir", data_dir]
+            "--fixed-length", "--data-dir", data_dir]  # the fixed 2 epochs, not the rule
     assert cli.main([*tiny, "--out", str(tmp_path / "one")]) == 0
     assert cli.main([*tiny, "--out", str(tmp_path / "mesh"), "--mesh", "data=4,model=2",
                      "--checkpoint-every", "2"]) == 0
