@@ -12,7 +12,7 @@ import pytest
 
 import tiny_models
 from imu_jax import methods
-from imu_jax.methods import (base, graddiff, jit_lipschitz, l1_sparse, likelihood, phases, salun,
+from imu_jax.methods import (base, graddiff, grids, jit_lipschitz, l1_sparse, likelihood, phases, salun,
                              scar, scrub, simnpo)
 
 PLAIN = {"momentum": 0.0, "weight_decay": 0.0}
@@ -74,12 +74,21 @@ def test_registry_has_the_new_baselines_with_their_data_needs():
     assert needs["l1_sparse"] == base.RETAIN_SET
     assert needs["jit"] == needs["simnpo"] == base.FORGET_ONLY
     assert needs["scar"] == base.FORGET_AND_AUXILIARY
-    ga_grid = methods.get_method("ga").grid
-    for name in ("salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"):
-        grid = methods.get_method(name).grid
-        assert sorted(grid) == ["epochs", "learning_rate"], name
-        assert (len(grid["learning_rate"]), len(grid["epochs"])) == \
-            (len(ga_grid["learning_rate"]), len(ga_grid["epochs"])) == (3, 6), name
+    knobs = {"salun": "threshold", "scrub": "msteps", "l1_sparse": "gamma", "jit": "noise_std",
+             "scar": "lambda_distill", "npo_rt": "beta", "simnpo": "beta", "graddiff": None}
+    for name, knob in knobs.items():
+        method = methods.get_method(name)
+        grid = method.grid
+        assert len(grids.grid_size_points(grid)) == grids.BUDGET == 12, name
+        assert grid is grids.GRIDS[name] and set(grid) <= set(method.defaults), name
+        if knob is None:  # lr(3) × epochs(4), as GA
+            assert sorted(grid) == ["epochs", "learning_rate"], name
+            assert (len(grid["learning_rate"]), len(grid["epochs"])) == (3, 4), name
+        else:             # lr(2) × epochs(3) × knob(2), the knob's default among its values
+            assert sorted(grid) == sorted(["epochs", "learning_rate", knob]), name
+            assert [len(grid[k]) for k in ("learning_rate", "epochs", knob)] == [2, 3, 2], name
+            assert method.defaults[knob] in grid[knob], name
+        assert method.defaults["milestones"] == () and method.defaults["bn_mode"] == "train", name
 
 
 # --- SalUn -------------------------------------------------------------------------------
