@@ -12,7 +12,7 @@ import pytest
 
 import tiny_models
 from imu_jax import methods
-from imu_jax.methods import (base, graddiff, jit_lipschitz, l1_sparse, likelihood, phases, salun,
+from imu_jax.methods import (base, graddiff, grids, jit_lipschitz, l1_sparse, likelihood, phases, salun,
                              scar, scrub, simnpo)
 
 PLAIN = {"momentum": 0.0, "weight_decay": 0.0}
@@ -74,12 +74,21 @@ def test_registry_has_the_new_baselines_with_their_data_needs():
     assert needs["l1_sparse"] == base.RETAIN_SET
     assert needs["jit"] == needs["simnpo"] == base.FORGET_ONLY
     assert needs["scar"] == base.FORGET_AND_AUXILIARY
-    ga_grid = methods.get_method("ga").grid
-    for name in ("salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"):
-        grid = methods.get_method(name).grid
-        assert sorted(grid) == ["epochs", "learning_rate"], name
-        assert (len(grid["learning_rate"]), len(grid["epochs"])) == \
-            (len(ga_grid["learning_rate"]), len(ga_grid["epochs"])) == (3, 6), name
+    knobs = {"salun": "threshold", "scrub": "msteps", "l1_sparse": "gamma", "jit": "noise_std",
+             "scar": "lambda_distill", "npo_rt": "beta", "simnpo": "beta", "graddiff": None}
+    for name, knob in knobs.items():
+        method = methods.get_method(name)
+        grid = method.grid
+        assert len(grids.grid_size_points(grid)) == grids.BUDGET == 12, name
+        assert grid is grids.GRIDS[name] and set(grid) <= set(method.defaults), name
+        if knob is None:  # lr(3) × epochs(4), as GA
+            assert sorted(grid) == ["epochs", "learning_rate"], name
+            assert (len(grid["learning_rate"]), len(grid["epochs"])) == (3, 4), name
+        else:             # lr(2) × epochs(3) × knob(2), the knob's default among its values
+            assert sorted(grid) == sorted(["epochs", "learning_rate", knob]), name
+            assert [len(grid[k]) for k in ("learning_rate", "epochs", knob)] == [2, 3, 2], name
+            assert method.defaults[knob] in grid[knob], name
+        assert method.defaults["milestones"] == () and method.defaults["bn_mode"] == "train", name
 
 
 # --- SalUn -------------------------------------------------------------------------------
@@ -393,3 +402,101 @@ def test_classification_only_methods_reject_sequences():
     for name in ("salun", "scrub", "jit", "scar"):
         with pytest.raises(ValueError, match=name):
             _run(name, task)
+
+
+# --- every gradient method under issue 10's and issue 12's mechanisms --------------------
+
+GRADIENT_METHODS = [n for n in methods.available() if "milestones" in methods.get_method(n).defaults]
+BN_METHODS = [n for n in GRADIENT_METHODS if "bn_mode" in methods.get_method(n).defaults]
+SMALL = {"scar": {"num_auxiliary": 200, "batch_size": 64}}  # keeps SCAR's set-up fast
+
+
+@pytest.fixture(scope="module")
+def trained_task():
+    model, params, state, data = tiny_models.trained_classifier(0, 300)
+    keep = data["test"]["label"] != 3
+    held_out = {k: v[keep] for k, v in data["test"].items()}
+    return model, params, state, data, held_out
+
+
+def test_gradient_methods_are_the_expected_ones():
+    assert {"ga", "npo", "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt",
+            "simnpo", "imu", "finetune"} <= set(GRADIENT_METHODS)
+    assert "ssd" not in GRADIENT_METHODS and "retrain" not in GRADIENT_METHODS
+
+
+@pytest.mark.parametrize("name", GRADIENT_METHODS)
+def test_every_gradient_method_stops_at_step_zero_when_the_model_already_forgot(name,
+                                                                               trained_task):
+    """Issue 12's rule in every gradient loop (gradient_loop and phases.phased_loop)."""
+    from imu_jax import stopping
+
+    model, params, state, data, held_out = trained_task
+    forgot = {**params, "head": {**params["head"],
+                                 "bias": params["head"]["bias"].at[3].set(-100.0)}}
+    assert tiny_models.accuracy(model, forgot, state, data["forget"]) == 0.0
+    seen = []
+    task = methods.UnlearnTask(model=model, params=forgot, state=state, forget=data["forget"],
+                               retain=data["retain"], train=data["train"], num_classes=4,
+                               held_out=held_out, stop_rule=stopping.StopRule(),
+                               on_step=lambda *a: seen.append(a[0]))
+    out = _run(name, task, **SMALL.get(name, {}))
+    assert out.info["stop_reason"] == "already-forgotten" and out.info["steps"] == 0, name
+    assert [p["step"] for p in out.info["curve"]] == [0] and seen == []
+    for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(forgot)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", BN_METHODS)
+def test_every_bn_method_honours_bn_mode_and_calls_on_step(name, trained_task):
+    """Issue 10: bn_mode="train" updates the BatchNorm-like running mean, "frozen" keeps it; the
+    per-step hook sees every step."""
+    model, params, state, data, _ = trained_task
+    moved = {}
+    for mode in ("train", "frozen"):
+        seen = []
+        task = methods.UnlearnTask(model=model, params=params, state=state,
+                                   forget=data["forget"], retain=data["retain"],
+                                   train=data["train"], num_classes=4,
+                                   on_step=lambda step, p, s: seen.append(step))
+        out = _run(name, task, bn_mode=mode, epochs=3, max_steps=2, **SMALL.get(name, {}))
+        assert out.info["bn_mode"] == mode and out.info["steps"] == 2, (name, mode)
+        assert seen == [1, 2], (name, mode)
+        moved[mode] = not np.allclose(out.state["mean"], state["mean"])
+    assert moved == {"train": True, "frozen": False}, name
+
+
+def test_phased_loop_follows_the_monitor_protocol(trained_task):
+    """phased_loop stops when the rule is reached, caps at the rule's max_epochs passes of its
+    first epoch, rolls back on divergence, and applies ``milestones`` as gradient_loop does."""
+    from imu_jax import stopping
+    from imu_jax.unlearn import batch_loss
+
+    model, params, state, data, held_out = trained_task
+    arrays = base.xy(data["forget"])
+
+    def ascent(p, s, batch):
+        return -jnp.mean(batch_loss(model.apply(p, s, batch["x"])[0], batch["y"]))
+
+    phase = [phases.Phase(ascent, phases.shuffled_batches(arrays, 16))]
+    monitor = stopping.Monitor(model, data["forget"], held_out, stopping.StopRule(max_epochs=30))
+    new, steps = phases.phased_loop(params, state, phase, epochs=1, learning_rate=0.05, seed=0,
+                                    monitor=monitor)
+    result = monitor.result()
+    assert result["stop_reason"] == "reached" and steps == result["stopped_at"] > 1
+    assert tiny_models.accuracy(model, new, state, data["forget"]) <= 0.25
+    per_epoch = -(-len(arrays["y"]) // 16)
+    never = stopping.Monitor(model, data["forget"], held_out, stopping.StopRule(max_epochs=2))
+    _, steps = phases.phased_loop(params, state, phase, epochs=1, learning_rate=0.0, seed=0,
+                                  monitor=never)
+    assert never.result()["stop_reason"] == "cap" and steps == 2 * per_epoch
+    with pytest.warns(stopping.DivergenceWarning):
+        new, steps = phases.phased_loop(params, state, phase, epochs=20, learning_rate=1e6,
+                                        seed=0)
+    assert steps < 20 * per_epoch
+    assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(new))
+    # milestones: lr × 0.1 from step round(0.5 · 4) = 2 on, for w ← w − lr · 1 (loss = w)
+    lin = [phases.Phase(lambda p, s, b: p["w"], phases.shuffled_batches({"x": np.ones(2)}, 1))]
+    p, _ = phases.phased_loop({"w": jnp.zeros(())}, {}, lin, epochs=2, learning_rate=1.0, seed=0,
+                              milestones=(0.5,), **PLAIN)
+    assert float(p["w"]) == pytest.approx(-(1 + 1 + 0.1 + 0.1))

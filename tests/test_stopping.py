@@ -144,7 +144,7 @@ def test_methods_use_the_rule_when_the_task_carries_one(trained):
     model, params, state, data, held_out = trained
     task = methods.UnlearnTask(model=model, params=params, state=state, forget=data["forget"],
                                num_classes=4, held_out=held_out, stop_rule=stopping.StopRule())
-    for name, lr in (("imu", 0.05), ("ga", 0.5), ("random_label", 0.5)):
+    for name, lr in (("imu", 0.05), ("ga", 0.5), ("random_label_forget_only", 0.5)):
         method = methods.get_method(name)
         out = method.run(task, method.hparams({"learning_rate": lr}), 0)
         assert out.info["stop_reason"] == "reached", name

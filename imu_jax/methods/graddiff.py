@@ -7,7 +7,8 @@ token of the batch — the ``grad_diff_loss`` of the public Markov-chain code (S
 ``synthetic/``), which zips a shuffled forget loader with a shuffled retain loader. Here each
 forget example is paired once per run with a distinct random retain example (see
 :func:`pair_with_retain`), and the pairs are shuffled every epoch. Same optimizer recipe and grid
-as GA.
+as GA, BatchNorm in train mode (``model.train()``: the forget pass, then the retain pass,
+update the running statistics in that order); ``bn_mode="frozen"`` keeps inference mode.
 
 >>> import numpy as np
 >>> pairs = pair_with_retain({"x": np.zeros(3), "y": np.arange(3)},
@@ -24,11 +25,14 @@ import numpy as np
 
 from imu_jax.methods import ga
 from imu_jax.methods.base import (FORGET_AND_RETAIN, Method, MethodOutput, UnlearnTask,
-                                  gradient_loop, require, timed, xy)
+                                  check_bn_mode, gradient_loop, monitor_for, require, stop_info,
+                                  timed, xy)
+from imu_jax.methods.grids import GRIDS
 from imu_jax.methods.likelihood import token_cross_entropy
+from imu_jax.methods.phases import mode_loss
 
 DEFAULTS = dict(ga.DEFAULTS)
-GRID = dict(ga.GRID)
+GRID = GRIDS["graddiff"]
 
 
 def pair_with_retain(forget: Mapping[str, np.ndarray], retain: Mapping[str, np.ndarray], *,
@@ -47,22 +51,32 @@ def logits_of(model, params, state, x):
     return model.apply(params, state, x, train=False)[0]
 
 
+def paired_loop(task: UnlearnTask, data: dict, loss_fn, hparams: dict, seed: int, label: str):
+    """``gradient_loop`` over paired forget / retain batches with ``loss_fn(params, state,
+    batch, train) -> (loss, new_state)``, BatchNorm per ``hparams["bn_mode"]``, under the task's
+    stopping rule; returns ``(params, state, info)`` for :func:`timed`."""
+    hparams = dict(hparams)
+    train_mode = check_bn_mode(hparams.pop("bn_mode"))
+    monitor = monitor_for(task, label)
+    params, state, steps = gradient_loop(task.model, task.params, task.state, data,
+                                         mode_loss(loss_fn, train_mode), seed=seed,
+                                         train_mode=train_mode, on_step=task.on_step,
+                                         return_state=True, monitor=monitor, **hparams)
+    return params, state, {**stop_info(monitor, steps),
+                           "bn_mode": "train" if train_mode else "frozen"}
+
+
 def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
     model = task.model
     data = pair_with_retain(xy(task.forget), xy(require(task, "retain", "graddiff")), seed=seed)
 
-    def loss(params, state, batch):
-        forget_ce = token_cross_entropy(logits_of(model, params, state, batch["x"]), batch["y"])
-        retain_ce = token_cross_entropy(logits_of(model, params, state, batch["rx"]),
-                                        batch["ry"])
-        return -forget_ce + retain_ce
+    def loss(params, state, batch, train):
+        forget_logits, state = model.apply(params, state, batch["x"], train=train)
+        retain_logits, state = model.apply(params, state, batch["rx"], train=train)
+        return (-token_cross_entropy(forget_logits, batch["y"])
+                + token_cross_entropy(retain_logits, batch["ry"])), state
 
-    def fit():
-        params, steps = gradient_loop(model, task.params, task.state, data, loss, seed=seed,
-                                      **hparams)
-        return params, task.state, {"steps": steps}
-
-    return timed(fit)
+    return timed(lambda: paired_loop(task, data, loss, hparams, seed, "graddiff"))
 
 
 METHOD = Method(name="graddiff", needs=FORGET_AND_RETAIN,

@@ -9,7 +9,9 @@ For every forget batch, ``n_samples`` noisy copies ``x' = clip(x + σ ε, min x,
 
 (sum over the batch, mean over the copies; ``f`` = logits; no gradient through the noisy
 outputs), with plain SGD (no momentum, no weight decay). Defaults are the reference code's
-full-class VGG16 setting: σ 0.5, 25 copies, lr 3e-4, one epoch, batch 128.
+full-class VGG16 setting: σ 0.5, 25 copies, lr 3e-4, one epoch, batch 128; BatchNorm in train
+mode (``model.train()``: the clean pass updates the running statistics, the noisy copies use
+their own batch statistics); ``bn_mode="frozen"`` keeps inference mode.
 
 >>> import jax.numpy as jnp
 >>> f = lambda x: 2.0 * x                       # a 2-Lipschitz "model"
@@ -23,13 +25,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from imu_jax.methods.base import (FORGET_ONLY, Method, MethodOutput, UnlearnTask, timed, xy)
-from imu_jax.methods.phases import Phase, phased_loop, shuffled_batches
+from imu_jax.methods.base import (FORGET_ONLY, Method, MethodOutput, UnlearnTask, check_bn_mode,
+                                  monitor_for, stop_info, timed, xy)
+from imu_jax.methods.grids import GRIDS, gradient_defaults
+from imu_jax.methods.phases import Phase, mode_loss, phased_loop, shuffled_batches
 
-DEFAULTS = {"learning_rate": 3e-4, "epochs": 1, "batch_size": 128, "momentum": 0.0,
-            "weight_decay": 0.0, "optimizer": "sgd", "max_steps": None, "noise_std": 0.5,
-            "n_samples": 25}
-GRID = {"learning_rate": (1e-4, 3e-4, 1e-3), "epochs": (1, 2, 3, 4, 5, 6)}
+DEFAULTS = gradient_defaults(learning_rate=3e-4, epochs=1, bn_mode="train", batch_size=128,
+                             momentum=0.0, weight_decay=0.0, noise_std=0.5, n_samples=25)
+GRID = GRIDS["jit"]
 
 
 def lipschitz_loss(outputs: jax.Array, noisy_outputs: jax.Array, x: jax.Array,
@@ -57,28 +60,31 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
     hparams = dict(hparams)
     noise_std, n_samples = hparams.pop("noise_std"), hparams.pop("n_samples")
     batch_size = hparams.pop("batch_size")
+    train_mode = check_bn_mode(hparams.pop("bn_mode"))
     forget = xy(task.forget)
     if not jnp.issubdtype(forget["x"].dtype, jnp.floating):
         raise ValueError("jit needs real-valued inputs (images); token inputs cannot be perturbed "
                          f"with Gaussian noise, got dtype {forget['x'].dtype}.")
     base_key = jax.random.key(seed)
 
-    def logits(params, state, x):
-        return model.apply(params, state, x, train=False)[0]
-
-    def loss(params, state, batch):
+    def loss(params, state, batch, train):
         x = batch["x"]
         noisy = perturb(jax.random.fold_in(base_key, batch["step"]), x, noise_std=noise_std,
                         n_samples=n_samples)
         noisy_out = jax.lax.stop_gradient(
-            jax.vmap(lambda xs: logits(params, state, xs))(noisy))
-        return lipschitz_loss(logits(params, state, x), noisy_out, x, noisy)
+            jax.vmap(lambda xs: model.apply(params, state, xs, train=train)[0])(noisy))
+        outputs, new_state = model.apply(params, state, x, train=train)
+        return lipschitz_loss(outputs, noisy_out, x, noisy), new_state
 
     def fit():
-        params, steps = phased_loop(task.params, task.state,
-                                    [Phase(loss, shuffled_batches(forget, batch_size))],
-                                    seed=seed, **hparams)
-        return params, task.state, {"steps": steps}
+        monitor = monitor_for(task, "jit")
+        params, state, steps = phased_loop(
+            task.params, task.state,
+            [Phase(mode_loss(loss, train_mode), shuffled_batches(forget, batch_size))],
+            seed=seed, train_mode=train_mode, on_step=task.on_step, monitor=monitor,
+            return_state=True, **hparams)
+        return params, state, {**stop_info(monitor, steps),
+                               "bn_mode": "train" if train_mode else "frozen"}
 
     return timed(fit)
 

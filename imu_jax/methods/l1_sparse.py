@@ -6,10 +6,11 @@ every parameter and the ℓ1 weight decays linearly with the (0-based) epoch ``e
 ``γ_e = γ (1 − e / epochs)`` (the reference code's ``FT_iter`` with ``no_l1_epochs = 0``).
 SGD momentum 0.9, weight decay 5e-4, constant learning rate 0.01, 10 epochs, batch 256, as in
 the authors' README; γ (their ``--alpha``) has no default there — 5e-4 is ours (see
-docs/DEVIATIONS.md).
+docs/DEVIATIONS.md). BatchNorm in train mode (the reference's ``model.train()``). Under the
+stopping rule the loop may run past ``epochs``; the weight then stays at 0 (never negative).
 
->>> l1_weight(5e-4, epoch=0, epochs=10), l1_weight(5e-4, epoch=5, epochs=10)
-(0.0005, 0.00025)
+>>> [round(float(l1_weight(5e-4, epoch=e, epochs=10)), 8) for e in (0, 5, 12)]
+[0.0005, 0.00025, 0.0]
 """
 
 from __future__ import annotations
@@ -17,18 +18,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from imu_jax.methods.base import (RETAIN_SET, Method, MethodOutput, UnlearnTask, model_loss,
-                                  require, timed, xy)
-from imu_jax.methods.phases import Phase, phased_loop, shuffled_batches
+from imu_jax.methods.base import (RETAIN_SET, Method, MethodOutput, UnlearnTask, check_bn_mode,
+                                  model_loss, monitor_for, require, stop_info, timed,
+                                  train_mode_loss, xy)
+from imu_jax.methods.grids import GRIDS, gradient_defaults
+from imu_jax.methods.phases import Phase, mode_loss, phased_loop, shuffled_batches
 
-DEFAULTS = {"learning_rate": 0.01, "epochs": 10, "batch_size": 256, "momentum": 0.9,
-            "weight_decay": 5e-4, "optimizer": "sgd", "max_steps": None, "gamma": 5e-4}
-GRID = {"learning_rate": (3e-3, 1e-2, 3e-2), "epochs": (1, 2, 3, 5, 7, 10)}
+DEFAULTS = gradient_defaults(learning_rate=0.01, epochs=10, bn_mode="train", gamma=5e-4)
+GRID = GRIDS["l1_sparse"]
 
 
 def l1_weight(gamma, *, epoch, epochs: int):
-    """``γ (1 − epoch / epochs)``: the ℓ1 weight of a 0-based epoch."""
-    return gamma * (1 - epoch / epochs)
+    """``γ max(0, 1 − epoch / epochs)``: the ℓ1 weight of a 0-based epoch."""
+    return gamma * jnp.maximum(0.0, 1 - epoch / epochs)
 
 
 def l1_norm(params) -> jax.Array:
@@ -42,16 +44,25 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
     gamma, batch_size = hparams.pop("gamma"), hparams.pop("batch_size")
     retain = xy(require(task, "retain", "l1_sparse"))
     epochs = hparams["epochs"]
+    train_mode = check_bn_mode(hparams.pop("bn_mode"))
 
-    def loss(params, state, batch):
+    def loss(params, state, batch, train):
         weight = l1_weight(gamma, epoch=batch["epoch"], epochs=epochs)
-        return model_loss(model, params, state, batch["x"], batch["y"]) + weight * l1_norm(params)
+        if train:
+            ce, state = train_mode_loss(model, params, state, batch["x"], batch["y"])
+        else:
+            ce = model_loss(model, params, state, batch["x"], batch["y"])
+        return ce + weight * l1_norm(params), state
 
     def fit():
-        params, steps = phased_loop(task.params, task.state,
-                                    [Phase(loss, shuffled_batches(retain, batch_size))],
-                                    seed=seed, **hparams)
-        return params, task.state, {"steps": steps}
+        monitor = monitor_for(task, "l1_sparse")
+        params, state, steps = phased_loop(
+            task.params, task.state,
+            [Phase(mode_loss(loss, train_mode), shuffled_batches(retain, batch_size))],
+            seed=seed, train_mode=train_mode, on_step=task.on_step, monitor=monitor,
+            return_state=True, **hparams)
+        return params, state, {**stop_info(monitor, steps),
+                               "bn_mode": "train" if train_mode else "frozen"}
 
     return timed(fit)
 

@@ -3,7 +3,8 @@
 ``L = (2/β) mean_{D_f batch} softplus(β (log π_θ(y|x) − log π_ref(y|x))) + CE(D_r batch)`` with
 ``log π`` the SUM of the token log-probabilities (the NPO paper's and the public Markov code's
 ``NPO_RT``), π_ref the frozen original model, CE the mean token cross-entropy of the retain
-batch. Forget and retain batches are paired as in GradDiff. NPO's defaults (β 0.1) and grid.
+batch (π_ref in inference mode). Forget and retain batches are paired as in GradDiff. NPO's
+defaults (β 0.1, BatchNorm in train mode) and grid.
 
 >>> from imu_jax.methods import get_method
 >>> get_method("npo_rt").defaults["beta"]
@@ -17,12 +18,13 @@ import numpy as np
 
 from imu_jax.methods import npo
 from imu_jax.methods.base import (FORGET_AND_RETAIN, Method, MethodOutput, UnlearnTask,
-                                  gradient_loop, require, timed, xy)
-from imu_jax.methods.graddiff import logits_of, pair_with_retain
+                                  require, timed, xy)
+from imu_jax.methods.graddiff import logits_of, paired_loop, pair_with_retain
+from imu_jax.methods.grids import GRIDS
 from imu_jax.methods.likelihood import sequence_log_prob, token_cross_entropy
 
 DEFAULTS = dict(npo.DEFAULTS)
-GRID = dict(npo.GRID)
+GRID = GRIDS["npo_rt"]
 
 
 def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
@@ -37,15 +39,14 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
         ref = np.concatenate([np.asarray(reference(data["x"][i:i + 512], data["y"][i:i + 512]))
                               for i in range(0, len(data["y"]), 512)])
 
-        def loss(params, state, batch):
-            log_prob = sequence_log_prob(logits_of(model, params, state, batch["x"]), batch["y"])
-            retain_ce = token_cross_entropy(logits_of(model, params, state, batch["rx"]),
-                                            batch["ry"])
-            return npo.npo_loss(log_prob, batch["ref"], beta=beta) + retain_ce
+        def loss(params, state, batch, train):
+            forget_logits, state = model.apply(params, state, batch["x"], train=train)
+            retain_logits, state = model.apply(params, state, batch["rx"], train=train)
+            log_prob = sequence_log_prob(forget_logits, batch["y"])
+            return (npo.npo_loss(log_prob, batch["ref"], beta=beta)
+                    + token_cross_entropy(retain_logits, batch["ry"])), state
 
-        params, steps = gradient_loop(model, task.params, task.state, {**data, "ref": ref}, loss,
-                                      seed=seed, **hparams)
-        return params, task.state, {"steps": steps}
+        return paired_loop(task, {**data, "ref": ref}, loss, hparams, seed, "npo_rt")
 
     return timed(fit)
 

@@ -13,8 +13,14 @@ dict". Some published methods need more, and :func:`phased_loop` gives it with O
 
 Every batch dict handed to a loss gets two extra int32 scalars, ``"epoch"`` and ``"step"``.
 The learning rate is multiplied by ``lr_decay_rate`` at each epoch listed in
-``lr_decay_epochs`` (epoch-based, like the authors' schedulers). The model state is fixed
-(inference mode), as in ``gradient_loop``.
+``lr_decay_epochs`` (epoch-based, like the authors' schedulers) and by 0.1 at each fraction
+``milestones`` of the planned steps (the shared schedule knob of every gradient method, default
+constant). The loop protocol is :func:`base.gradient_loop`'s: the model state is fixed (inference
+mode) unless ``train_mode`` (then a loss returns ``(loss, new_state)`` and the state is carried,
+see :func:`mode_loss`), ``on_step(step, params, state)`` runs after every step, and a ``monitor``
+(:func:`base.monitor_for`) decides the length under the retain-free stopping rule: the loop then
+runs at a constant lr (no decay, no milestones) up to the rule's cap, counted in passes over the
+first epoch's steps. Every loop is guarded against divergence (``stopping.Monitor.fixed``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from imu_jax import stopping
 from imu_jax.methods.base import make_sgd
 
 PyTree = Any
@@ -69,13 +76,35 @@ def shuffled_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> Batch
     return batches
 
 
+def mode_loss(loss_fn: Callable[[PyTree, PyTree, dict, bool], tuple[jax.Array, PyTree]],
+              train_mode: bool) -> Callable[[PyTree, PyTree, dict], Any]:
+    """A loop loss from ``loss_fn(params, state, batch, train) -> (loss, new_state)``: returns
+    ``(loss, new_state)`` in train mode (BatchNorm on batch statistics, state carried), the loss
+    alone in inference mode.
+
+    >>> f = mode_loss(lambda p, s, b, train: (p * 2.0, {"n": s["n"] + train}), True)
+    >>> f(1.0, {"n": 0}, {})
+    (2.0, {'n': 1})
+    """
+    if train_mode:
+        return lambda params, state, batch: loss_fn(params, state, batch, True)
+    return lambda params, state, batch: loss_fn(params, state, batch, False)[0]
+
+
+def _count(phase: Phase) -> int:
+    """Steps of one pass of ``phase`` (every batcher here yields a fixed number per epoch)."""
+    return sum(1 for _ in phase.batches(0, np.random.default_rng(0)))
+
+
 def phased_loop(params: PyTree, state: PyTree, phases: Sequence[Phase], *, epochs: int,
                 learning_rate: float, seed: int, momentum: float = 0.9,
                 weight_decay: float = 5e-4, optimizer: str = "sgd",
                 max_steps: int | None = None, lr_decay_epochs: Sequence[int] = (),
-                lr_decay_rate: float = 0.1) -> tuple[PyTree, int]:
+                lr_decay_rate: float = 0.1, milestones: Sequence[float] = (),
+                train_mode: bool = False, on_step=None, return_state: bool = False,
+                monitor: "stopping.Monitor | None" = None) -> tuple[PyTree, int]:
     """Runs ``epochs`` epochs; each epoch runs its active phases in order. Returns
-    ``(params, steps)``.
+    ``(params, steps)``, or ``(params, state, steps)`` with ``return_state=True``.
 
     The optimizer is :func:`base.make_sgd` (SGD + momentum with coupled decay, or AdamW), shared
     by every phase. ``max_steps`` caps the total number of steps.
@@ -92,6 +121,22 @@ def phased_loop(params: PyTree, state: PyTree, phases: Sequence[Phase], *, epoch
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     if not phases:
         raise ValueError("phases is empty: give at least one Phase.")
+    counts = [_count(phase) for phase in phases]
+
+    def active(phase, epoch):
+        return phase.first_epochs is None or epoch < phase.first_epochs
+
+    if monitor is not None and monitor.monitoring:  # the rule's cap, constant lr
+        per_epoch = sum(c for phase, c in zip(phases, counts) if active(phase, 0))
+        cap = monitor.rule.cap(per_epoch)
+        max_steps = min(cap, max_steps) if max_steps else cap
+        epochs = max_steps  # every epoch has at least one step, so the cap ends the loop
+        lr_decay_epochs, milestones = (), ()
+    monitor = monitor if monitor is not None else stopping.Monitor.fixed()
+    total = sum(c for epoch in range(epochs) for phase, c in zip(phases, counts)
+                if active(phase, epoch)) if not monitor.monitoring else max_steps
+    total = min(total, max_steps) if max_steps is not None else total
+    boundaries = sorted(max(1, int(round(f * total))) for f in milestones if 0 < f < 1)
     rng = np.random.default_rng(seed)
     tx = optax.inject_hyperparams(make_sgd, static_args=("momentum", "optimizer"))(
         learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
@@ -100,26 +145,41 @@ def phased_loop(params: PyTree, state: PyTree, phases: Sequence[Phase], *, epoch
 
     def make_step(loss_fn):
         @jax.jit
-        def step(params, opt_state, batch):
-            grads = jax.grad(loss_fn)(params, state, batch)
+        def step(params, opt_state, state, batch):
+            if train_mode:
+                grads, state = jax.grad(loss_fn, has_aux=True)(params, state, batch)
+            else:
+                grads = jax.grad(loss_fn)(params, state, batch)
             updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state
+            return optax.apply_updates(params, updates), opt_state, state
 
         return step
 
     steps_fns = [make_step(phase.loss_fn) for phase in phases]
     steps = 0
+    done = monitor.start(params, state, total_steps=total)
     for epoch in range(epochs):
+        if done or (max_steps is not None and steps >= max_steps):
+            break
         decays = sum(epoch >= e for e in lr_decay_epochs)
-        opt_state.hyperparams["learning_rate"] = jnp.asarray(
-            learning_rate * lr_decay_rate ** decays, jnp.float32)
         for phase, step in zip(phases, steps_fns):
-            if phase.first_epochs is not None and epoch >= phase.first_epochs:
+            if done or not active(phase, epoch):
                 continue
             for batch in phase.batches(epoch, rng):
-                if max_steps is not None and steps >= max_steps:
-                    return jax.block_until_ready(params), steps
+                if done or (max_steps is not None and steps >= max_steps):
+                    break
+                fired = sum(steps >= b for b in boundaries)
+                opt_state.hyperparams["learning_rate"] = jnp.asarray(
+                    learning_rate * lr_decay_rate ** decays * 0.1 ** fired, jnp.float32)
                 batch = {**batch, "epoch": np.int32(epoch), "step": np.int32(steps)}
-                params, opt_state = step(params, opt_state, batch)
+                params, opt_state, state = step(params, opt_state, state, batch)
                 steps += 1
+                if on_step is not None:
+                    on_step(steps, params, state)
+                done = monitor.after_step(steps, params, state)
+    monitor.finish(steps)
+    params, state = monitor.params_to_return(params, state)
+    steps = monitor.steps
+    if return_state:
+        return jax.block_until_ready(params), state, steps
     return jax.block_until_ready(params), steps

@@ -12,7 +12,9 @@
    parameters are that same combination.
 
 Defaults are the reference code's: SGD momentum 0.9, weight decay 5e-4, lr 0.013, 10 epochs,
-batch 256, constant learning rate.
+batch 256, constant learning rate, BatchNorm in train mode during the fine-tuning
+(``model.train()``; ``bn_mode="frozen"`` keeps inference mode). The saliency gradient is taken in
+inference mode.
 
 >>> import jax.numpy as jnp
 >>> saliency_mask({"a": jnp.array([0.1, -3.0]), "b": jnp.array([2.0, 0.0])}, 0.5)
@@ -27,12 +29,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from imu_jax import stopping
 from imu_jax.methods.base import (FORGET_AND_RETAIN, Method, MethodOutput, UnlearnTask,
-                                  gradient_loop, model_loss, require, timed, xy)
+                                  check_bn_mode, gradient_loop, model_loss, monitor_for, require,
+                                  stop_info, timed, train_mode_loss, xy)
+from imu_jax.methods.grids import GRIDS, gradient_defaults
+from imu_jax.methods.phases import mode_loss
 
-DEFAULTS = {"learning_rate": 0.013, "epochs": 10, "batch_size": 256, "momentum": 0.9,
-            "weight_decay": 5e-4, "optimizer": "sgd", "max_steps": None, "threshold": 0.5}
-GRID = {"learning_rate": (0.005, 0.013, 0.03), "epochs": (1, 2, 3, 5, 7, 10)}
+DEFAULTS = gradient_defaults(learning_rate=0.013, epochs=10, bn_mode="train", threshold=0.5)
+GRID = GRIDS["salun"]
 
 
 def forget_gradient(model, params, state, forget: dict, *, batch_size: int) -> Any:
@@ -67,10 +72,46 @@ def masked_params(params: Any, original: Any, mask: Any) -> Any:
     return jax.tree.map(lambda p, p0, m: m * p + (1 - m) * p0, params, original, mask)
 
 
+def _masked_on_step(on_step, original, mask):
+    if on_step is None:
+        return None
+    return lambda step, params, state: on_step(step, masked_params(params, original, mask), state)
+
+
+class MaskedMonitor:
+    """A loop monitor (``stopping.Monitor``; ``None`` = the divergence guard only) that sees the
+    effective model ``m ⊙ θ + (1 − m) ⊙ θ₀``, not the raw trained parameters."""
+
+    def __init__(self, monitor, original, mask):
+        self.inner = monitor if monitor is not None else stopping.Monitor.fixed()
+        self.original, self.mask = original, mask
+        self.monitoring, self.rule = self.inner.monitoring, self.inner.rule
+
+    def _masked(self, params):
+        return masked_params(params, self.original, self.mask)
+
+    def start(self, params, state, **kwargs):
+        return self.inner.start(self._masked(params), state, **kwargs)
+
+    def after_step(self, step, params, state):
+        return self.inner.after_step(step, self._masked(params), state)
+
+    def finish(self, steps_run):
+        self.inner.finish(steps_run)
+
+    def params_to_return(self, params, state=None):
+        return self.inner.params_to_return(self._masked(params), state)
+
+    @property
+    def steps(self):
+        return self.inner.steps
+
+
 def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
     model = task.model
     hparams = dict(hparams)
     threshold = hparams.pop("threshold")
+    train_mode = check_bn_mode(hparams.pop("bn_mode"))
     forget, retain = xy(task.forget), xy(require(task, "retain", "salun"))
     if forget["y"].ndim != 1:
         raise ValueError("salun needs class labels [N]; sequence data is not supported.")
@@ -83,15 +124,21 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
         union = {"x": np.concatenate([forget["x"], retain["x"]]),
                  "y": np.concatenate([random_labels, retain["y"]])}
 
-        def loss(params, state, batch):
-            return model_loss(model, masked_params(params, task.params, mask), state,
-                              batch["x"], batch["y"])
+        def loss(params, state, batch, train):
+            masked = masked_params(params, task.params, mask)
+            if train:
+                return train_mode_loss(model, masked, state, batch["x"], batch["y"])
+            return model_loss(model, masked, state, batch["x"], batch["y"]), state
 
-        params, steps = gradient_loop(model, task.params, task.state, union, loss, seed=seed,
-                                      **hparams)
+        monitor = monitor_for(task, "salun")
+        params, state, steps = gradient_loop(
+            model, task.params, task.state, union, mode_loss(loss, train_mode), seed=seed,
+            train_mode=train_mode, on_step=_masked_on_step(task.on_step, task.params, mask),
+            return_state=True, monitor=MaskedMonitor(monitor, task.params, mask), **hparams)
         kept = sum(float(jnp.sum(m)) for m in jax.tree.leaves(mask))
-        return masked_params(params, task.params, mask), task.state, {
-            "steps": steps, "masked_fraction": kept / sum(m.size for m in jax.tree.leaves(mask))}
+        return masked_params(params, task.params, mask), state, {
+            **stop_info(monitor, steps), "bn_mode": "train" if train_mode else "frozen",
+            "masked_fraction": kept / sum(m.size for m in jax.tree.leaves(mask))}
 
     return timed(fit)
 

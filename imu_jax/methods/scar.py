@@ -21,7 +21,10 @@ Each epoch goes through the forget batches in order; each forget batch is paired
 ``λ₁ mean_i d_{c_i}(h_i) + λ₂ KL(softmax(t/T) ‖ softmax(s))`` (t = original logits of the
 auxiliary batch, s = the model's). Defaults are the authors': Adam lr 5e-4, no weight decay,
 batch 1024, λ₁ 1, λ₂ 5, T 1, δ 0.5, γ₁ = γ₂ 3, 6 auxiliary batches per forget batch
-(``num_retain_samp`` 5 for CIFAR-10), 10,000 noise images.
+(``num_retain_samp`` 5 for CIFAR-10), 10,000 noise images. BatchNorm in train mode for the
+auxiliary (distillation) pass (the reference's ``model.train()``; the running statistics are
+updated there); the forget features are taken with ``model.features`` (inference mode, which
+has no train flag here; docs/DEVIATIONS.md). ``bn_mode="frozen"``: inference mode throughout.
 
 >>> import numpy as np
 >>> shrink_covariance(np.array([[2.0, 1.0], [1.0, 4.0]]), 1.0, 1.0).tolist()
@@ -35,14 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from imu_jax.methods.base import (FORGET_AND_AUXILIARY, Method, MethodOutput, UnlearnTask,
-                                  timed, xy)
-from imu_jax.methods.phases import Phase, phased_loop
+                                  check_bn_mode, monitor_for, stop_info, timed, xy)
+from imu_jax.methods.grids import GRIDS, gradient_defaults
+from imu_jax.methods.phases import Phase, mode_loss, phased_loop
 
-DEFAULTS = {"learning_rate": 5e-4, "epochs": 10, "batch_size": 1024, "weight_decay": 0.0,
-            "optimizer": "adamw", "max_steps": None, "lambda_forget": 1.0,
-            "lambda_distill": 5.0, "temperature": 1.0, "delta": 0.5, "shrink1": 3.0,
-            "shrink2": 3.0, "aux_batches_per_forget": 6, "num_auxiliary": 10_000}
-GRID = {"learning_rate": (1e-4, 5e-4, 2e-3), "epochs": (1, 2, 3, 5, 10, 20)}
+DEFAULTS = gradient_defaults(learning_rate=5e-4, epochs=10, bn_mode="train", batch_size=1024,
+                             weight_decay=0.0, optimizer="adamw", lambda_forget=1.0,
+                             lambda_distill=5.0, temperature=1.0, delta=0.5, shrink1=3.0,
+                             shrink2=3.0, aux_batches_per_forget=6, num_auxiliary=10_000)
+GRID = GRIDS["scar"]
 
 
 def shrink_covariance(cov: np.ndarray, gamma1: float, gamma2: float) -> np.ndarray:
@@ -112,16 +116,20 @@ def gaussian_auxiliary(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
 
 
 def scar_loss(model, params, state, batch: dict, means, inverses, *, delta: float,
-              temperature: float, lambda_forget: float, lambda_distill: float) -> jax.Array:
+              temperature: float, lambda_forget: float, lambda_distill: float,
+              train: bool = False):
     """``λ₁ mean_i d_{target_i}(h(xf_i)) + λ₂ mean_j KL(softmax(ta_j / T) ‖ softmax(s(xa_j)))``
-    for a batch ``{"xf", "target", "xa", "ta"}`` (``ta`` = the original model's logits)."""
+    for a batch ``{"xf", "target", "xa", "ta"}`` (``ta`` = the original model's logits); with
+    ``train=True`` returns ``(loss, new_state)`` (the auxiliary pass in train mode)."""
     feats = model.features(params, state, batch["xf"])
     d = mahalanobis(feats, means, inverses, delta=delta)
     forget_term = jnp.mean(jnp.take_along_axis(d, batch["target"][:, None], axis=1))
-    student = jax.nn.log_softmax(model.apply(params, state, batch["xa"], train=False)[0])
+    student_logits, new_state = model.apply(params, state, batch["xa"], train=train)
+    student = jax.nn.log_softmax(student_logits)
     teacher = jax.nn.log_softmax(batch["ta"] / temperature)
     distill = jnp.mean(jnp.sum(jnp.exp(teacher) * (teacher - student), axis=-1))
-    return lambda_forget * forget_term + lambda_distill * distill
+    value = lambda_forget * forget_term + lambda_distill * distill
+    return (value, new_state) if train else value
 
 
 def _batched(fn, x: np.ndarray, size: int = 512) -> np.ndarray:
@@ -134,6 +142,7 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
     k = {name: hparams.pop(name) for name in (
         "lambda_forget", "lambda_distill", "temperature", "delta", "shrink1", "shrink2",
         "aux_batches_per_forget", "num_auxiliary", "batch_size")}
+    train_mode = check_bn_mode(hparams.pop("bn_mode"))
     forget = xy(task.forget)
     if forget["y"].ndim != 1 or not hasattr(model, "features"):
         raise ValueError("scar needs class labels [N] and a model with features() (the input "
@@ -169,16 +178,22 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
                            "xa": aux[j], "ta": aux_logits[j], "means": means,
                            "inverses": inverses}
 
-        def loss(params, state, batch):  # statistics travel as arguments, not jit constants
-            return scar_loss(model, params, state, batch, batch["means"], batch["inverses"],
-                             delta=delta, temperature=k["temperature"],
-                             lambda_forget=k["lambda_forget"],
-                             lambda_distill=k["lambda_distill"])
+        def loss(params, state, batch, train):  # statistics travel as arguments
+            out = scar_loss(model, params, state, batch, batch["means"], batch["inverses"],
+                            delta=delta, temperature=k["temperature"],
+                            lambda_forget=k["lambda_forget"],
+                            lambda_distill=k["lambda_distill"], train=train)
+            return out if train else (out, state)
 
-        params, steps = phased_loop(task.params, task.state, [Phase(loss, batches)], seed=seed,
-                                    **hparams)
-        return params, task.state, {"steps": steps, "auxiliary": "gaussian_noise",
-                                    "auxiliary_classes": int(valid.sum())}
+        monitor = monitor_for(task, "scar")
+        params, state, steps = phased_loop(
+            task.params, task.state, [Phase(mode_loss(loss, train_mode), batches)], seed=seed,
+            train_mode=train_mode, on_step=task.on_step, monitor=monitor, return_state=True,
+            **hparams)
+        return params, state, {**stop_info(monitor, steps),
+                               "bn_mode": "train" if train_mode else "frozen",
+                               "auxiliary": "gaussian_noise",
+                               "auxiliary_classes": int(valid.sum())}
 
     return timed(fit)
 

@@ -11,7 +11,9 @@ divergence ``KL_T(s, t) = T² · mean_batch KL(softmax(t/T) ‖ softmax(s/T))`` 
 
 Defaults are the authors' (``large_scale_unlearning.ipynb``): γ 0.99, α 0.001, T 4, msteps 2,
 3 epochs, lr 5e-4 × 0.1 after epochs 3, 5 and 9, SGD momentum 0.9, weight decay 5e-4, batches
-32 (D_f) and 128 (D_r).
+32 (D_f) and 128 (D_r). The student is in train mode (BatchNorm on batch statistics, running
+statistics updated: the reference's ``model_s.train()``); the teacher in inference mode.
+``bn_mode="frozen"`` keeps the student in inference mode.
 
 >>> import jax.numpy as jnp
 >>> float(distill_kl(jnp.zeros((2, 3)), jnp.zeros((2, 3)), temperature=4.0))
@@ -24,15 +26,15 @@ import jax
 import jax.numpy as jnp
 
 from imu_jax.methods.base import (FORGET_AND_RETAIN, Method, MethodOutput, UnlearnTask,
-                                  require, timed, xy)
-from imu_jax.methods.phases import Phase, phased_loop, shuffled_batches
+                                  check_bn_mode, monitor_for, require, stop_info, timed, xy)
+from imu_jax.methods.grids import GRIDS, gradient_defaults
+from imu_jax.methods.phases import Phase, mode_loss, phased_loop, shuffled_batches
 from imu_jax.unlearn import batch_loss
 
-DEFAULTS = {"learning_rate": 5e-4, "epochs": 3, "batch_size": 128, "forget_batch_size": 32,
-            "momentum": 0.9, "weight_decay": 5e-4, "optimizer": "sgd", "max_steps": None,
-            "msteps": 2, "gamma": 0.99, "alpha": 0.001, "temperature": 4.0,
-            "lr_decay_epochs": (3, 5, 9)}
-GRID = {"learning_rate": (5e-4, 5e-3, 5e-2), "epochs": (1, 2, 3, 5, 7, 10)}
+DEFAULTS = gradient_defaults(learning_rate=5e-4, epochs=3, bn_mode="train", batch_size=128,
+                             forget_batch_size=32, msteps=2, gamma=0.99, alpha=0.001,
+                             temperature=4.0, lr_decay_epochs=(3, 5, 9))
+GRID = GRIDS["scrub"]
 
 
 def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, *,
@@ -50,30 +52,36 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
     knobs = {k: hparams.pop(k) for k in ("forget_batch_size", "msteps", "gamma", "alpha",
                                          "temperature")}
     batch_size = hparams.pop("batch_size")
+    train_mode = check_bn_mode(hparams.pop("bn_mode"))
     forget, retain = xy(task.forget), xy(require(task, "retain", "scrub"))
     if forget["y"].ndim != 1:
         raise ValueError("scrub needs class labels [N]; sequence data is not supported.")
     temperature = knobs["temperature"]
 
-    def logits(params, state, x):
-        return model.apply(params, state, x, train=False)[0]
+    def teacher(x):
+        return jax.lax.stop_gradient(model.apply(task.params, task.state, x, train=False)[0])
 
-    def maximize(params, state, batch):
-        teacher = jax.lax.stop_gradient(logits(task.params, task.state, batch["x"]))
-        return -distill_kl(logits(params, state, batch["x"]), teacher, temperature=temperature)
+    def maximize(params, state, batch, train):
+        student, state = model.apply(params, state, batch["x"], train=train)
+        return -distill_kl(student, teacher(batch["x"]), temperature=temperature), state
 
-    def minimize(params, state, batch):
-        student = logits(params, state, batch["x"])
-        teacher = jax.lax.stop_gradient(logits(task.params, task.state, batch["x"]))
+    def minimize(params, state, batch, train):
+        student, state = model.apply(params, state, batch["x"], train=train)
         return (knobs["gamma"] * jnp.mean(batch_loss(student, batch["y"]))
-                + knobs["alpha"] * distill_kl(student, teacher, temperature=temperature))
+                + knobs["alpha"] * distill_kl(student, teacher(batch["x"]),
+                                              temperature=temperature)), state
 
     def fit():
-        phases = [Phase(maximize, shuffled_batches(forget, knobs["forget_batch_size"]),
+        phases = [Phase(mode_loss(maximize, train_mode),
+                        shuffled_batches(forget, knobs["forget_batch_size"]),
                         first_epochs=knobs["msteps"]),
-                  Phase(minimize, shuffled_batches(retain, batch_size))]
-        params, steps = phased_loop(task.params, task.state, phases, seed=seed, **hparams)
-        return params, task.state, {"steps": steps}
+                  Phase(mode_loss(minimize, train_mode), shuffled_batches(retain, batch_size))]
+        monitor = monitor_for(task, "scrub")
+        params, state, steps = phased_loop(task.params, task.state, phases, seed=seed,
+                                           train_mode=train_mode, on_step=task.on_step,
+                                           monitor=monitor, return_state=True, **hparams)
+        return params, state, {**stop_info(monitor, steps),
+                               "bn_mode": "train" if train_mode else "frozen"}
 
     return timed(fit)
 

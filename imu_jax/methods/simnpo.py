@@ -7,7 +7,8 @@ for LLM unlearning"): reference-free, length-normalised NPO. Forget set only.
 with ``log π`` the sum of the token log-probabilities and ``|y|`` the number of (non-padding)
 tokens; no reference model and no retain data (the forget-only ``simnpo`` loss of the authors'
 TOFU code and ``SimNPO_loss`` of their Markov code). β 2.5 and γ 0 are the authors' TOFU
-defaults; optimizer recipe and grid as NPO.
+defaults; optimizer recipe (BatchNorm in train mode) as NPO; grid: NPO's rule, β in
+(1.0, 2.5).
 
 >>> import jax.numpy as jnp
 >>> round(float(simnpo_loss(jnp.zeros(2), jnp.ones(2), beta=2.5, gamma=0.0)), 4)  # (2/β) log 2
@@ -20,13 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from imu_jax.methods import npo
-from imu_jax.methods.base import (FORGET_ONLY, Method, MethodOutput, UnlearnTask, gradient_loop,
-                                  timed, xy)
-from imu_jax.methods.graddiff import logits_of
+from imu_jax.methods.base import FORGET_ONLY, Method, MethodOutput, UnlearnTask, timed, xy
+from imu_jax.methods.graddiff import paired_loop
+from imu_jax.methods.grids import GRIDS
 from imu_jax.methods.likelihood import num_tokens, sequence_log_prob
 
 DEFAULTS = {**npo.DEFAULTS, "beta": 2.5, "gamma": 0.0}
-GRID = dict(npo.GRID)
+GRID = GRIDS["simnpo"]
 
 
 def simnpo_loss(log_prob: jax.Array, lengths: jax.Array, *, beta: float,
@@ -41,16 +42,12 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
     beta, gamma = hparams.pop("beta"), hparams.pop("gamma")
     data = xy(task.forget)
 
-    def loss(params, state, batch):
-        log_prob = sequence_log_prob(logits_of(model, params, state, batch["x"]), batch["y"])
-        return simnpo_loss(log_prob, num_tokens(batch["y"]), beta=beta, gamma=gamma)
+    def loss(params, state, batch, train):
+        logits, state = model.apply(params, state, batch["x"], train=train)
+        log_prob = sequence_log_prob(logits, batch["y"])
+        return simnpo_loss(log_prob, num_tokens(batch["y"]), beta=beta, gamma=gamma), state
 
-    def fit():
-        params, steps = gradient_loop(model, task.params, task.state, data, loss, seed=seed,
-                                      **hparams)
-        return params, task.state, {"steps": steps}
-
-    return timed(fit)
+    return timed(lambda: paired_loop(task, data, loss, hparams, seed, "simnpo"))
 
 
 METHOD = Method(name="simnpo", needs=FORGET_ONLY,
