@@ -596,7 +596,7 @@ class _Runner:
 
             resumed_before = len(run_checkpoint.resumed_steps())
             clock = {"seconds": 0.0}
-            if self.trace_every and role == "eval":
+            if self.trace_every and role in ("eval", "retain_free"):
                 trace = []
                 task.on_step = self._tracer(original, seed, trace, clock)
                 task.on_step(0, original.params, original.state)
@@ -705,7 +705,7 @@ def run_experiment(
       grids: per-method replacements of the tuning grids.
       config: recorded verbatim in ``results.json["config"]`` (dataset, command, ...).
       progress: show a tqdm progress bar.
-      trace_every: when > 0, every reported (eval) run of a gradient method also records
+      trace_every: when > 0, every reported (eval or retain-free) run of a gradient method also records
         :func:`trace_metrics` every ``trace_every`` optimizer steps (``run["trace"]``; plotted in
         ``steps.png``). ``"retrain_floor"`` in ``methods`` adds the Retrain model of seed + 1000
         measured against Retrain of seed (the floor).

@@ -225,7 +225,8 @@ def test_experiment_traces_every_step_and_reports_the_retrain_floor():
     out = tempfile.mkdtemp()
     results = experiment.run_experiment(
         splits=splits, trainer=trainer, methods=["retrain", "retrain_floor", "ga"], seeds=[0],
-        out=out, hparams={"ga": {"epochs": 3, "batch_size": 10}}, trace_every=1, progress=False)
+        out=out, hparams={"ga": {"epochs": 3, "batch_size": 10}}, trace_every=1, progress=False,
+        retain_free=False)  # the fixed-length run: 3 epochs
     ga = next(r for r in results["runs"] if r["method"] == "ga")
     assert [p["step"] for p in ga["trace"]] == list(range(7))  # step 0 + 3 epochs × 2 batches
     assert ga["trace"][0]["ua"] == pytest.approx(0.0) and set(ga["trace"][0]) == {"step", "ua",

@@ -246,7 +246,8 @@ def test_run_prints_the_table_and_the_plot_path(finished, tmp_path, capsys):
     assert cli.main(args + ["--resume"]) == 0  # everything cached: only the report
     captured = capsys.readouterr()
     assert captured.out.splitlines()[0].startswith("| Method | Data needed | UA | RA | TA")
-    assert any(line.startswith("| imu | forget set only |") for line in captured.out.splitlines())
+    assert any(line.startswith("| imu (retain-free) | forget set only |")
+               for line in captured.out.splitlines())
     assert str(out / "tradeoff.png") in captured.err and "forget vs test accuracy" in captured.err
 
 

@@ -94,6 +94,7 @@ HOST_ONLY = {  # host-side by design: numpy results of data-dependent size, skle
     "influence_weights": "returns numpy indices of data-dependent length; select_and_weight is "
                          "its fixed-shape, jit-able form (in CASES)",
     "auto_chunk_size": "returns a Python int from shapes and dtypes only (static, no values)",
+    "membership_auc": "numpy statistic of the stopping rule (host, between steps)",
     "unlearn": "the high-level host loop (it jits its own steps)",
     "run_experiment": "the experiment driver (host)",
     "accuracy": "numpy metric", "avg_gap": "numpy metric",
