@@ -266,16 +266,16 @@ def _readable_file(key: str) -> Check:
 
 
 def _local_dataset(values) -> str | None:
-    from imu_jax.data.sources import LOCAL, canonical_name
+    from imu_jax.data.sources import FOLDER, LOCAL, canonical_name
 
     try:
         base, _ = canonical_name(values["dataset"])
     except ValueError as err:
         return str(err)
-    if base not in LOCAL:
+    if base not in LOCAL and base != FOLDER:
         return (f"{values['dataset']!r} comes from the TFDS catalogue (downloaded on first use "
-                "by imu-jax run / train); this command builds the local datasets: digits, "
-                "markov, markov/small")
+                "by imu-jax run / train); this command builds the local datasets: "
+                f"{', '.join(sorted(LOCAL))}, markov/small and {FOLDER}:PATH")
     return None
 
 
