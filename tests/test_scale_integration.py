@@ -174,7 +174,8 @@ def test_run_cli_resumes_a_mesh_checkpoint_on_one_device_and_another_mesh(tmp_pa
             "--train-option", "epochs=1", "--train-option", 'model_options={"hidden": [32]}',
             "--methods", "imu", "--seeds", "0", "--hparam", "imu.epochs=2",
             "--hparam", "imu.batch_size=32", "--no-progress", "--data-dir", data_dir,
-            "--checkpoint-every", "2", "--keep-checkpoints", "20"]
+            "--checkpoint-every", "2", "--keep-checkpoints", "20",
+            "--fixed-length"]  # the fixed 2-epoch run (the stopping rule could end it earlier)
     saved = tmp_path / "saved"
     assert cli.main([*tiny, "--out", str(saved), "--mesh", "data=4,model=2"]) == 0
     results = json.loads((saved / "results.json").read_text())
