@@ -126,6 +126,30 @@ def make_sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
                        optax.sgd(learning_rate, momentum=momentum or None))
 
 
+def make_step(loss_fn: Callable, tx: optax.GradientTransformation, *, train_mode: bool = False):
+    """The jitted step ``(params, opt_state, state, batch) -> (params, opt_state, state)`` of the
+    method loops: one gradient of ``loss_fn(params, state, batch)`` through ``tx``. With
+    ``train_mode`` the loss returns ``(loss, new_state)`` and the state is carried.
+
+    >>> import jax.numpy as jnp
+    >>> step = make_step(lambda p, s, b: jnp.sum((p - b) ** 2), optax.sgd(0.25))
+    >>> params, _, _ = step(jnp.zeros(2), optax.sgd(0.25).init(jnp.zeros(2)), {}, jnp.ones(2))
+    >>> params.tolist()
+    [0.5, 0.5]
+    """
+
+    @jax.jit
+    def step(params, opt_state, state, batch):
+        if train_mode:
+            grads, state = jax.grad(loss_fn, has_aux=True)(params, state, batch)
+        else:
+            grads = jax.grad(loss_fn)(params, state, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, state
+
+    return step
+
+
 def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.ndarray],
                   loss_fn: Callable[[PyTree, PyTree, dict], jax.Array], *, learning_rate: float,
                   epochs: int, batch_size: int, seed: int, momentum: float = 0.9,
@@ -174,15 +198,7 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
                   weight_decay=weight_decay, optimizer=optimizer)
     opt_state = tx.init(params)
 
-    @jax.jit
-    def step(params, opt_state, state, batch):
-        if train_mode:
-            grads, state = jax.grad(loss_fn, has_aux=True)(params, state, batch)
-        else:
-            grads = jax.grad(loss_fn)(params, state, batch)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, state
-
+    step = make_step(loss_fn, tx, train_mode=train_mode)
     done = monitor.start(params, state, total_steps=len(plan))
     for i, idx in enumerate(plan):
         if done:

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from imu_jax import stopping
-from imu_jax.methods.base import make_sgd
+from imu_jax.methods.base import make_sgd, make_step
 
 PyTree = Any
 Batches = Callable[[int, np.random.Generator], Iterable[Mapping[str, np.ndarray]]]
@@ -143,19 +143,7 @@ def phased_loop(params: PyTree, state: PyTree, phases: Sequence[Phase], *, epoch
         optimizer=optimizer)
     opt_state = tx.init(params)
 
-    def make_step(loss_fn):
-        @jax.jit
-        def step(params, opt_state, state, batch):
-            if train_mode:
-                grads, state = jax.grad(loss_fn, has_aux=True)(params, state, batch)
-            else:
-                grads = jax.grad(loss_fn)(params, state, batch)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, state
-
-        return step
-
-    steps_fns = [make_step(phase.loss_fn) for phase in phases]
+    steps_fns = [make_step(phase.loss_fn, tx, train_mode=train_mode) for phase in phases]
     steps = 0
     done = monitor.start(params, state, total_steps=total)
     for epoch in range(epochs):
