@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from imu_jax.methods.base import (FORGET_ONLY, Method, MethodOutput, UnlearnTask, check_bn_mode,
-                                  monitor_for, stop_info, timed, xy)
+                                  timed, xy)
 from imu_jax.methods.grids import GRIDS, gradient_defaults
-from imu_jax.methods.phases import Phase, mode_loss, phased_loop, shuffled_batches
+from imu_jax.methods.phases import one_phase_fit, shuffled_batches
 
 DEFAULTS = gradient_defaults(learning_rate=3e-4, epochs=1, bn_mode="train", batch_size=128,
                              momentum=0.0, weight_decay=0.0, noise_std=0.5, n_samples=25)
@@ -76,17 +76,9 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
         outputs, new_state = model.apply(params, state, x, train=train)
         return lipschitz_loss(outputs, noisy_out, x, noisy), new_state
 
-    def fit():
-        monitor = monitor_for(task, "jit")
-        params, state, steps = phased_loop(
-            task.params, task.state,
-            [Phase(mode_loss(loss, train_mode), shuffled_batches(forget, batch_size))],
-            seed=seed, train_mode=train_mode, on_step=task.on_step, monitor=monitor,
-            return_state=True, **hparams)
-        return params, state, {**stop_info(monitor, steps),
-                               "bn_mode": "train" if train_mode else "frozen"}
-
-    return timed(fit)
+    return timed(lambda: one_phase_fit(task, loss, shuffled_batches(forget, batch_size),
+                                       label="jit", seed=seed, train_mode=train_mode,
+                                       hparams=hparams))
 
 
 METHOD = Method(name="jit", needs=FORGET_ONLY,

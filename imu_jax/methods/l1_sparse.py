@@ -19,10 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from imu_jax.methods.base import (RETAIN_SET, Method, MethodOutput, UnlearnTask, check_bn_mode,
-                                  model_loss, monitor_for, require, stop_info, timed,
-                                  train_mode_loss, xy)
+                                  model_loss, require, timed, train_mode_loss, xy)
 from imu_jax.methods.grids import GRIDS, gradient_defaults
-from imu_jax.methods.phases import Phase, mode_loss, phased_loop, shuffled_batches
+from imu_jax.methods.phases import one_phase_fit, shuffled_batches
 
 DEFAULTS = gradient_defaults(learning_rate=0.01, epochs=10, bn_mode="train", gamma=5e-4)
 GRID = GRIDS["l1_sparse"]
@@ -54,17 +53,9 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
             ce = model_loss(model, params, state, batch["x"], batch["y"])
         return ce + weight * l1_norm(params), state
 
-    def fit():
-        monitor = monitor_for(task, "l1_sparse")
-        params, state, steps = phased_loop(
-            task.params, task.state,
-            [Phase(mode_loss(loss, train_mode), shuffled_batches(retain, batch_size))],
-            seed=seed, train_mode=train_mode, on_step=task.on_step, monitor=monitor,
-            return_state=True, **hparams)
-        return params, state, {**stop_info(monitor, steps),
-                               "bn_mode": "train" if train_mode else "frozen"}
-
-    return timed(fit)
+    return timed(lambda: one_phase_fit(task, loss, shuffled_batches(retain, batch_size),
+                                       label="l1_sparse", seed=seed, train_mode=train_mode,
+                                       hparams=hparams))
 
 
 METHOD = Method(name="l1_sparse", needs=RETAIN_SET,

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from imu_jax import stopping
-from imu_jax.methods.base import make_sgd, make_step
+from imu_jax.methods.base import make_sgd, make_step, monitor_for, stop_info
 
 PyTree = Any
 Batches = Callable[[int, np.random.Generator], Iterable[Mapping[str, np.ndarray]]]
@@ -171,3 +171,17 @@ def phased_loop(params: PyTree, state: PyTree, phases: Sequence[Phase], *, epoch
     if return_state:
         return jax.block_until_ready(params), state, steps
     return jax.block_until_ready(params), steps
+
+
+def one_phase_fit(task, loss_fn, batches: Batches, *, label: str, seed: int, train_mode: bool,
+                  hparams: Mapping[str, Any]) -> tuple[PyTree, PyTree, dict]:
+    """``phased_loop`` over one phase, wired to the task the way every method's loop is: its
+    stopping monitor, ``on_step`` and BatchNorm mode (``loss_fn(params, state, batch, train)``,
+    see :func:`mode_loss`). Returns ``(params, state, info)`` for ``base.timed``."""
+    monitor = monitor_for(task, label)
+    params, state, steps = phased_loop(
+        task.params, task.state, [Phase(mode_loss(loss_fn, train_mode), batches)], seed=seed,
+        train_mode=train_mode, on_step=task.on_step, monitor=monitor, return_state=True,
+        **hparams)
+    return params, state, {**stop_info(monitor, steps),
+                           "bn_mode": "train" if train_mode else "frozen"}
