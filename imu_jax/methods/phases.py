@@ -173,15 +173,21 @@ def phased_loop(params: PyTree, state: PyTree, phases: Sequence[Phase], *, epoch
     return jax.block_until_ready(params), steps
 
 
-def one_phase_fit(task, loss_fn, batches: Batches, *, label: str, seed: int, train_mode: bool,
-                  hparams: Mapping[str, Any]) -> tuple[PyTree, PyTree, dict]:
-    """``phased_loop`` over one phase, wired to the task the way every method's loop is: its
-    stopping monitor, ``on_step`` and BatchNorm mode (``loss_fn(params, state, batch, train)``,
-    see :func:`mode_loss`). Returns ``(params, state, info)`` for ``base.timed``."""
+def fit_phases(task, phases: Sequence[Phase], *, label: str, seed: int, train_mode: bool,
+               hparams: Mapping[str, Any]) -> tuple[PyTree, PyTree, dict]:
+    """:func:`phased_loop` wired to the task the way every method's loop is: its stopping
+    monitor, ``on_step`` and BatchNorm mode (each phase's loss built with :func:`mode_loss`).
+    Returns ``(params, state, info)`` for ``base.timed``."""
     monitor = monitor_for(task, label)
     params, state, steps = phased_loop(
-        task.params, task.state, [Phase(mode_loss(loss_fn, train_mode), batches)], seed=seed,
-        train_mode=train_mode, on_step=task.on_step, monitor=monitor, return_state=True,
-        **hparams)
+        task.params, task.state, phases, seed=seed, train_mode=train_mode,
+        on_step=task.on_step, monitor=monitor, return_state=True, **hparams)
     return params, state, {**stop_info(monitor, steps),
                            "bn_mode": "train" if train_mode else "frozen"}
+
+
+def one_phase_fit(task, loss_fn, batches: Batches, *, label: str, seed: int, train_mode: bool,
+                  hparams: Mapping[str, Any]) -> tuple[PyTree, PyTree, dict]:
+    """:func:`fit_phases` over one phase of ``loss_fn(params, state, batch, train)``."""
+    return fit_phases(task, [Phase(mode_loss(loss_fn, train_mode), batches)], label=label,
+                      seed=seed, train_mode=train_mode, hparams=hparams)

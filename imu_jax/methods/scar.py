@@ -38,9 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from imu_jax.methods.base import (FORGET_AND_AUXILIARY, Method, MethodOutput, UnlearnTask,
-                                  check_bn_mode, monitor_for, stop_info, timed, xy)
+                                  check_bn_mode, timed, xy)
 from imu_jax.methods.grids import GRIDS, gradient_defaults
-from imu_jax.methods.phases import Phase, mode_loss, phased_loop
+from imu_jax.methods.phases import one_phase_fit
 
 DEFAULTS = gradient_defaults(learning_rate=5e-4, epochs=10, bn_mode="train", batch_size=1024,
                              weight_decay=0.0, optimizer="adamw", lambda_forget=1.0,
@@ -185,14 +185,9 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
                             lambda_distill=k["lambda_distill"], train=train)
             return out if train else (out, state)
 
-        monitor = monitor_for(task, "scar")
-        params, state, steps = phased_loop(
-            task.params, task.state, [Phase(mode_loss(loss, train_mode), batches)], seed=seed,
-            train_mode=train_mode, on_step=task.on_step, monitor=monitor, return_state=True,
-            **hparams)
-        return params, state, {**stop_info(monitor, steps),
-                               "bn_mode": "train" if train_mode else "frozen",
-                               "auxiliary": "gaussian_noise",
+        params, state, info = one_phase_fit(task, loss, batches, label="scar", seed=seed,
+                                            train_mode=train_mode, hparams=hparams)
+        return params, state, {**info, "auxiliary": "gaussian_noise",
                                "auxiliary_classes": int(valid.sum())}
 
     return timed(fit)

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from imu_jax.methods.base import (FORGET_AND_RETAIN, Method, MethodOutput, UnlearnTask,
-                                  check_bn_mode, monitor_for, require, stop_info, timed, xy)
+                                  check_bn_mode, require, timed, xy)
 from imu_jax.methods.grids import GRIDS, gradient_defaults
-from imu_jax.methods.phases import Phase, mode_loss, phased_loop, shuffled_batches
+from imu_jax.methods.phases import Phase, fit_phases, mode_loss, shuffled_batches
 from imu_jax.unlearn import batch_loss
 
 DEFAULTS = gradient_defaults(learning_rate=5e-4, epochs=3, bn_mode="train", batch_size=128,
@@ -76,12 +76,8 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
                         shuffled_batches(forget, knobs["forget_batch_size"]),
                         first_epochs=knobs["msteps"]),
                   Phase(mode_loss(minimize, train_mode), shuffled_batches(retain, batch_size))]
-        monitor = monitor_for(task, "scrub")
-        params, state, steps = phased_loop(task.params, task.state, phases, seed=seed,
-                                           train_mode=train_mode, on_step=task.on_step,
-                                           monitor=monitor, return_state=True, **hparams)
-        return params, state, {**stop_info(monitor, steps),
-                               "bn_mode": "train" if train_mode else "frozen"}
+        return fit_phases(task, phases, label="scrub", seed=seed, train_mode=train_mode,
+                          hparams=hparams)
 
     return timed(fit)
 
