@@ -210,8 +210,8 @@ def parse_train_options(items: list[str] | None) -> dict:
 
 RUN_DEFAULTS = {"dataset": "digits", "model": None, "forget": None,
                 "methods": ["retrain", "ga", "ga_head", "imu"], "seeds": [0, 1, 2],
-                "tune_seeds": [], "split_seed": 0, "hparams": {}, "grids": {},
-                "train_config": {}, "trace_every": 0}
+                "tune_seeds": [], "tune_methods": None, "split_seed": 0, "hparams": {},
+                "grids": {}, "train_config": {}, "trace_every": 0}
 
 
 def add_run_command(subparsers) -> argparse.ArgumentParser:
@@ -231,7 +231,7 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="experiment file whose get_config() returns a dict of these "
                    "options (keys: dataset, model, forget, methods, seeds, tune_seeds, "
-                   "split_seed, hparams, grids, train_config), e.g. "
+                   "tune_methods, split_seed, hparams, grids, train_config), e.g. "
                    "experiments/configs/unlearn_digits_class3.py")
     p.add_argument("--dataset", help="digits, mnist1d, markov, markov/small, cifar10, cifar100, "
                    "mnist, fashion_mnist, imagefolder:PATH (default: digits)")
@@ -248,6 +248,9 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
                    help="tune every method on these seeds (its grid; smallest mean Avg. Gap "
                    "wins) before reporting on --seeds; empty (default) = use the defaults, "
                    "which are the public IMU code's")
+    p.add_argument("--tune-methods",
+                   help="with --tune-seeds: oracle-tune only these comma-separated methods "
+                   "(default: every method); the others get only their retain-free row")
     p.add_argument("--out", required=True, help="output directory (models are cached in "
                    "OUT/models)")
     p.add_argument("--resume", action="store_true",
@@ -294,10 +297,12 @@ def run_options(args) -> dict:
                          f"{sorted(RUN_DEFAULTS)}")
     flags = {"dataset": args.dataset, "model": args.model, "forget": args.forget,
              "methods": args.methods, "seeds": args.seeds,
-             "tune_seeds": args.tune_seeds, "split_seed": args.split_seed}
+             "tune_seeds": args.tune_seeds, "tune_methods": args.tune_methods,
+             "split_seed": args.split_seed}
     options.update({k: v for k, v in flags.items() if v is not None})
-    if isinstance(options["methods"], str):
-        options["methods"] = [m.strip() for m in options["methods"].split(",")]
+    for key in ("methods", "tune_methods"):
+        if isinstance(options[key], str):
+            options[key] = [m.strip() for m in options[key].split(",")]
     train_config = dict(options["train_config"])
     if args.train_config:
         with _naming("--train-config"):
@@ -350,6 +355,7 @@ def run_command_line(args) -> str:
                         ("--seeds", None if args.seeds is None else ",".join(map(str, args.seeds))),
                         ("--tune-seeds", None if args.tune_seeds is None
                          else ",".join(map(str, args.tune_seeds))),
+                        ("--tune-methods", args.tune_methods),
                         ("--train-config", args.train_config),
                         ("--split-seed", None if args.split_seed is None else str(args.split_seed)),
                         ("--out", args.out)):

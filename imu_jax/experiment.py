@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import time
+import types
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -69,12 +70,6 @@ def _model_dir(out: pathlib.Path, retrain: bool, seed: int) -> pathlib.Path:
     return out / "models" / f"{'retrain' if retrain else 'original'}_seed{seed}"
 
 
-def _model_data_key(splits) -> str:
-    """What identifies a cached model's training data besides the dataset: ``trained_on`` when
-    the splits name it (Markov: both forget settings train on retain + forget1), else the spec."""
-    return "trained_on" if "trained_on" in getattr(splits, "info", {}) else "forget_spec"
-
-
 def cached_trainer(splits, train_config, out: str | os.PathLike, *,
                    progress: bool = True) -> Trainer:
     """A :data:`Trainer` over ``imu_jax.train.train_model`` that caches each model under
@@ -90,13 +85,14 @@ def cached_trainer(splits, train_config, out: str | os.PathLike, *,
 
     cfg = TrainConfig.from_dict(train_config) if isinstance(train_config, Mapping) else train_config
     out = pathlib.Path(out)
-    data_identity = {k: splits.info.get(k) for k in ("dataset", _model_data_key(splits), "seed")}
 
     def trainer(retrain: bool, seed: int) -> TrainedModel:
         workdir = _model_dir(out, retrain, seed)
         expected = model_config(cfg.model, num_classes=splits.num_classes,
                                 input_shape=splits.input_shape, seed=seed, **cfg.model_options)
-        cached = load_cached_model(workdir, expected=expected, data_identity=data_identity,
+        identity = functools.partial(training_data_identity, retrain=retrain)
+        cached = load_cached_model(workdir, expected=expected,
+                                   data_identity=identity(splits.info), identity_of=identity,
                                    train_config=dataclasses.asdict(cfg))
         if cached is not None:
             return cached
@@ -108,6 +104,28 @@ def cached_trainer(splits, train_config, out: str | os.PathLike, *,
                             {"cached": False, "path": str(workdir)})
 
     return trainer
+
+
+def training_data_identity(info: Mapping, *, retrain: bool) -> dict:
+    """What a cached model's training data is, from the splits' ``info``: the dataset and, for a
+    Retrain model, the forget set (``trained_on`` when the splits name it, else the forget spec
+    and its seed). An original model trains on the whole training set, which no forget spec
+    changes except ``mislabeled:`` (it relabels examples), so one original model serves every
+    other forget spec: copy ``OUT/models/original_seed*`` between experiments on the same data.
+
+    >>> training_data_identity({"dataset": "d", "forget_spec": "class:3", "seed": 0}, retrain=False)
+    {'dataset': 'd', 'train_labels': 'as released'}
+    >>> training_data_identity({"dataset": "d", "forget_spec": "class:3", "seed": 0}, retrain=True)
+    {'dataset': 'd', 'forget_spec': 'class:3', 'seed': 0}
+    """
+    # Markov splits name it: both forget settings train on retain + forget1
+    key = "trained_on" if "trained_on" in info else "forget_spec"
+    if retrain or key == "trained_on":
+        return {k: info.get(k) for k in ("dataset", key, "seed")}
+    spec = info.get("forget_spec") or ""
+    labels = (f"{spec} (split seed {info.get('seed')})" if spec.startswith("mislabeled:")
+              else "as released")
+    return {"dataset": info.get("dataset"), "train_labels": labels}
 
 
 def _normalized(value):
@@ -150,11 +168,14 @@ def training_differences(saved: Mapping | None, wanted: Mapping | None) -> list[
 
 def load_cached_model(workdir: str | os.PathLike, *, expected: Mapping,
                       data_identity: Mapping | None = None,
-                      train_config: Mapping | None = None) -> TrainedModel | None:
+                      train_config: Mapping | None = None,
+                      identity_of: Callable[[Mapping], Mapping] | None = None
+                      ) -> TrainedModel | None:
     """The model cached in ``workdir`` (``checkpoint/`` + ``metrics.json``), or ``None`` when there
     is none or it is incomplete / unreadable (then a one-line notice goes to stderr and the
     entry is removed, so it is rebuilt). A complete entry made for another architecture, data or
-    training recipe is a ``ValueError`` naming what differs.
+    training recipe is a ``ValueError`` naming what differs. ``identity_of`` maps the saved
+    splits' info to what is compared with ``data_identity`` (default: the same keys).
 
     >>> import tempfile
     >>> load_cached_model(tempfile.mkdtemp() + "/none", expected={"name": "mlp"}) is None
@@ -185,7 +206,9 @@ def load_cached_model(workdir: str | os.PathLike, *, expected: Mapping,
             f"{checkpoint.describe(dict(expected))}; use another --out or delete its models/ "
             "folder.")
     if data_identity is not None:
-        cached = {k: (meta.get("splits") or {}).get(k) for k in data_identity}
+        saved_info = meta.get("splits") or {}
+        cached = (identity_of(saved_info) if identity_of is not None
+                  else {k: saved_info.get(k) for k in data_identity})
         if _normalized(cached) != _normalized(dict(data_identity)):
             raise ValueError(
                 f"cached model {workdir} was trained for {cached}, not {dict(data_identity)}; "
@@ -499,6 +522,26 @@ def select_hparams(runs: Sequence[Mapping], method: str) -> dict | None:
     return dict(best[0]["hparams"])
 
 
+# The per-step trace evaluates at most this many examples of each split (a seeded random subset,
+# the same at every step): its cost stays bounded on large test splits (Markov: 5,000 sequences
+# per step otherwise). The final metrics of every run use every example.
+TRACE_EXAMPLES = 512
+
+
+def trace_rows(num_examples: int, limit: int | None = None) -> np.ndarray:
+    """The rows of a split that the per-step trace evaluates: all of them when there are at most
+    ``limit`` (default :data:`TRACE_EXAMPLES`), else ``limit`` of them drawn without replacement
+    (seed 0), in order.
+
+    >>> trace_rows(3).tolist(), len(trace_rows(2000)), bool(np.all(np.diff(trace_rows(2000)) > 0))
+    ([0, 1, 2], 512, True)
+    """
+    limit = TRACE_EXAMPLES if limit is None else int(limit)
+    if num_examples <= limit:
+        return np.arange(num_examples)
+    return np.sort(np.random.default_rng(0).choice(num_examples, limit, replace=False))
+
+
 def trace_metrics(outputs: Mapping[str, np.ndarray], splits,
                   reference: Mapping[str, np.ndarray]) -> dict[str, float]:
     """The cheap per-step metrics of :func:`run_experiment`'s ``trace_every``: sequences, the
@@ -615,26 +658,33 @@ class _Runner:
             run["trace"] = trace
         if info.get("diverged"):  # scored nowhere: the tables show it as diverged
             run["diverged"] = True
-        if role == "eval" and self.results["config"].get("tune_seeds") and method.grid:
+        config = self.results["config"]
+        if (role == "eval" and config.get("tune_seeds") and method.grid
+                and method.name in (config.get("tune_methods") or [method.name])):
             run["selection"] = "oracle-tuned"
         write_curve(self.out, run)
         self.record(run)
 
     def _tracer(self, original: TrainedModel, seed: int, trace: list, clock: dict):
         """``on_step`` recording :func:`trace_metrics` every ``trace_every`` steps (and step 0)
-        on the splits it needs; its time is added to ``clock`` and left out of the RTE."""
-        reference = self.reference(True, seed)[0]
+        on the splits it needs (:func:`trace_rows` of each); its time is added to ``clock`` and
+        left out of the RTE."""
         wanted = (("forget", "test") if self.splits.forget["label"].ndim == 1
                   else ("test", "forget_test", "control_test"))
-        names = [n for n in wanted if n in _splits_dict(self.splits)]
+        splits = _splits_dict(self.splits)
+        names = [n for n in wanted if n in splits]
+        rows = {n: trace_rows(len(splits[n]["label"])) for n in {*names, "forget"}}
+        subset = types.SimpleNamespace(**{n: {k: v[rows[n]] for k, v in splits[n].items()}
+                                          for n in rows})
+        reference = {n: v[rows[n]] for n, v in self.reference(True, seed)[0].items() if n in rows}
+        inputs = {n: input_and_labels(getattr(subset, n))[0] for n in names}
 
         def on_step(step, params, state):
             if step % self.trace_every:
                 return
             start = time.perf_counter()
-            outputs = {n: predict(original.model, params, state,
-                                  input_and_labels(getattr(self.splits, n))[0]) for n in names}
-            trace.append({"step": int(step), **trace_metrics(outputs, self.splits, reference)})
+            outputs = {n: predict(original.model, params, state, inputs[n]) for n in names}
+            trace.append({"step": int(step), **trace_metrics(outputs, subset, reference)})
             clock["seconds"] += time.perf_counter() - start
 
         return on_step
@@ -683,6 +733,7 @@ def run_experiment(
     hparams: Mapping[str, Mapping[str, Any]] | None = None,
     grids: Mapping[str, Mapping[str, Sequence]] | None = None,
     config: Mapping[str, Any] | None = None,
+    tune_methods: Sequence[str] | None = None,
     progress: bool = True,
     trace_every: int = 0,
     held_out: tuple[Mapping[str, np.ndarray], str] | None = None,
@@ -701,12 +752,15 @@ def run_experiment(
       tune_seeds: when given, each method's grid runs on these seeds (their own original and
         Retrain models) and the config with the smallest mean Avg. Gap is reported on ``seeds``
         (``SELECTION_RULE``). Empty: every method runs its defaults (plus ``hparams``).
+      tune_methods: with ``tune_seeds``, the methods that are oracle-tuned (default ``None``:
+        every method); the others get only their retain-free row (their grid is not run).
       hparams: per-method overrides of the defaults, ``{"imu": {"learning_rate": 0.1}}``.
       grids: per-method replacements of the tuning grids.
       config: recorded verbatim in ``results.json["config"]`` (dataset, command, ...).
       progress: show a tqdm progress bar.
       trace_every: when > 0, every reported (eval or retain-free) run of a gradient method also records
-        :func:`trace_metrics` every ``trace_every`` optimizer steps (``run["trace"]``; plotted in
+        :func:`trace_metrics` every ``trace_every`` optimizer steps on at most
+        ``TRACE_EXAMPLES`` examples of each split (``run["trace"]``; plotted in
         ``steps.png``). ``"retrain_floor"`` in ``methods`` adds the Retrain model of seed + 1000
         measured against Retrain of seed (the floor).
       held_out: ``(arrays, removal)`` for the retain-free stopping rule (:func:`held_out_for`);
@@ -752,14 +806,20 @@ def run_experiment(
     unknown = sorted((set(hparams) | set(grids)) - {m.name for m in chosen})
     if unknown:
         raise ValueError(f"hyperparameters given for methods not being run: {unknown}.")
+    tuned = {m.name for m in chosen} if tune_methods is None else set(tune_methods)
+    if tuned - {m.name for m in chosen}:
+        raise ValueError(f"tune_methods {sorted(tuned - {m.name for m in chosen})} are not "
+                         f"among the methods being run ({', '.join(methods)}).")
+    tuned = tuned if tune_seeds else set()
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(out) if resume else {"runs": []}
     record = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
               "tune_seeds": list(tune_seeds), "hparams": hparams, "grids": grids,
+              "tune_methods": None if tune_methods is None else list(tune_methods),
               "selection_rule": SELECTION_RULE if tune_seeds else None,
               "tuning_grids": {m.name: dict(grids.get(m.name) or m.grid) for m in chosen
-                               if tune_seeds and (grids.get(m.name) or m.grid)},
+                               if m.name in tuned and (grids.get(m.name) or m.grid)},
               "trace_every": int(trace_every),
               "counts": getattr(splits, "info", {}).get("counts")}
     if resume:
@@ -775,10 +835,11 @@ def run_experiment(
     runner = _Runner(splits, trainer, out, results, progress, trace_every,
                      held_out if retain_free else None)
 
-    plans = {m.name: plan_jobs(m, tune_seeds, overrides=hparams.get(m.name, {}),
-                               grid=grids.get(m.name)) for m in chosen}
+    plans = {m.name: plan_jobs(m, tune_seeds if m.name in tuned else (),
+                               overrides=hparams.get(m.name, {}), grid=grids.get(m.name))
+             for m in chosen}
     free = {m.name: retain_free and not m.reference and m.name != "retrain" for m in chosen}
-    fixed = {m.name: not free[m.name] or bool(tune_seeds and m.grid) for m in chosen}
+    fixed = {m.name: not free[m.name] or bool(m.name in tuned and m.grid) for m in chosen}
     total = (len(seeds) * (1 + sum(free.values()) + sum(fixed.values()))
              + sum(len(jobs) for jobs in plans.values()))
     from tqdm.auto import tqdm
@@ -817,6 +878,7 @@ def run(
     seeds: Sequence[int],
     out: str | os.PathLike,
     tune_seeds: Sequence[int] = (),
+    tune_methods: Sequence[str] | None = None,
     resume: bool = False,
     hparams: Mapping[str, Mapping[str, Any]] | None = None,
     grids: Mapping[str, Mapping[str, Sequence]] | None = None,
@@ -855,6 +917,7 @@ def run(
     held_out = held_out_for(splits, forget, seed=split_seed)
     trainer = cached_trainer(splits, cfg, out, progress=progress)
     return run_experiment(splits=splits, trainer=trainer, methods=methods, seeds=seeds, out=out,
-                          resume=resume, tune_seeds=tune_seeds, hparams=hparams, grids=grids,
+                          resume=resume, tune_seeds=tune_seeds, tune_methods=tune_methods,
+                          hparams=hparams, grids=grids,
                           config=record, progress=progress, trace_every=trace_every,
                           held_out=held_out, retain_free=retain_free)

@@ -279,6 +279,12 @@ def results_markdown(results: Mapping) -> str:
         parts += ["Tuning grids (the same number of configurations per method):", ""]
         parts += [f"- {name}: {grid_text(grid)}" for name, grid in config["tuning_grids"].items()]
         parts += [""]
+        if config.get("tune_methods") is not None:
+            untuned = [m for m in config.get("methods", []) if m not in config["tune_methods"]
+                       and m not in ("retrain", "retrain_floor")]
+            if untuned:
+                parts += [f"Oracle-tuned only: {', '.join(config['tune_methods'])} (to fit the "
+                          f"CPU budget); {', '.join(untuned)} have retain-free rows only.", ""]
     elif "tune_seeds" in config and not config.get("tune_seeds"):
         parts += ["Not tuned: every method runs the hyperparameters shown in its row.", ""]
     if config.get("retain_free_rule"):
@@ -469,4 +475,45 @@ def combined_markdown(named_results: Mapping[str, Mapping]) -> str:
         cells = [format_cell(per_experiment[n].get(method, {}).get("avg_gap"), "avg_gap_percent")
                  for n in names]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    check = retain_free_check(per_experiment)
+    if check:
+        lines += ["", check]
     return "\n".join(lines) + "\n"
+
+
+def retain_free_check(per_experiment: Mapping[str, Mapping[str, Mapping]]) -> str:
+    """Per experiment, for every method with both rows: its retain-free Avg. Gap against its
+    oracle-tuned one (ratio) and against the original model's (doing nothing). Empty when no
+    method has both rows.
+
+    >>> s = lambda g: {"avg_gap": (g, 0.0, 1)}
+    >>> text = retain_free_check({"a": {"original": s(0.5), "imu (retain-free)": s(0.02),
+    ...                                 "imu (oracle-tuned)": s(0.01)}})
+    >>> "| a | 2.0 | 1.0 | 2.00× | yes |" in text
+    True
+    """
+    methods = [m.removesuffix(" (retain-free)") for m in dict.fromkeys(
+        m for s in per_experiment.values() for m in s)
+        if m.endswith(" (retain-free)") and any(f"{m.removesuffix(' (retain-free)')} "
+                                                "(oracle-tuned)" in s
+                                                for s in per_experiment.values())]
+    if not methods:
+        return ""
+    lines = []
+    for method in methods:
+        lines += [f"Retain-free vs oracle-tuned, {method} (Avg. Gap %, seed means; 'better than "
+                  "nothing' = retain-free gap ≤ the original model's):", "",
+                  "| Experiment | retain-free | oracle-tuned | ratio | better than nothing |",
+                  "|---|---|---|---|---|"]
+        for name, summary in per_experiment.items():
+            free = summary.get(f"{method} (retain-free)", {}).get("avg_gap")
+            oracle = summary.get(f"{method} (oracle-tuned)", {}).get("avg_gap")
+            nothing = summary.get("original", {}).get("avg_gap")
+            if free is None or oracle is None:
+                continue
+            ratio = "∞" if oracle[0] == 0 else f"{free[0] / oracle[0]:.2f}×"
+            better = "–" if nothing is None else ("yes" if free[0] <= nothing[0] else "**no**")
+            lines.append(f"| {name} | {100 * free[0]:.1f} | {100 * oracle[0]:.1f} | {ratio} | "
+                         f"{better} |")
+        lines.append("")
+    return "\n".join(lines).rstrip()

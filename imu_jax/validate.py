@@ -146,6 +146,19 @@ def _methods(values) -> str | None:
     return None
 
 
+def _tune_methods(values) -> str | None:
+    chosen = values.get("tune_methods")
+    if chosen is None:
+        return None
+    running = list(values.get("methods") or [])
+    outside = [m for m in chosen if m not in running]
+    if outside:
+        return f"{outside[0]!r} is not among the methods being run ({', '.join(running)})"
+    if not values.get("tune_seeds"):
+        return "only means something with --tune-seeds (the seeds the grid runs on)"
+    return None
+
+
 def _seed_list(key: str, *, required: bool) -> Check:
     def check(values):
         seeds = values.get(key)
@@ -288,6 +301,7 @@ RUN_CHECKS: list[tuple[str, Check]] = [
     ("--methods", _methods),
     ("--seeds", _seed_list("seeds", required=True)),
     ("--tune-seeds", _seed_list("tune_seeds", required=False)),
+    ("--tune-methods", _tune_methods),
     ("--split-seed", _integer("split_seed", 0)),
     ("--hparam", _method_values("hparams", sweep=False)),
     ("--grid", _method_values("grids", sweep=True)),

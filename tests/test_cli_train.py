@@ -84,6 +84,21 @@ def test_recipe_files_load_and_are_valid(name):
     assert "imu-jax train --config experiments/configs/" + name in doc and "Expected" in doc
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "experiments/configs").glob(
+    "unlearn_*.py")))
+def test_experiment_files_pass_the_run_checks(name, tmp_path):
+    """Every unlearning config names methods, hyperparameters and grids that exist today (a
+    renamed method fails here, not after an hour of training) and gives its command."""
+    from imu_jax import validate
+
+    path = REPO / "experiments/configs" / name
+    args = cli.build_parser().parse_args(["run", "--config", str(path), "--out", str(tmp_path)])
+    options = cli.run_options(args)
+    validate.validate(validate.RUN_CHECKS, {**cli.run_values(args, options), "data_dir": None})
+    command = " ".join(path.read_text().replace("\\\n", " ").split())  # continuation lines
+    assert "imu-jax run --config experiments/configs/" + name in command
+
+
 def test_default_recipe_is_picked_from_dataset(tmp_path):
     args = cli.build_parser().parse_args(["train", "--dataset", "cifar10", "--out", "x"])
     cfg = cli.train_config_from_args(args)

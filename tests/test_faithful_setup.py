@@ -198,7 +198,7 @@ def test_every_tuned_method_gets_the_same_budget_over_its_own_knobs():
 
 # --- per-step trace and the Retrain floor ------------------------------------------------------
 
-def test_experiment_traces_every_step_and_reports_the_retrain_floor():
+def test_experiment_traces_every_step_and_reports_the_retrain_floor(monkeypatch):
     class LinearModel:
         def apply(self, params, state, x, *, train=False):
             return x @ params["head"]["kernel"] + params["head"]["bias"], state
@@ -236,3 +236,14 @@ def test_experiment_traces_every_step_and_reports_the_retrain_floor():
     import pathlib
     assert (pathlib.Path(out) / "steps.png").exists()
     assert json.loads((pathlib.Path(out) / "results.json").read_text())["config"]["trace_every"] == 1
+
+    # The trace evaluates a fixed subset of at most TRACE_EXAMPLES rows per split: with 8, every
+    # traced accuracy is a multiple of 1/8 (forget has 20 rows, test 30).
+    monkeypatch.setattr(experiment, "TRACE_EXAMPLES", 8)
+    results = experiment.run_experiment(
+        splits=splits, trainer=trainer, methods=["retrain", "ga"], seeds=[0],
+        out=tempfile.mkdtemp(), hparams={"ga": {"epochs": 3, "batch_size": 10}}, trace_every=1,
+        progress=False, retain_free=False)
+    ga = next(r for r in results["runs"] if r["method"] == "ga")
+    values = np.array([[p["ua"], p["ta"]] for p in ga["trace"]]) * 8
+    assert np.allclose(values, np.round(values), atol=1e-6) and len(ga["trace"]) == 7

@@ -138,6 +138,52 @@ def test_cached_model_of_other_training_options_is_an_error(splits, tmp_path):
         experiment.cached_trainer(splits, other, tmp_path, progress=False)(True, 0)
 
 
+def test_original_model_is_shared_between_forget_specs_but_retrain_is_not(
+        splits, data_dir, tmp_path):
+    """An original trains on the whole training set whatever the forget spec (except
+    mislabeled:, which relabels it), so its cache entry serves another class; Retrain's does not."""
+    experiment.cached_trainer(splits, CFG, tmp_path, progress=False)(False, 0)
+    other = make_splits("digits", "class:4", data_dir=data_dir)
+    reused = experiment.cached_trainer(other, CFG, tmp_path, progress=False)(False, 0)
+    assert reused.info["cached"]
+    experiment.cached_trainer(splits, CFG, tmp_path, progress=False)(True, 0)
+    with pytest.raises(ValueError, match="class:3.*not.*class:4"):
+        experiment.cached_trainer(other, CFG, tmp_path, progress=False)(True, 0)
+    relabelled = make_splits("digits", "mislabeled:0.1", data_dir=data_dir)
+    with pytest.raises(ValueError, match="as released.*not.*mislabeled:0.1"):
+        experiment.cached_trainer(relabelled, CFG, tmp_path, progress=False)(False, 0)
+
+
+def test_tune_methods_tunes_only_those(finished, tmp_path, data_dir):
+    """--tune-methods imu: imu gets grid runs and an oracle-tuned row; ga only its retain-free
+    row; results.md says which were tuned."""
+    out = tmp_path / "tuned"
+    shutil.copytree(finished[0] / "models", out / "models")
+    args = ["run", *TINY, "--methods", "retrain,ga,imu", "--seeds", "0", "--tune-seeds", "0",
+            "--tune-methods", "imu", "--grid", "imu.learning_rate=0.01",
+            "--grid", "imu.epochs=1", "--grid", "imu.top_fraction=0.5", "--out", str(out),
+            "--data-dir", data_dir]
+    assert cli.main(args) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    roles = {(r["method"], r["role"], r.get("selection")) for r in runs}
+    assert ("imu", "tune", None) in roles and ("imu", "eval", "oracle-tuned") in roles
+    assert {(m, role) for m, role, _ in roles if m == "ga"} == {("ga", "retain_free")}
+    text = (out / "results.md").read_text()
+    assert "Oracle-tuned only: imu" in text and "ga have retain-free rows only" in text
+
+
+@pytest.mark.parametrize("extra,problem", [
+    (["--tune-seeds", "0", "--tune-methods", "npo"], "'npo' is not among the methods"),
+    (["--tune-methods", "imu"], "only means something with --tune-seeds"),
+])
+def test_tune_methods_errors_are_one_line(extra, problem, tmp_path, data_dir, capsys):
+    args = ["run", *TINY, "--methods", "retrain,imu", "--seeds", "0", "--out", str(tmp_path),
+            "--data-dir", data_dir, *extra]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--tune-methods" in err and problem in err
+
+
 def test_issue_reproduction_empty_checkpoint_folder_then_run(tmp_path, data_dir, capsys):
     """`mkdir -p D/models/retrain_seed0/checkpoint`, then run: it rebuilds and finishes."""
     (tmp_path / "models" / "retrain_seed0" / "checkpoint").mkdir(parents=True)

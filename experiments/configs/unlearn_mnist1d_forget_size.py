@@ -2,7 +2,8 @@
 
 The paper argues that retain-free methods other than IMU degrade as the forget set grows; the
 plot is Avg. Gap against forget fraction, one line per method. ``FRACTIONS`` lists the sweep; the
-config's own ``forget`` is the first point.
+config's own ``forget`` is the first point. Every method runs retain-free; GA, GA-head and IMU
+are also oracle-tuned (``tune_methods``). Plot: ``python experiments/plot_forget_size.py``.
 
 Commands (one directory per fraction; same methods, seeds and tuning rule as the others):
   for f in 0.01 0.05 0.1 0.25 0.5; do imu-jax run \
@@ -20,7 +21,10 @@ def get_config() -> dict:
         "model": "mlp",
         "forget": f"random:{FRACTIONS[0]}",
         "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random",
-                    "random_label", "boundary_shrink", "npo", "ssd"],
+                    "random_label_forget_only", "boundary_shrink",
+                    "boundary_shrink_runner_up", "npo", "ssd", "random_label_with_retain",
+                    "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
         "seeds": [0, 1, 2],
         "tune_seeds": [100, 101],
+        "tune_methods": ["ga", "ga_head", "imu"],
     }

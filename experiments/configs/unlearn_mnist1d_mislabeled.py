@@ -14,7 +14,9 @@ def get_config() -> dict:
         "model": "mlp",
         "forget": "mislabeled:0.1",
         "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random",
-                    "random_label", "boundary_shrink", "npo", "ssd"],
+                    "random_label_forget_only", "boundary_shrink",
+                    "boundary_shrink_runner_up", "npo", "ssd", "random_label_with_retain",
+                    "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
         "seeds": [0, 1, 2],
         "tune_seeds": [100, 101],
     }

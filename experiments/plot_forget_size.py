@@ -1,0 +1,90 @@
+"""Avg. Gap against forget-set size: one line per method (MNIST-1D random forgetting sweep).
+
+Usage (after the commands of configs/unlearn_mnist1d_forget_size.py):
+  python experiments/plot_forget_size.py experiments/results/mnist1d_forget_size
+Reads every DIR/random<F>/results.json and writes DIR/forget_size.png (retain-free rows solid,
+oracle-tuned rows dashed, the original model — nothing unlearned — in black) and
+DIR/forget_size.md (the same numbers as a table, mean ± std over the reported seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+from imu_jax.report import format_cell, summarize
+
+
+def load(root: pathlib.Path) -> dict[float, dict]:
+    """``{fraction: summary}`` for every ``random<F>`` folder under ``root``."""
+    found = {}
+    for path in sorted(root.glob("random*/results.json")):
+        fraction = float(path.parent.name.removeprefix("random"))
+        found[fraction] = summarize(json.loads(path.read_text())["runs"], ["avg_gap", "ua", "ta"])
+    if not found:
+        raise SystemExit(f"no random*/results.json under {root}")
+    return dict(sorted(found.items()))
+
+
+def rows(by_fraction: dict[float, dict]) -> list[str]:
+    """Every table row (method), in first-seen order, without Retrain (its gap is 0)."""
+    names = dict.fromkeys(m for s in by_fraction.values() for m in s)
+    return [m for m in names if not m.startswith("retrain")]
+
+
+def markdown(by_fraction: dict[float, dict]) -> str:
+    fractions = list(by_fraction)
+    lines = ["Avg. Gap to Retrain (%, mean ± std over the reported seeds) by forget fraction.", "",
+             "| Method | " + " | ".join(f"{100 * f:g}%" for f in fractions) + " |",
+             "|" + "---|" * (len(fractions) + 1)]
+    for name in rows(by_fraction):
+        cells = [format_cell(by_fraction[f].get(name, {}).get("avg_gap"), "avg_gap_percent")
+                 for f in fractions]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(by_fraction: dict[float, dict], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    names = rows(by_fraction)
+    for ax, kind in zip(axes, ("retain-free", "oracle-tuned")):
+        for name in names:
+            if not (name == "original" or name.endswith(f"({kind})")):
+                continue
+            points = [(f, 100 * s[name]["avg_gap"][0]) for f, s in by_fraction.items()
+                      if name in s and "avg_gap" in s[name]]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            style = dict(color="black", lw=2.5) if name == "original" else {}
+            if name.startswith(("imu ", "imu(")):
+                style = dict(lw=3)
+            ax.plot(xs, ys, "o-", label=name.replace(f" ({kind})", ""), **style)
+        ax.set_xscale("log")
+        ax.set_xticks(list(by_fraction), [f"{100 * f:g}%" for f in by_fraction])
+        ax.set_xlabel("forget set (fraction of the training set)")
+        ax.set_title(f"{kind} rows")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0].set_ylabel("Avg. Gap to Retrain (%) ↓")
+    fig.suptitle("MNIST-1D random forgetting: Avg. Gap against forget-set size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(directory: str) -> None:
+    root = pathlib.Path(directory)
+    by_fraction = load(root)
+    (root / "forget_size.md").write_text(markdown(by_fraction))
+    plot(by_fraction, root / "forget_size.png")
+    print(root / "forget_size.md", root / "forget_size.png")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
