@@ -23,7 +23,7 @@ from imu_jax.methods.base import (RETAIN_SET, Method, MethodOutput, UnlearnTask,
 from imu_jax.methods.grids import GRIDS, gradient_defaults
 from imu_jax.methods.phases import one_phase_fit, shuffled_batches
 
-DEFAULTS = gradient_defaults(learning_rate=0.01, epochs=10, bn_mode="train", gamma=5e-4)
+DEFAULTS = gradient_defaults(learning_rate=0.01, epochs=10, bn_mode="train", gamma=1e-4)
 GRID = GRIDS["l1_sparse"]
 
 
