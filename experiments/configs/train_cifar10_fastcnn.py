@@ -6,9 +6,9 @@ Command:  imu-jax train --config experiments/configs/train_cifar10_fastcnn.py --
 Retrain:  ... --forget class:0 --retrain   (or random:0.1)
 Any CIFAR-10 image folder works (``--dataset imagefolder:PATH``); the shared zip is converted
 into the data dir on first use (~70 CPU-seconds).
-Expected: ~50 s per epoch on 2 free CPU cores (~9 min for 10 epochs), extrapolated from the
-first steps; the full run and its accuracy (aim: >= 85%) are NOT measured yet: the shared cores
-were overloaded (load average 25-38). Details in experiments/README.md (CIFAR-10 on CPU).
+Expected: ~5.5 CPU-seconds per step of 512 images (measured, experiments/README.md), i.e. ~45
+min for the 10 epochs on 2 free CPU cores: over the 15-minute CPU budget; accuracy not measured
+yet (aim: >= 85%).
 """
 
 from imu_jax.train import recipe
