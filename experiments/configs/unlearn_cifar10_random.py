@@ -7,16 +7,15 @@ Expected GPU time (one H100): ~1.5 h (8 ResNet-18 trainings) plus ~15 min of unl
 Not run offline here.
 """
 
+from imu_jax.methods import CLASSIFICATION_COMPARISON
+
 
 def get_config() -> dict:
     return {
         "dataset": "cifar10",
         "model": "resnet18",
         "forget": "random:0.1",
-        "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random",
-                    "random_label_forget_only", "boundary_shrink",
-                    "boundary_shrink_runner_up", "npo", "ssd", "random_label_with_retain",
-                    "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
+        "methods": list(CLASSIFICATION_COMPARISON),
         "seeds": [0, 1, 2],
         "tune_seeds": [100],
     }

@@ -13,16 +13,15 @@ estimated 20-30 min (not measured: SalUn, SCRUB and l1-sparse pass over D_r ever
 SCAR takes 6 steps of 1024 noise images per forget batch).
 """
 
+from imu_jax.methods import CLASSIFICATION_COMPARISON
+
 
 def get_config() -> dict:
     return {
         "dataset": "digits",
         "model": "mlp",
         "forget": "random:0.1",
-        "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random",
-                    "random_label_forget_only", "boundary_shrink",
-                    "boundary_shrink_runner_up", "npo", "ssd", "random_label_with_retain",
-                    "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
+        "methods": list(CLASSIFICATION_COMPARISON),
         "seeds": [0, 1, 2],
         "tune_seeds": [100, 101],
     }

@@ -18,16 +18,15 @@ Needs nothing but ``pip install`` (data generated locally). Not run yet (run tim
 one MLP training takes ~1 min on 2 shared CPU cores (experiments/README.md, MNIST-1D).
 """
 
+from imu_jax.methods import CLASSIFICATION_COMPARISON
+
 
 def get_config() -> dict:
     return {
         "dataset": "mnist1d",
         "model": "mlp",
         "forget": "class:3",
-        "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random",
-                    "random_label_forget_only", "boundary_shrink",
-                    "boundary_shrink_runner_up", "npo", "ssd", "random_label_with_retain",
-                    "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
+        "methods": list(CLASSIFICATION_COMPARISON),
         "seeds": [0, 1, 2],
         "tune_seeds": [100, 101],
         "tune_methods": ["ga", "ga_head", "imu"],

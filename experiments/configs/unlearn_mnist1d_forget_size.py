@@ -12,6 +12,8 @@ Commands (one directory per fraction; same methods, seeds and tuning rule as the
 Needs nothing but ``pip install``. Not run yet (run time unmeasured).
 """
 
+from imu_jax.methods import CLASSIFICATION_COMPARISON
+
 FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5)
 
 
@@ -20,10 +22,7 @@ def get_config() -> dict:
         "dataset": "mnist1d",
         "model": "mlp",
         "forget": f"random:{FRACTIONS[0]}",
-        "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random",
-                    "random_label_forget_only", "boundary_shrink",
-                    "boundary_shrink_runner_up", "npo", "ssd", "random_label_with_retain",
-                    "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
+        "methods": list(CLASSIFICATION_COMPARISON),
         "seeds": [0, 1, 2],
         "tune_seeds": [100, 101],
         "tune_methods": ["ga", "ga_head", "imu"],

@@ -40,7 +40,16 @@ _REGISTERED = (
 )
 METHODS: dict[str, Method] = {m.name: m for m in _REGISTERED}
 
-__all__ = ["METHODS", "Method", "MethodOutput", "UnlearnTask", "available", "get_method"]
+# The methods of every classification comparison table, in row order: the experiment configs
+# name them through this, so adding or renaming a method changes one line (and
+# tests/test_cli_train.py checks every config's names against the registry).
+CLASSIFICATION_COMPARISON = (
+    "retrain", "finetune", "ga", "ga_head", "imu", "imu_random", "random_label_forget_only",
+    "boundary_shrink", "boundary_shrink_runner_up", "npo", "ssd", "random_label_with_retain",
+    "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo")
+
+__all__ = ["CLASSIFICATION_COMPARISON", "METHODS", "Method", "MethodOutput", "UnlearnTask",
+           "available", "get_method"]
 
 
 def available() -> list[str]:
