@@ -45,8 +45,10 @@ STEPS_PNG = "steps.png"
 RETAIN_FREE_RULE = ("retain-free: each method runs its default hyperparameters at a constant lr "
                     "and stops by the rule of imu_jax.stopping on the forget set vs the held-out "
                     "split (class removal: forget accuracy ≤ 1/#classes; sample removal: "
-                    "loss-membership AUC at chance), capped at 50 epochs; no Retrain model, no "
-                    "retain set.")
+                    "loss-membership AUC at chance, or earlier when held-out accuracy falls "
+                    "below its start by more than its 5 % noise level, handing back the last "
+                    "check within it: the utility guard), capped at 50 epochs; no Retrain "
+                    "model, no retain set.")
 CLASS_KINDS = ("class", "classes", "superclass")
 SAMPLE_KINDS = ("random", "indices", "subclass", "mislabeled")
 
@@ -453,7 +455,8 @@ def held_out_for(splits, forget: str | None, *, seed: int = 0
       the unseen data of the same subclass, sample removal;
     * ``mislabeled:`` → the test split relabelled the way the forget set was (a uniformly random
       other class, seeded): an unseen example carrying a wrong label is what the corrupted
-      training examples look like to a model that never saw them; sample removal.
+      training examples look like to a model that never saw them; sample removal. The true
+      labels ride along under ``stopping.UTILITY_LABEL`` for the utility guard.
 
     >>> import types, numpy as np
     >>> splits = types.SimpleNamespace(test={"image": np.zeros((4, 2)), "label": np.arange(4)},
@@ -474,7 +477,10 @@ def held_out_for(splits, forget: str | None, *, seed: int = 0
     if kind == "mislabeled":
         from imu_jax.methods.random_label import random_wrong_labels
 
+        from imu_jax.stopping import UTILITY_LABEL
+
         test = dict(splits.test)
+        test[UTILITY_LABEL] = test["label"]  # the utility guard measures with the true labels
         test["label"] = random_wrong_labels(test["label"], splits.num_classes, seed=seed)
         return test, "sample"
     if kind in SAMPLE_KINDS:
@@ -496,10 +502,12 @@ def write_curve(out: pathlib.Path, run: Mapping) -> None:
     name = f"{run['method']}_{run['role']}_seed{run['seed']}"
     (folder / f"{name}.json").write_text(json.dumps(
         {**{k: v for k, v in info.items() if k in ("stop_reason", "stopped_at", "cap",
-                                                    "removal", "threshold", "statistic")},
+                                                    "removal", "threshold", "statistic",
+                                                    "utility_floor")},
          "curve": curve}, indent=1, default=_json_default))
     stopping.plot_curve(curve, str(folder / f"{name}.png"), threshold=info.get("threshold"),
                         statistic=info.get("statistic", "statistic"),
+                        utility_floor=info.get("utility_floor"),
                         title=f"{run['method']} seed {run['seed']}: {info.get('stop_reason')} "
                               f"at step {info.get('stopped_at')}")
     info["curve_file"] = f"curves/{name}.json"

@@ -19,13 +19,28 @@ Retrain model. The rule below uses only those two sets, every ``eval_every`` opt
   ``1.645 · sqrt((n_f + n_h + 1) / (12 n_f n_h))``: the rule stops when the test no longer rejects
   "forget and held-out losses come from one distribution".
 
+**The utility guard** (sample removal by default): forget-only ascent raises the loss of
+held-out data too, and on a model that overfits (MNIST-1D: 100 % train, 68 % test accuracy) it
+can destroy the model before the forget losses look like held-out ones (docs/STOPPING.md has the
+curves). So every check also measures the held-out accuracy and stops once it has fallen more
+than ``max_utility_drop`` below its value at step 0, handing back the parameters of the last
+check within that tolerance (stop reason ``"utility-guard"``). The default tolerance is the
+one-sided 5 % noise level of that accuracy, ``1.645 · sqrt(p₀ (1 − p₀) / n_h)`` (at least
+``1 / n_h``): a drop the held-out set cannot tell from resampling noise is allowed, a larger one
+is not. Class removal has no guard by default (Retrain itself changes the other classes'
+accuracy, and forgetting the class is the requirement); pass a number to guard it too. Where the
+held-out labels are not the ones utility is measured with (``mislabeled:`` compares the forget
+set with held-out data relabelled the same way), the held-out arrays carry the true labels under
+``UTILITY_LABEL`` and the guard uses those.
+
 The step cap (``max_epochs`` passes over the examples the method iterates, or ``max_steps``)
 ends a run that never reaches the target, and says so. Every check also tests that the
 parameters and the forget loss are finite: a non-finite value rolls the run back to the last
 finite evaluated step with a :class:`DivergenceWarning` and the stop reason ``"diverged"``.
 
 Stop reasons (``STOP_REASONS``): ``"already-forgotten"`` (the target held at step 0, nothing was
-done), ``"reached"``, ``"cap"``, ``"diverged"``; fixed-length runs end with ``"fixed"``.
+done), ``"reached"``, ``"utility-guard"``, ``"cap"``, ``"diverged"``; fixed-length runs end with
+``"fixed"``.
 
 Examples:
   >>> import jax.numpy as jnp, numpy as np
@@ -65,7 +80,9 @@ import numpy as np
 PyTree = Any
 
 REMOVALS = ("auto", "class", "sample")
-STOP_REASONS = ("already-forgotten", "reached", "cap", "diverged", "fixed")
+STOP_REASONS = ("already-forgotten", "reached", "utility-guard", "cap", "diverged", "fixed")
+UTILITY_LABEL = "utility_label"  # held-out key: the labels the utility guard measures with
+_AUTO = "auto"
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -83,6 +100,10 @@ class StopRule:
       class_threshold: class removal stops at forget accuracy ≤ this; ``None`` = ``1/num_classes``.
       auc_margin: sample removal stops at membership AUC ≤ 0.5 + this; ``None`` = the one-sided
         5 % Mann–Whitney critical value for the two set sizes.
+      max_utility_drop: the utility guard stops once held-out accuracy is more than this below
+        its step-0 value and hands back the last check within it; ``"auto"`` (default) = the
+        one-sided 5 % noise level of that accuracy for sample removal and no guard for class
+        removal; ``None`` = no guard.
       eval_every: optimizer steps between checks.
       max_epochs: step cap, in passes over the examples the loop iterates.
       max_steps: optional absolute step cap (the smaller cap wins).
@@ -94,6 +115,7 @@ class StopRule:
     removal: str = "auto"
     class_threshold: float | None = None
     auc_margin: float | None = None
+    max_utility_drop: float | str | None = _AUTO
     eval_every: int = 1
     max_epochs: int = 50
     max_steps: int | None = None
@@ -107,6 +129,10 @@ class StopRule:
             raise ValueError("eval_every and max_epochs must be >= 1 and max_eval_examples >= 2, "
                              f"got {self.eval_every}, {self.max_epochs}, "
                              f"{self.max_eval_examples}.")
+        drop = self.max_utility_drop
+        if drop != _AUTO and drop is not None and (isinstance(drop, str) or not drop >= 0):
+            raise ValueError(f"max_utility_drop must be 'auto', None or a number >= 0, got "
+                             f"{drop!r}.")
         if self.max_steps is not None and self.max_steps < 0:
             raise ValueError(f"max_steps must be >= 0 or None, got {self.max_steps}.")
 
@@ -160,6 +186,17 @@ def default_auc_margin(num_forget: int, num_held_out: int) -> float:
     return 1.645 * math.sqrt((num_forget + num_held_out + 1) / (12 * num_forget * num_held_out))
 
 
+def default_utility_drop(accuracy: float, num_held_out: int) -> float:
+    """The utility guard's default tolerance: the one-sided 5 % noise level of an accuracy
+    ``accuracy`` measured on ``num_held_out`` examples, at least one example (module docstring).
+
+    >>> round(default_utility_drop(0.68, 1000), 4), default_utility_drop(1.0, 100)
+    (0.0243, 0.01)
+    """
+    noise = 1.645 * math.sqrt(accuracy * (1.0 - accuracy) / num_held_out)
+    return max(noise, 1.0 / num_held_out)
+
+
 def infer_removal(forget_labels: np.ndarray, held_out_labels: np.ndarray) -> str:
     """``"class"`` when no held-out example carries a forgotten label, else ``"sample"``.
 
@@ -169,14 +206,20 @@ def infer_removal(forget_labels: np.ndarray, held_out_labels: np.ndarray) -> str
     return "sample" if np.isin(held_out_labels, np.unique(forget_labels)).any() else "class"
 
 
-def _subset(arrays: Mapping[str, np.ndarray], limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _subset(arrays: Mapping[str, np.ndarray], limit: int, seed: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y, utility_y)`` of a fixed random subset of at most ``limit`` examples."""
     from imu_jax.unlearn import input_and_labels
 
     x, y = input_and_labels(arrays)
+    utility_y = np.asarray(arrays[UTILITY_LABEL]) if UTILITY_LABEL in arrays else y
+    if len(utility_y) != len(y):
+        raise ValueError(f"held_out[{UTILITY_LABEL!r}] has {len(utility_y)} labels for "
+                         f"{len(y)} examples.")
     if len(y) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(y), limit, replace=False))
-        x, y = x[keep], y[keep]
-    return x, y
+        x, y, utility_y = x[keep], y[keep], utility_y[keep]
+    return x, y, utility_y
 
 
 @functools.lru_cache(maxsize=64)
@@ -186,10 +229,9 @@ def _jitted_eval(model):
     def evaluate(params, state, x, y):
         logits, _ = model.apply(params, state, x, train=False)
         losses = batch_loss(logits, y)
-        correct = jnp.argmax(logits, -1) == y
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf))
                                     for leaf in jax.tree.leaves(params)]))
-        return losses, correct, finite
+        return losses, jnp.argmax(logits, -1), finite
 
     return jax.jit(evaluate)
 
@@ -200,6 +242,14 @@ def _all_finite(params):
                              or [jnp.array(True)]))
 
 
+_ROLLED_BACK = ("diverged", "utility-guard")
+
+
+def _utility(point: Mapping[str, float]) -> float:
+    """The held-out accuracy the utility guard watches (true labels where they differ)."""
+    return point.get("utility_acc", point["held_out_acc"])
+
+
 class Monitor:
     """Runs the stopping rule inside a loop (module docstring) and records the per-check curve.
 
@@ -208,7 +258,7 @@ class Monitor:
     ``after_step(step, params, state)`` after each; either returns True when the loop must stop.
     Then ``params_to_return(params)`` (the last finite parameters after a divergence) and
     ``result()`` (JSON-ready: ``stop_reason``, ``stopped_at``, ``cap``, ``removal``,
-    ``threshold``, ``curve``).
+    ``threshold``, ``utility_floor``, ``curve``).
     """
 
     def __init__(self, model, forget: Mapping[str, np.ndarray] | None,
@@ -221,17 +271,21 @@ class Monitor:
         self.stop_reason: str | None = None
         self.stopped_at: int | None = None
         self.cap: int | None = None
-        self._last_finite: tuple[PyTree, PyTree, int] | None = None
+        # the last check that was finite and within the utility guard: what a stop hands back
+        self._last_good: tuple[PyTree, PyTree, int] | None = None
         self._bar, self._progress, self._label = None, progress, label
         self.removal = self.threshold = None
+        self.utility_floor: float | None = None  # held-out accuracy the guard keeps above
         if not self.monitoring:
             return
         if held_out is None:
             raise ValueError("Monitor needs held_out data (a split the model never trained on); "
                              "got None. Use Monitor.fixed() for a fixed-length loop.")
-        self.forget_x, self.forget_y = _subset(forget, self.rule.max_eval_examples, self.rule.seed)
-        self.held_x, self.held_y = _subset(held_out, self.rule.max_eval_examples,
-                                           self.rule.seed + 1)
+        self.forget_x, self.forget_y, _ = _subset(forget, self.rule.max_eval_examples,
+                                                  self.rule.seed)
+        self.held_x, self.held_y, self.utility_y = _subset(held_out, self.rule.max_eval_examples,
+                                                           self.rule.seed + 1)
+        self.has_utility_labels = UTILITY_LABEL in held_out
         if len(self.forget_y) == 0 or len(self.held_y) == 0:
             raise ValueError(f"Monitor needs non-empty forget and held_out sets, got "
                              f"{len(self.forget_y)} and {len(self.held_y)} examples.")
@@ -268,13 +322,16 @@ class Monitor:
     def evaluate(self, params: PyTree, state: PyTree) -> dict[str, float]:
         """Forget / held-out accuracy and mean loss, the statistic, and finiteness."""
         evaluate = _jitted_eval(self.model)
-        f_loss, f_correct, finite = (np.asarray(a) for a in evaluate(
+        f_loss, f_pred, finite = (np.asarray(a) for a in evaluate(
             params, state, self.forget_x, self.forget_y))
-        h_loss, h_correct, _ = (np.asarray(a) for a in evaluate(
+        h_loss, h_pred, _ = (np.asarray(a) for a in evaluate(
             params, state, self.held_x, self.held_y))
         finite = bool(finite) and bool(np.all(np.isfinite(f_loss)))
-        point = {"forget_acc": float(np.mean(f_correct)), "held_out_acc": float(np.mean(h_correct)),
+        point = {"forget_acc": float(np.mean(f_pred == self.forget_y)),
+                 "held_out_acc": float(np.mean(h_pred == self.held_y)),
                  "forget_loss": float(np.mean(f_loss)), "held_out_loss": float(np.mean(h_loss))}
+        if self.has_utility_labels:
+            point["utility_acc"] = float(np.mean(h_pred == self.utility_y))
         if not finite:
             point["statistic"] = float("nan")
         elif self.removal == "class":
@@ -296,18 +353,31 @@ class Monitor:
             finite = bool(_all_finite(params))
         if not finite:
             self.stop_reason, self.stopped_at = "diverged", step
-            back = self._last_finite[2] if self._last_finite else 0
+            back = self._last_good[2] if self._last_good else 0
             warnings.warn(f"unlearning diverged: a non-finite loss or parameter at step {step}; "
                           f"rolled back to step {back}, the last finite check. Recorded as "
                           "stop_reason='diverged'; lower the learning rate.",
                           DivergenceWarning, stacklevel=3)
             return True
-        self._last_finite = (params, state, int(step))
+        if self.monitoring and self.utility_floor is None:  # step 0 (or the resumed step)
+            self.utility_floor = self._floor(point)
+        if self.monitoring and _utility(point) < self.utility_floor:
+            self.stop_reason, self.stopped_at = "utility-guard", step
+            return True
+        self._last_good = (params, state, int(step))
         if self.monitoring and point["statistic"] <= self.threshold:
             self.stop_reason = "already-forgotten" if step == 0 else "reached"
             self.stopped_at = step
             return True
         return False
+
+    def _floor(self, point: Mapping[str, float]) -> float:
+        """The held-out accuracy the guard keeps above, from the first check (-inf: no guard)."""
+        drop = self.rule.max_utility_drop
+        if drop == _AUTO:
+            drop = (default_utility_drop(_utility(point), len(self.held_y))
+                    if self.removal == "sample" else None)
+        return -math.inf if drop is None else _utility(point) - float(drop)
 
     def _show(self, point: Mapping[str, float], finite: bool) -> None:
         if not self._progress:
@@ -332,7 +402,7 @@ class Monitor:
                                     params, state, self.forget_x[:1])
             self.threshold = 1.0 / int(logits.shape[-1])
         if not self.monitoring:
-            self._last_finite = (params, state, int(step))
+            self._last_good = (params, state, int(step))
             return False
         return self._check(int(step), params, state)
 
@@ -348,10 +418,11 @@ class Monitor:
         return False
 
     def params_to_return(self, params: PyTree, state: PyTree = None) -> tuple[PyTree, PyTree]:
-        """``(params, state)`` to hand back: the last finite ones after a divergence."""
+        """``(params, state)`` to hand back: after a divergence or the utility guard, those of the
+        last check that was finite and within the guard."""
         self.close()
-        if self.stop_reason == "diverged" and self._last_finite is not None:
-            return self._last_finite[0], self._last_finite[1]
+        if self.stop_reason in _ROLLED_BACK and self._last_good is not None:
+            return self._last_good[0], self._last_good[1]
         return params, state
 
     def finish(self, steps_run: int) -> None:
@@ -368,9 +439,10 @@ class Monitor:
 
     @property
     def steps(self) -> int:
-        """Optimizer steps whose result is handed back (the rolled-back step after divergence)."""
-        if self.stop_reason == "diverged":
-            return self._last_finite[2] if self._last_finite else 0
+        """Optimizer steps whose result is handed back (the rolled-back step after divergence or
+        the utility guard)."""
+        if self.stop_reason in _ROLLED_BACK:
+            return self._last_good[2] if self._last_good else 0
         return int(self.stopped_at or 0)
 
     def result(self) -> dict[str, Any]:
@@ -379,14 +451,18 @@ class Monitor:
                "steps_kept": self.steps, "diverged": self.stop_reason == "diverged"}
         if self.monitoring:
             out.update({"removal": self.removal, "threshold": self.threshold,
+                        "utility_floor": (None if self.utility_floor in (None, -math.inf)
+                                          else self.utility_floor),
                         "statistic": "forget_acc" if self.removal == "class" else "membership_auc",
                         "eval_every": self.rule.eval_every, "curve": list(self.curve)})
         return out
 
 
 def plot_curve(curve: list[Mapping[str, float]], path: str, *, title: str = "",
-               threshold: float | None = None, statistic: str = "statistic") -> None:
-    """Writes the per-check curve (forget acc, held-out acc, the stopping statistic) as a PNG."""
+               threshold: float | None = None, statistic: str = "statistic",
+               utility_floor: float | None = None) -> None:
+    """Writes the per-check curve (forget acc, held-out acc, the stopping statistic; the utility
+    guard's floor when there is one) as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -396,11 +472,17 @@ def plot_curve(curve: list[Mapping[str, float]], path: str, *, title: str = "",
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(steps, [p["forget_acc"] for p in curve], "-o", ms=3, label="forget accuracy")
     ax.plot(steps, [p["held_out_acc"] for p in curve], "-o", ms=3, label="held-out accuracy")
+    if curve and "utility_acc" in curve[0]:
+        ax.plot(steps, [p["utility_acc"] for p in curve], "-o", ms=3,
+                label="held-out accuracy, true labels")
     if statistic != "forget_acc":
         ax.plot(steps, [p["statistic"] for p in curve], "-o", ms=3, label=statistic)
     if threshold is not None:
         ax.axhline(threshold, color="gray", ls="--", lw=1, label=f"stop at {statistic} ≤ "
                    f"{threshold:.3f}")
+    if utility_floor is not None:
+        ax.axhline(utility_floor, color="tab:red", ls=":", lw=1,
+                   label=f"utility guard: held-out accuracy ≥ {utility_floor:.3f}")
     ax.set_xlabel("optimizer step")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)

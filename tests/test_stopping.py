@@ -175,3 +175,119 @@ def test_stop_rule_rejects_bad_settings():
         stopping.StopRule(removal="classes")
     with pytest.raises(ValueError, match="eval_every"):
         stopping.StopRule(eval_every=0)
+
+
+# -- the utility guard -------------------------------------------------------------------------
+def _relabelled_test(data):
+    """The test split as ``mislabeled:`` hands it to the rule: wrong labels for the statistic,
+    the true ones under UTILITY_LABEL for the guard. Forget losses stay far below these held-out
+    losses until the model is broken, so only the guard can stop a fast ascent in time."""
+    held = dict(data["test"])
+    held[stopping.UTILITY_LABEL] = held["label"]
+    held["label"] = (held["label"] + 1) % 4
+    return held
+
+
+def _sample_removal(trained, lr=0.5, **rule):
+    model, params, state, data, _ = trained
+    return unlearn(model, params, data["forget"], UnlearnConfig(learning_rate=lr, batch_size=8),
+                   state=state, held_out=_relabelled_test(data),
+                   stop_rule=stopping.StopRule(removal="sample", max_epochs=20, **rule))
+
+
+def test_utility_guard_hands_back_the_last_check_within_the_tolerance(trained):
+    model, params, state, data, _ = trained
+    new, rep = _sample_removal(trained)
+    curve, result = rep.stopping["curve"], rep.stopping
+    start = curve[0]["utility_acc"]
+    assert start == tiny_models.accuracy(model, params, state, data["test"])  # true labels
+    assert curve[0]["held_out_acc"] == tiny_models.accuracy(
+        model, params, state, {"image": data["test"]["image"],
+                               "label": _relabelled_test(data)["label"]})
+    assert result["utility_floor"] == pytest.approx(
+        start - stopping.default_utility_drop(start, len(data["test"]["label"])))
+    assert rep.stop_reason == "utility-guard"
+    assert curve[-1]["utility_acc"] < result["utility_floor"]  # the check that tripped it
+    assert all(p["statistic"] > result["threshold"] for p in curve)  # the target never held
+    assert 0 < rep.steps < result["stopped_at"] == curve[-1]["step"]
+    kept = [p for p in curve if p["step"] == rep.steps][0]  # what was handed back
+    assert kept["utility_acc"] >= result["utility_floor"]
+    assert tiny_models.accuracy(model, new, state, data["test"]) == kept["utility_acc"]
+    assert tiny_models.accuracy(model, new, state, data["forget"]) == kept["forget_acc"]
+
+
+def test_utility_guard_wins_over_a_target_reached_by_breaking_the_model(trained):
+    model, params, state, data, _ = trained
+    new, rep = _sample_removal(trained, lr=2.0)
+    last = rep.stopping["curve"][-1]
+    assert last["statistic"] <= rep.stopping["threshold"]  # "forgotten" ...
+    assert last["utility_acc"] < rep.stopping["utility_floor"]  # ... by a broken model
+    assert rep.stop_reason == "utility-guard" and rep.steps == last["step"] - 1
+    assert tiny_models.accuracy(model, new, state, data["test"]) >= rep.stopping["utility_floor"]
+
+
+def test_utility_guard_can_be_turned_off_and_set(trained):
+    _, rep = _sample_removal(trained, max_utility_drop=None)
+    assert rep.stop_reason != "utility-guard" and rep.stopping["utility_floor"] is None
+    floor_guarded = _sample_removal(trained)[1].stopping["utility_floor"]
+    assert min(p["utility_acc"] for p in rep.stopping["curve"]) < floor_guarded
+    # a zero tolerance that the first step already breaks: the model comes back unchanged
+    model, params, state, data, _ = trained
+    new, rep = unlearn(model, params, data["forget"], UnlearnConfig(learning_rate=5.0),
+                       state=state, held_out=data["test"],
+                       stop_rule=stopping.StopRule(removal="sample", max_utility_drop=0.0))
+    assert rep.stop_reason == "utility-guard" and rep.steps == 0 and _same(new, params)
+
+
+def test_class_removal_has_no_guard_unless_asked(trained):
+    model, params, state, data, held_out = trained
+    _, rep = unlearn(model, params, data["forget"], UnlearnConfig(learning_rate=0.05),
+                     state=state, held_out=held_out)
+    assert rep.stop_reason == "reached" and rep.stopping["utility_floor"] is None
+    _, rep = unlearn(model, params, data["forget"], UnlearnConfig(learning_rate=0.05),
+                     state=state, held_out=held_out,
+                     stop_rule=stopping.StopRule(max_utility_drop=0.0))
+    start = rep.stopping["curve"][0]["held_out_acc"]
+    assert rep.stopping["utility_floor"] == start
+    kept = [p for p in rep.stopping["curve"] if p["step"] == rep.steps][0]
+    assert kept["held_out_acc"] >= start
+    if rep.stop_reason == "utility-guard":
+        assert rep.stopping["curve"][-1]["held_out_acc"] < start
+    else:
+        assert rep.stop_reason == "reached"
+        assert all(p["held_out_acc"] >= start for p in rep.stopping["curve"])
+
+
+def test_utility_labels_must_match_the_held_out_rows(trained):
+    model, _, _, data, _ = trained
+    held = _relabelled_test(data)
+    bad = {**held, stopping.UTILITY_LABEL: held[stopping.UTILITY_LABEL][:3]}
+    with pytest.raises(ValueError, match="utility_label"):
+        stopping.Monitor(model, data["forget"], bad, stopping.StopRule(removal="sample"))
+
+
+def test_gradient_baselines_obey_the_guard(trained):
+    model, params, state, data, _ = trained
+    task = methods.UnlearnTask(model=model, params=params, state=state, forget=data["forget"],
+                               num_classes=4, held_out=_relabelled_test(data),
+                               stop_rule=stopping.StopRule(removal="sample", max_epochs=20))
+    method = methods.get_method("ga")
+    out = method.run(task, method.hparams({"learning_rate": 2.0}), 0)
+    assert out.info["stop_reason"] == "utility-guard"
+    kept = [p for p in out.info["curve"] if p["step"] == out.info["steps_kept"]][0]
+    assert tiny_models.accuracy(model, out.params, out.state, data["test"]) == kept["utility_acc"]
+    assert kept["utility_acc"] >= out.info["utility_floor"]
+
+
+def test_default_utility_drop_is_the_resampling_noise_level():
+    """An accuracy p measured on n fresh examples falls more than the tolerance below p ~5 % of
+    the time."""
+    rng = np.random.default_rng(2)
+    p, n = 0.7, 400
+    drop = stopping.default_utility_drop(p, n)
+    below = np.mean(rng.binomial(n, p, 20000) / n < p - drop)
+    assert 0.03 < below < 0.065
+    with pytest.raises(ValueError, match="max_utility_drop"):
+        stopping.StopRule(max_utility_drop=-0.1)
+    with pytest.raises(ValueError, match="max_utility_drop"):
+        stopping.StopRule(max_utility_drop="loose")

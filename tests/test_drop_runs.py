@@ -1,0 +1,27 @@
+"""experiments/drop_runs.py: remove one role's runs so ``--resume`` re-runs only those."""
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("drop_runs", REPO / "experiments/drop_runs.py")
+drop_runs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(drop_runs)
+
+
+def test_drops_only_the_role_and_keeps_a_backup(tmp_path):
+    runs = [{"method": m, "seed": 0, "role": role, "hparams": {}, "metrics": {}, "avg_gap": 0.0}
+            for m, role in (("original", "eval"), ("imu", "tune"), ("imu", "retain_free"),
+                            ("ga", "retain_free"), ("imu", "eval"))]
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"seeds": [0]}, "runs": runs}))
+    assert drop_runs.drop_runs(tmp_path, "retain_free") == 2
+    kept = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["method"], r["role"]) for r in kept["runs"]] == [
+        ("original", "eval"), ("imu", "tune"), ("imu", "eval")]
+    assert kept["config"] == {"seeds": [0]}
+    assert len(json.loads((tmp_path / "results.json.bak").read_text())["runs"]) == 5
+    with pytest.raises(ValueError, match="role"):
+        drop_runs.drop_runs(tmp_path, "oracle")
