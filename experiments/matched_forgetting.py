@@ -1,0 +1,123 @@
+"""The headline question of issue 11: at identical forgetting, how much test accuracy does IMU
+keep compared with uniform gradient ascent on the head (GA-head) and on all parameters (GA)?
+
+Two measurements, over any number of ``imu-jax run`` output folders (e.g. the ten MNIST-1D
+classes):
+
+* **oracle sweep** — each method's tuning grid (the same 12-configuration budget, tuning seeds,
+  seed-averaged): at each forgetting level (UA ≥ f × Retrain's UA) the best TA any configuration
+  of the method reaches. IMU's relative utility gain over a baseline is ``TA_imu / TA_base − 1``
+  in every folder where both reach the level.
+* **retain-free** — the rows stopped by the retain-free rule. For class removal every method is
+  stopped at the same target (forget accuracy ≤ chance), so their forgetting is matched by
+  construction; their TA is compared the same way (folders where both reached the target).
+
+Usage:
+  python experiments/matched_forgetting.py experiments/results/mnist1d_class/class* \
+      --out experiments/results/mnist1d_class/matched_forgetting.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from imu_jax.report import reported_runs, sweep_points
+
+LEVELS = (0.5, 0.8, 0.9)
+METHODS = ("imu", "ga_head", "ga")
+
+
+def retrain_ua(results: Mapping) -> float:
+    uas = [r["metrics"]["ua"] for r in reported_runs(results["runs"]) if r["method"] == "retrain"]
+    return float(np.mean(uas)) if uas else 1.0
+
+
+def best_ta_at(results: Mapping, method: str, level: float) -> float | None:
+    """Best seed-averaged TA among ``method``'s sweep configs with UA ≥ level × Retrain's UA."""
+    target = level * retrain_ua(results)
+    tas = [p["metrics"]["ta"] for p in sweep_points(results["runs"], method)
+           if p["metrics"]["ua"] >= target - 1e-9]
+    return max(tas) if tas else None
+
+
+def retain_free_point(results: Mapping, method: str) -> tuple[float, float] | None:
+    """(UA, TA) of ``method``'s retain-free rows, mean over seeds; None if it never forgot."""
+    runs = [r for r in results["runs"] if r["method"] == method and r.get("role") == "retain_free"
+            and not r.get("diverged")]
+    if not runs:
+        return None
+    return (float(np.mean([r["metrics"]["ua"] for r in runs])),
+            float(np.mean([r["metrics"]["ta"] for r in runs])))
+
+
+def gain(ours: list[float | None], theirs: list[float | None]) -> str:
+    """Mean relative TA gain over the folders where both have a value, and the win count."""
+    pairs = [(a, b) for a, b in zip(ours, theirs) if a is not None and b is not None and b > 0]
+    if not pairs:
+        return "—"
+    rel = [a / b - 1 for a, b in pairs]
+    wins = sum(a >= b for a, b in pairs)
+    return f"{100 * np.mean(rel):+.1f}% (IMU ≥ in {wins}/{len(pairs)})"
+
+
+def _cell(values: list[float | None]) -> str:
+    got = [v for v in values if v is not None]
+    return f"{100 * np.mean(got):.1f} ({len(got)}/{len(values)})" if got else "not reached"
+
+
+def matched_markdown(named: Mapping[str, Mapping], methods: Sequence[str] = METHODS,
+                     levels: Sequence[float] = LEVELS, min_ua: float = 0.9) -> str:
+    """Both tables as markdown (module docstring)."""
+    names = list(named)
+    lines = [f"Folders: {', '.join(names)}.", "",
+             "**Oracle sweep** — best TA (%) at UA ≥ level × Retrain's UA, mean over the folders "
+             "where the method reaches the level (reached / folders); then IMU's mean relative TA "
+             "gain over each baseline in the folders where both reach it.", ""]
+    head = ["level"] + [f"{m} TA" for m in methods] + [f"IMU vs {m}" for m in methods[1:]]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for level in levels:
+        per = {m: [best_ta_at(named[n], m, level) for n in names] for m in methods}
+        row = [f"UA ≥ {level:g} × Retrain"] + [_cell(per[m]) for m in methods]
+        row += [gain(per[methods[0]], per[m]) for m in methods[1:]]
+        lines.append("| " + " | ".join(row) + " |")
+    points = {m: [retain_free_point(named[n], m) for n in names] for m in methods}
+    reached = {m: [p[1] if p and p[0] >= min_ua else None for p in points[m]] for m in methods}
+    lines += ["", f"**Retain-free** — the rows stopped by the rule; TA (%) counted where the "
+              f"method's mean UA ≥ {100 * min_ua:.0f}% (matched by the class-removal target; "
+              "reached / folders), and IMU's relative TA gain where both did.", ""]
+    head = ["rows"] + [f"{m} TA" for m in methods] + [f"IMU vs {m}" for m in methods[1:]]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    row = ["retain-free"] + [_cell(reached[m]) for m in methods]
+    row += [gain(reached[methods[0]], reached[m]) for m in methods[1:]]
+    lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Per folder, retain-free UA / TA (%):", "",
+              "| folder | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
+    for i, name in enumerate(names):
+        cells = [f"{100 * p[0]:.1f} / {100 * p[1]:.1f}" if p else "—"
+                 for p in (points[m][i] for m in methods)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", help="imu-jax run output folders")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated; the first is compared with the others")
+    parser.add_argument("--out", help="also write the markdown here")
+    args = parser.parse_args()
+    named = {pathlib.Path(f).name: json.loads((pathlib.Path(f) / "results.json").read_text())
+             for f in args.folders}
+    text = matched_markdown(named, args.methods.split(","))
+    print(text)
+    if args.out:
+        pathlib.Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
