@@ -388,9 +388,14 @@ class Monitor:
             self._bar = tqdm(total=self.cap, desc=self._label or "unlearn", unit="step",
                              leave=False)
         self._bar.n = point["step"]
-        self._bar.set_postfix(forget_acc=f"{point['forget_acc']:.3f}",
-                              held_out_acc=f"{point['held_out_acc']:.3f}",
-                              stat=f"{point['statistic']:.3f}" if finite else "nan")
+        shown = {"forget_acc": f"{point['forget_acc']:.3f}",
+                 "held_out_acc": f"{point['held_out_acc']:.3f}",
+                 "stat": f"{point['statistic']:.3f}" if finite else "nan"}
+        if "utility_acc" in point:
+            shown["utility_acc"] = f"{point['utility_acc']:.3f}"
+        if self.utility_floor not in (None, -math.inf):
+            shown["floor"] = f"{self.utility_floor:.3f}"
+        self._bar.set_postfix(**shown)
 
     # -- the loop protocol ---------------------------------------------------------------------
     def start(self, params: PyTree, state: PyTree, *, total_steps: int, step: int = 0) -> bool:
