@@ -2,14 +2,21 @@
 
 For each forget spec and tuning seed (their own original and Retrain models, cached under OUT),
 every method runs its defaults at each learning rate and stops by the rule at each threshold
-(class removal: forget accuracy ≤ t; sample removal: membership AUC ≤ 0.5 + margin). Prints one
-line per (spec, method, lr, threshold): mean UA, TA, Avg. Gap to Retrain, steps, stop reasons,
-and writes OUT/calibration.json. The Retrain models are used here only to *measure* the rule
+(class removal: forget accuracy ≤ t; sample removal: membership AUC ≤ 0.5 + margin) and each
+utility-guard tolerance (``--utility-drops``: ``auto`` = the rule's default, ``none`` = off, or
+a number). Prints one line per (spec, method, lr, threshold, tolerance): mean UA, TA, Avg. Gap
+to Retrain, steps, stop reasons, and writes OUT/calibration.json. ``--lrs default`` runs each
+method at its own default learning rate. The Retrain models are used here only to *measure* the rule
 during design, on seeds (100, 101) that are never reported; the rule itself never sees them.
 
 Command (~15 min on 2 CPU cores):
   python experiments/stopping_calibration.py --out /tmp/stopping_cal \
       --specs class:0,class:1,class:2,class:3,class:7,random:0.1 --methods imu,ga
+The utility guard's tolerance on MNIST-1D random 10% (docs/STOPPING.md; original models can be
+copied into OUT/random_0.1/models/ from any MNIST-1D run to skip their training):
+  python experiments/stopping_calibration.py --out /tmp/guard_cal --dataset mnist1d --model mlp \
+      --specs random:0.1 --methods imu,ga_head,boundary_shrink,salun --lrs default \
+      --utility-drops auto,0.05,0.1,none
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lrs", default="0.005,0.01,0.02")
     parser.add_argument("--class-thresholds", default="chance,0.05,0.01,0")
     parser.add_argument("--auc-margins", default="default,0.02,0")
+    parser.add_argument("--utility-drops", default="auto")
     args = parser.parse_args(argv)
 
     from imu_jax import experiment, methods, stopping
@@ -56,14 +64,19 @@ def main(argv=None) -> int:
             references[seed] = (ref, experiment.evaluate(ref, splits, ref))
         for name in args.methods.split(","):
             method = methods.get_method(name)
-            for lr in (float(v) for v in args.lrs.split(",")):
-                for option in options:
+            for lr in (None if v == "default" else float(v) for v in args.lrs.split(",")):
+                for option, drop in ((o, d) for o in options
+                                     for d in args.utility_drops.split(",")):
+                    guard = "auto" if drop == "auto" else None if drop == "none" else float(drop)
                     if removal == "class":
                         rule = stopping.StopRule(removal="class", class_threshold=None
-                                                 if option == "chance" else float(option))
+                                                 if option == "chance" else float(option),
+                                                 max_utility_drop=guard)
                     else:
                         rule = stopping.StopRule(removal="sample", auc_margin=None
-                                                 if option == "default" else float(option))
+                                                 if option == "default" else float(option),
+                                                 max_utility_drop=guard)
+                    hparams = method.hparams({} if lr is None else {"learning_rate": lr})
                     results = []
                     for seed in seeds:
                         original = models[seed][0]
@@ -72,7 +85,7 @@ def main(argv=None) -> int:
                             model=original.model, params=original.params, state=original.state,
                             forget=splits.forget, num_classes=splits.num_classes,
                             held_out=held_out, stop_rule=rule)
-                        output = method.run(task, method.hparams({"learning_rate": lr}), seed)
+                        output = method.run(task, hparams, seed)
                         outs = experiment.model_outputs(original, output.params, output.state,
                                                         splits)
                         metrics = experiment.evaluate(outs, splits, ref)
@@ -81,7 +94,8 @@ def main(argv=None) -> int:
                                         "gap": experiment.gap_to_retrain(metrics, ref_metrics),
                                         "steps": output.info["steps"],
                                         "stop": output.info["stop_reason"]})
-                    row = {"spec": spec, "method": name, "lr": lr, "option": option,
+                    row = {"spec": spec, "method": name, "lr": hparams.get("learning_rate"),
+                           "option": option, "utility_drop": drop,
                            "ua": float(np.mean([r["ua"] for r in results])),
                            "ta": float(np.mean([r["ta"] for r in results])),
                            "retrain_ta": float(np.mean([r["ref_ta"] for r in results])),
@@ -89,7 +103,8 @@ def main(argv=None) -> int:
                            "steps": [r["steps"] for r in results],
                            "stop": [r["stop"] for r in results]}
                     rows.append(row)
-                    print(f"{spec:10s} {name:5s} lr={lr:<6g} {option:>7s}  UA={row['ua']:.3f} "
+                    print(f"{spec:10s} {name:5s} lr={row['lr']:<6g} {option:>7s} guard={drop:>4s} "
+                          f"UA={row['ua']:.3f} "
                           f"TA={row['ta']:.3f} (Retrain {row['retrain_ta']:.3f}) "
                           f"gap={row['avg_gap']:.4f} steps={row['steps']} {row['stop']}",
                           flush=True)
