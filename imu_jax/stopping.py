@@ -198,12 +198,30 @@ def default_utility_drop(accuracy: float, num_held_out: int) -> float:
 
 
 def infer_removal(forget_labels: np.ndarray, held_out_labels: np.ndarray) -> str:
-    """``"class"`` when no held-out example carries a forgotten label, else ``"sample"``.
+    """``"class"`` when no held-out example carries a forgotten label; ``"sample"`` when the
+    forget set's labels cover every class of the held-out data; otherwise the two readings
+    disagree (a test split that still holds the forgotten class, or a handful of forgotten
+    examples) and a ``ValueError`` asks for ``StopRule(removal=...)``.
 
-    >>> infer_removal(np.array([3, 3]), np.array([0, 1, 2])), infer_removal(np.array([0]), np.array([0, 1]))
+    >>> infer_removal(np.array([3, 3]), np.array([0, 1, 2])), infer_removal(np.array([0, 1]), np.array([0, 1]))
     ('class', 'sample')
+    >>> infer_removal(np.array([3, 3]), np.array([0, 1, 2, 3]))
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot tell the removal kind: the held-out data holds the forgotten classes [3] ...
     """
-    return "sample" if np.isin(held_out_labels, np.unique(forget_labels)).any() else "class"
+    forgotten, held = np.unique(forget_labels), np.unique(held_out_labels)
+    shared = np.intersect1d(forgotten, held)
+    if shared.size == 0:
+        return "class"
+    if np.isin(held, forgotten).all():
+        return "sample"
+    raise ValueError(
+        f"cannot tell the removal kind: the held-out data holds the forgotten classes "
+        f"{shared.tolist()} but the forget set covers only {forgotten.size} of its {held.size} "
+        "classes. Pass stop_rule=StopRule(removal='class') to forget whole classes (the "
+        "held-out examples of those classes are then left out of the rule) or "
+        "StopRule(removal='sample') to forget these examples only.")
 
 
 def _subset(arrays: Mapping[str, np.ndarray], limit: int, seed: int
@@ -294,6 +312,11 @@ class Monitor:
                              f"{self.forget_y.shape} are not supported (use a fixed length).")
         self.removal = (infer_removal(self.forget_y, self.held_y) if self.rule.removal == "auto"
                         else self.rule.removal)
+        if self.removal == "class":  # the rule and the guard look at the remaining classes only
+            other = ~np.isin(self.held_y, np.unique(self.forget_y))
+            if other.any() and not other.all():
+                self.held_x, self.held_y = self.held_x[other], self.held_y[other]
+                self.utility_y = self.utility_y[other]
         if self.removal == "class":
             if self.rule.class_threshold is not None:
                 self.threshold = float(self.rule.class_threshold)
@@ -371,6 +394,23 @@ class Monitor:
             return True
         return False
 
+    def _check_data(self, params: PyTree, state: PyTree) -> int:
+        """Held-out inputs fit the model, every label is one of its classes, inputs are finite;
+        returns the number of classes."""
+        from imu_jax import _checks
+
+        shape = _checks.model_output_shape(self.model, params, state, self.forget_x, "forget")
+        _checks.model_output_shape(self.model, params, state, self.held_x, "held_out")
+        classes = int(shape[-1])
+        for name, labels in (("forget", self.forget_y), ("held_out", self.held_y),
+                             (f"held_out[{UTILITY_LABEL!r}]", self.utility_y)):
+            if labels.size and (labels.min() < 0 or labels.max() >= classes):
+                raise ValueError(f"{name} labels must lie in [0, {classes}) (the model's "
+                                 f"classes); got [{labels.min()}, {labels.max()}].")
+        if np.issubdtype(self.held_x.dtype, np.inexact) and not np.isfinite(self.held_x).all():
+            raise ValueError("held_out inputs contain NaN or infinite values.")
+        return classes
+
     def _floor(self, point: Mapping[str, float]) -> float:
         """The held-out accuracy the guard keeps above, from the first check (-inf: no guard)."""
         drop = self.rule.max_utility_drop
@@ -402,10 +442,10 @@ class Monitor:
         """Before the first step (``step`` > 0 when resuming): records it; True when the target
         already holds."""
         self.cap = int(total_steps)
-        if self.monitoring and self.threshold is None:  # class removal at chance: 1 / #classes
-            logits = jax.eval_shape(lambda p, s, x: self.model.apply(p, s, x, train=False)[0],
-                                    params, state, self.forget_x[:1])
-            self.threshold = 1.0 / int(logits.shape[-1])
+        if self.monitoring:
+            num_classes = self._check_data(params, state)
+            if self.threshold is None:  # class removal at chance: 1 / #classes
+                self.threshold = 1.0 / num_classes
         if not self.monitoring:
             self._last_good = (params, state, int(step))
             return False

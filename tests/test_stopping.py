@@ -53,7 +53,44 @@ def test_default_auc_margin_is_the_null_critical_value():
 def test_removal_kind_is_inferred_from_the_held_out_labels(trained):
     _, _, _, data, held_out = trained
     assert stopping.infer_removal(data["forget"]["label"], held_out["label"]) == "class"
-    assert stopping.infer_removal(data["forget"]["label"], data["test"]["label"]) == "sample"
+    assert stopping.infer_removal(data["train"]["label"], data["test"]["label"]) == "sample"
+    # a whole class against a test split that still holds it: ambiguous, so the caller decides
+    with pytest.raises(ValueError, match="removal='class'"):
+        stopping.infer_removal(data["forget"]["label"], data["test"]["label"])
+
+
+def test_class_removal_against_a_full_test_split_leaves_the_class_out(trained):
+    """The README call ``unlearn(..., held_out=test)`` with the forgotten class still in
+    ``test``: ``auto`` refuses to guess; ``removal="class"`` forgets the class and scores the
+    remaining classes only."""
+    model, params, state, data, held_out = trained
+    with pytest.raises(ValueError, match="cannot tell the removal kind"):
+        unlearn(model, params, data["forget"], state=state, held_out=data["test"])
+    new, rep = unlearn(model, params, data["forget"], UnlearnConfig(learning_rate=0.05),
+                       state=state, held_out=data["test"],
+                       stop_rule=stopping.StopRule(removal="class"))
+    assert rep.stop_reason == "reached" and rep.stopping["removal"] == "class"
+    assert tiny_models.accuracy(model, new, state, data["forget"]) <= 0.25
+    assert rep.stopping["curve"][0]["held_out_acc"] == tiny_models.accuracy(
+        model, params, state, held_out)  # the test split without class 3
+
+
+def test_bad_held_out_data_is_named(trained):
+    model, params, state, data, held_out = trained
+    wide = {**held_out, "image": np.concatenate([held_out["image"]] * 2, axis=1)}
+    with pytest.raises(ValueError, match="held_out: inputs"):
+        unlearn(model, params, data["forget"], state=state, held_out=wide)
+    for bad in (7, -1):
+        labels = held_out["label"].copy()
+        labels[0] = bad
+        with pytest.raises(ValueError, match=r"held_out labels must lie in \[0, 4\)"):
+            unlearn(model, params, data["forget"], state=state,
+                    held_out={**held_out, "label": labels}, stop_rule=stopping.StopRule(
+                        removal="class"))
+    nan = {**held_out, "image": held_out["image"].copy()}
+    nan["image"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        unlearn(model, params, data["forget"], state=state, held_out=nan)
 
 
 def test_a_model_that_already_forgot_stops_at_step_zero(trained):
