@@ -127,6 +127,10 @@ def test_bad_folders_raise_clear_errors(tmp_path, data_dir):
     Image.new("RGB", (7, 7)).save(sizes / "train" / "cow" / "999.png")
     with pytest.raises(ValueError, match=r"999.png.*expected \(5, 6, 3\)"):
         load(f"imagefolder:{sizes}", data_dir=data_dir)
+    broken = make_folder(tmp_path / "broken")
+    (broken / "train" / "cow" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"cannot read .*broken.png.* as an image"):
+        load(f"imagefolder:{broken}", data_dir=data_dir)
 
 
 def test_cli_data_and_train_on_a_folder(tmp_path, capsys):

@@ -102,13 +102,18 @@ def _find_root(members: list[str], path: pathlib.Path) -> str:
     return roots[0]
 
 
-def _decode(data: bytes, mode: str | None = None) -> np.ndarray:
-    from PIL import Image
+def _decode(data: bytes, mode: str | None = None, *, name: str = "an image") -> np.ndarray:
+    """The image as uint8 ``[H, W, C]``; a file PIL cannot read is a ``ValueError`` naming it."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(data)) as img:
-        if mode is None:
-            mode = "L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB"
-        arr = np.asarray(img.convert(mode), dtype=np.uint8)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if mode is None:
+                mode = "L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+            arr = np.asarray(img.convert(mode), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"imagefolder: cannot read {name} as an image ({err.__class__.__name__}: "
+                         f"{str(err).split(' <')[0]}); remove or replace the file.") from None
     return arr[..., None] if arr.ndim == 2 else arr
 
 
@@ -139,7 +144,7 @@ def scan(path: str | os.PathLike) -> Layout:
     layout = Layout(path=str(path), root=root, is_zip=is_zip, classes=classes,
                     files={k: tuple(v) for k, v in sorted(files.items())}, shape=(0, 0, 0),
                     mode="", fingerprint="")
-    first = _decode(layout.read(files["train"][0][1]))
+    first = _decode(layout.read(files["train"][0][1]), name=repr(files["train"][0][1]))
     shape, mode = tuple(first.shape), ("L" if first.shape[-1] == 1 else "RGB")
     digest = hashlib.sha1(f"{path}|{len(members)}|{total}".encode()).hexdigest()[:10]
     return dataclasses.replace(layout, shape=shape, mode=mode, fingerprint=digest)
@@ -209,7 +214,7 @@ class ImuImageFolder(tfds.core.GeneratorBasedBuilder):
         try:
             for i, (cls, member) in enumerate(layout.files[split]):
                 data = zf.read(member) if zf else (pathlib.Path(layout.path) / member).read_bytes()
-                image = _decode(data, layout.mode)
+                image = _decode(data, layout.mode, name=f"{layout.path}: {member!r}")
                 if image.shape != layout.shape:
                     raise ValueError(f"imagefolder {layout.path!r}: {member!r} has shape "
                                      f"{image.shape}; expected {layout.shape} (the first image's).")
