@@ -408,8 +408,8 @@ def print_summary(out: pathlib.Path) -> None:
         report.CLASSIFICATION_COLUMNS
     print(report.table(results, columns))
     print(f"wrote {out / 'results.md'} (all tables and the command), {out / 'results.json'}, "
-          f"and {out / 'tradeoff.png'} (forget vs test accuracy as each method's learning rate "
-          "and step count sweep)", file=sys.stderr)
+          f"{out / 'tradeoff.png'} (forget vs test accuracy of every method) and, for runs "
+          f"stopped by the retain-free rule, {out / 'curves'}/ (each check)", file=sys.stderr)
 
 
 def run_interrupted(args) -> str:

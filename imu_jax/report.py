@@ -444,10 +444,11 @@ def tradeoff_plot(results: Mapping, path: str) -> None:
                    color=color, marker=marker, s=80 if marker == "*" else 30, label=method,
                    edgecolors="black", linewidths=0.5)
     config = results.get("config", {})
+    legend = ("dots: tuning sweep (mean of tuning seeds), line: its Pareto front\n"
+              if any(r.get("role") == "tune" for r in runs) else "")
     ax.set_title(f"{config.get('dataset', '')} / {config.get('model', '')} / forget "
-                 f"{config.get('forget', '')}\ndots: lr × steps sweep (mean of tuning seeds); "
-                 "lines: its Pareto front; large markers: reported seeds (squares: retain-free "
-                 "rule)", fontsize=9)
+                 f"{config.get('forget', '')}\n{legend}markers: reported seeds (squares: "
+                 "retain-free rule)", fontsize=9)
     if sequence:  # diverged methods sit orders of magnitude away from the rest
         ax.set_xscale("symlog", linthresh=0.01)
         ax.set_yscale("symlog", linthresh=0.01)
