@@ -26,6 +26,7 @@ def test_best_ta_at_a_level_and_the_relative_gain():
     assert matched.best_ta_at(a, "imu", 0.5) == 0.88
     assert matched.best_ta_at(b, "ga_head", 0.9) is None
     assert matched.gain([0.8, 0.6], [0.4, None]) == "+100.0% (IMU ≥ in 1/1)"
+    assert matched.gain([0.5, 0.5], [0.01, 0.99]) == "+0.0% (IMU ≥ in 1/2)"  # ratio of means
     text = matched.matched_markdown({"a": a, "b": b}, ["imu", "ga_head"], levels=(0.9,))
     row = [line for line in text.splitlines() if line.startswith("| UA ≥ 0.9")][0]
     assert row == "| UA ≥ 0.9 × Retrain | 70.0 (2/2) | 40.0 (1/2) | +100.0% (IMU ≥ in 1/1) |"
