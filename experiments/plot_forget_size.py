@@ -4,7 +4,8 @@ Usage (after the commands of configs/unlearn_mnist1d_forget_size.py):
   python experiments/plot_forget_size.py experiments/results/mnist1d_forget_size
 Reads every DIR/random<F>/results.json and writes DIR/forget_size.png (retain-free rows solid,
 oracle-tuned rows dashed, the original model — nothing unlearned — in black) and
-DIR/forget_size.md (the same numbers as a table, mean ± std over the reported seeds).
+DIR/forget_size.md (the same numbers as a table, mean ± std over the reported seeds). A panel
+is drawn for each kind of row measured at two fractions or more.
 """
 
 from __future__ import annotations
@@ -51,9 +52,15 @@ def plot(by_fraction: dict[float, dict], path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     names = rows(by_fraction)
-    for ax, kind in zip(axes, ("retain-free", "oracle-tuned")):
+    # a panel per kind of row measured at two fractions or more (the sweep may skip the oracle)
+    kinds = [kind for kind in ("retain-free", "oracle-tuned")
+             if any(sum(name in s for s in by_fraction.values()) >= 2
+                    for name in names if name.endswith(f"({kind})"))]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 5), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    for ax, kind in zip(axes, kinds):
         for name in names:
             if not (name == "original" or name.endswith(f"({kind})")):
                 continue
