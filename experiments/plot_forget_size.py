@@ -69,10 +69,14 @@ def plot(by_fraction: dict[float, dict], path: pathlib.Path) -> None:
             if not points:
                 continue
             xs, ys = zip(*points)
-            style = dict(color="black", lw=2.5) if name == "original" else {}
+            i = names.index(name)  # twenty lines: 20 colours, three line styles, two markers
+            style = dict(color=plt.cm.tab20(i % 20), ls=("-", "--", ":")[i % 3],
+                         marker="os"[i // 10 % 2], lw=1.3, ms=4)
+            if name == "original":
+                style.update(color="black", lw=2.5, ls="-", zorder=5)
             if name.startswith(("imu ", "imu(")):
-                style = dict(lw=3)
-            ax.plot(xs, ys, "o-", label=name.replace(f" ({kind})", ""), **style)
+                style.update(color="tab:red", lw=3, ls="-", zorder=6)
+            ax.plot(xs, ys, label=name.replace(f" ({kind})", ""), **style)
         ax.set_xscale("log")
         ax.set_xticks(list(by_fraction), [f"{100 * f:g}%" for f in by_fraction])
         ax.set_xlabel("forget set (fraction of the training set)")
