@@ -7,8 +7,8 @@ configurations × 2 tuning seeds) makes each fraction ~4× cheaper.
 
 Commands (one directory per fraction; random 10% is ``results/mnist1d_random10``'s retain-free
 rows, copied as ``random0.1``):
-  for f in 0.01 0.05 0.25 0.5; do imu-jax run \\
-      --config experiments/configs/unlearn_mnist1d_forget_size_retain_free.py --forget random:$f \\
+  for f in 0.01 0.05 0.25 0.5; do imu-jax run \
+      --config experiments/configs/unlearn_mnist1d_forget_size_retain_free.py --forget random:$f \
       --out experiments/results/mnist1d_forget_size/random$f --no-progress; done
   python experiments/plot_forget_size.py experiments/results/mnist1d_forget_size
 Expected time: see experiments/README.md (MNIST-1D).
