@@ -203,8 +203,10 @@ def infer_removal(forget_labels: np.ndarray, held_out_labels: np.ndarray) -> str
     disagree (a test split that still holds the forgotten class, or a handful of forgotten
     examples) and a ``ValueError`` asks for ``StopRule(removal=...)``.
 
-    >>> infer_removal(np.array([3, 3]), np.array([0, 1, 2])), infer_removal(np.array([0, 1]), np.array([0, 1]))
-    ('class', 'sample')
+    >>> infer_removal(np.array([3, 3]), np.array([0, 1, 2]))
+    'class'
+    >>> infer_removal(np.array([0, 1]), np.array([0, 1]))
+    'sample'
     >>> infer_removal(np.array([3, 3]), np.array([0, 1, 2, 3]))
     Traceback (most recent call last):
     ...

@@ -7,9 +7,10 @@ Command:  imu-jax train --config experiments/configs/train_cifar10_fastcnn.py --
 Retrain:  ... --forget class:0 --retrain   (or random:0.1)
 Any CIFAR-10 image folder works (``--dataset imagefolder:PATH``); the shared zip is converted
 into the data dir on first use (~70 CPU-seconds).
-Expected (measured, experiments/README.md, "CIFAR-10 on CPU"): 1.19 s per step of 512 images on 2 free
-cores (~14 min for the 8 epochs; 3.66 s at the full 32/64/128 width); 37.5 min wall while
-three experiments shared the 2 cores; test accuracy 77.3% (train 80.0%), below the 85% aimed for.
+Expected (measured, experiments/README.md, "CIFAR-10 on CPU"): 1.19 s per step of 512 images
+on 2 free cores (~14 min for the 8 epochs; 3.66 s at the full 32/64/128 width); 37.5 min wall
+while three experiments shared the 2 cores; test accuracy 77.3% (train 80.0%), below the 85%
+aimed for.
 """
 
 from imu_jax.train import recipe
