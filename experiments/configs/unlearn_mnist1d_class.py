@@ -14,8 +14,8 @@ All ten classes, then the aggregate table:
       experiments/configs/unlearn_mnist1d_class.py --forget class:$k \
       --out experiments/results/mnist1d_class/class$k --no-progress; done
   python experiments/summarize.py experiments/results/mnist1d_class
-Needs nothing but ``pip install`` (data generated locally). Not run yet (run time unmeasured);
-one MLP training takes ~1 min on 2 shared CPU cores (experiments/README.md, MNIST-1D).
+Needs nothing but ``pip install`` (data generated locally). Expected time: 7.5–13 min a class
+on 2 shared CPU cores (measured; experiments/README.md).
 """
 
 from imu_jax.methods import CLASSIFICATION_COMPARISON

@@ -9,7 +9,8 @@ Commands (one directory per fraction; same methods, seeds and tuning rule as the
   for f in 0.01 0.05 0.1 0.25 0.5; do imu-jax run \
       --config experiments/configs/unlearn_mnist1d_forget_size.py --forget random:$f \
       --out experiments/results/mnist1d_forget_size/random$f --no-progress; done
-Needs nothing but ``pip install``. Not run yet (run time unmeasured).
+Needs nothing but ``pip install``. Not run with the oracle rows (~4× the retain-free variant,
+``unlearn_mnist1d_forget_size_retain_free.py``, which was: 6.5–16.5 min a fraction).
 """
 
 from imu_jax.methods import CLASSIFICATION_COMPARISON
