@@ -26,33 +26,26 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from imu_jax.report import reported_runs, sweep_points
+from imu_jax.report import best_at_forgetting, summarize
 
 LEVELS = (0.5, 0.8, 0.9)
 METHODS = ("imu", "ga_head", "ga")
 
 
-def retrain_ua(results: Mapping) -> float:
-    uas = [r["metrics"]["ua"] for r in reported_runs(results["runs"]) if r["method"] == "retrain"]
-    return float(np.mean(uas)) if uas else 1.0
-
-
 def best_ta_at(results: Mapping, method: str, level: float) -> float | None:
-    """Best seed-averaged TA among ``method``'s sweep configs with UA ≥ level × Retrain's UA."""
-    target = level * retrain_ua(results)
-    tas = [p["metrics"]["ta"] for p in sweep_points(results["runs"], method)
-           if p["metrics"]["ua"] >= target - 1e-9]
-    return max(tas) if tas else None
+    """Best seed-averaged TA among ``method``'s sweep configs with UA ≥ level × Retrain's UA
+    (``report.best_at_forgetting``, the cell of each ``results.md``'s matched-forgetting table)."""
+    best = best_at_forgetting(results, method, level)
+    return None if best is None else best["metrics"]["ta"]
 
 
 def retain_free_point(results: Mapping, method: str) -> tuple[float, float] | None:
-    """(UA, TA) of ``method``'s retain-free rows, mean over seeds; None if it never forgot."""
-    runs = [r for r in results["runs"] if r["method"] == method and r.get("role") == "retain_free"
-            and not r.get("diverged")]
-    if not runs:
+    """(UA, TA) of ``method``'s retain-free row (mean over its non-diverged seeds, as in the
+    tables); ``None`` without one."""
+    row = summarize(results["runs"], ["ua", "ta"]).get(f"{method} (retain-free)")
+    if not row or "ua" not in row or "ta" not in row:
         return None
-    return (float(np.mean([r["metrics"]["ua"] for r in runs])),
-            float(np.mean([r["metrics"]["ta"] for r in runs])))
+    return row["ua"][0], row["ta"][0]
 
 
 def gain(ours: list[float | None], theirs: list[float | None]) -> str:

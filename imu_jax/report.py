@@ -241,6 +241,23 @@ def sweep_points(runs: Sequence[Mapping], method: str) -> list[dict[str, Any]]:
     return points
 
 
+def retrain_ua(results: Mapping) -> float:
+    """Retrain's mean UA on the reported seeds (1.0 when there is no Retrain run): the
+    forgetting that "as much as Retrain" means in :func:`matched_forgetting`."""
+    retrain = _values([r for r in reported_runs(results["runs"]) if r["method"] == "retrain"],
+                      "ua")
+    return float(np.mean(retrain)) if retrain else 1.0
+
+
+def best_at_forgetting(results: Mapping, method: str, fraction: float) -> Mapping | None:
+    """The tuning-sweep config of ``method`` (seed-averaged) with the best (TA, RA) among those
+    whose UA ≥ ``fraction`` × :func:`retrain_ua`; ``None`` when none reaches it."""
+    target = fraction * retrain_ua(results)
+    ok = [p for p in sweep_points(results["runs"], method)
+          if p["metrics"]["ua"] >= target - 1e-9]
+    return max(ok, key=lambda r: (r["metrics"]["ta"], r["metrics"]["ra"])) if ok else None
+
+
 def matched_forgetting(results: Mapping, fractions: Sequence[float] = (0.5, 0.8, 0.9, 0.99)
                        ) -> str:
     """For each method and UA level, the best TA (with its RA) among the tuning-sweep configs
@@ -259,9 +276,7 @@ def matched_forgetting(results: Mapping, fractions: Sequence[float] = (0.5, 0.8,
     sweep = [r for r in results["runs"] if r.get("role") == "tune"]
     if not sweep or is_sequence(results):
         return ""
-    retrain = _values([r for r in reported_runs(results["runs"]) if r["method"] == "retrain"],
-                      "ua")
-    target = float(np.mean(retrain)) if retrain else 1.0
+    target = retrain_ua(results)
     methods = list(dict.fromkeys(r["method"] for r in sweep))
     head = ["Method"] + [f"UA ≥ {f:g} × Retrain's ({100 * f * target:.1f}): best TA (RA)"
                          for f in fractions]
@@ -269,13 +284,9 @@ def matched_forgetting(results: Mapping, fractions: Sequence[float] = (0.5, 0.8,
     for method in methods:
         row = [method]
         for fraction in fractions:
-            ok = [p for p in sweep_points(sweep, method)
-                  if p["metrics"]["ua"] >= fraction * target - 1e-9]
-            if ok:
-                best = max(ok, key=lambda r: (r["metrics"]["ta"], r["metrics"]["ra"]))
-                row.append(f"{100 * best['metrics']['ta']:.1f} ({100 * best['metrics']['ra']:.1f})")
-            else:
-                row.append("not reached")
+            best = best_at_forgetting(results, method, fraction)
+            row.append("not reached" if best is None else
+                       f"{100 * best['metrics']['ta']:.1f} ({100 * best['metrics']['ra']:.1f})")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

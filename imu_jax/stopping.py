@@ -409,8 +409,7 @@ class Monitor:
             if labels.size and (labels.min() < 0 or labels.max() >= classes):
                 raise ValueError(f"{name} labels must lie in [0, {classes}) (the model's "
                                  f"classes); got [{labels.min()}, {labels.max()}].")
-        if np.issubdtype(self.held_x.dtype, np.inexact) and not np.isfinite(self.held_x).all():
-            raise ValueError("held_out inputs contain NaN or infinite values.")
+        _checks.check_finite(self.held_x, "held_out")
         return classes
 
     def _floor(self, point: Mapping[str, float]) -> float:
