@@ -81,6 +81,25 @@ def value_range(x: Any) -> tuple[Any, Any] | None:
     return min(b.min() for b in blocks), max(b.max() for b in blocks)
 
 
+def check_labels_in_range(labels: Any, num_classes: int, name: str, *, what: str,
+                          padding: bool = False) -> None:
+    """Raises ``ValueError`` unless every host-valued label lies in ``0..num_classes-1`` (or is
+    ``-1`` when ``padding``); tracers and empty arrays pass (nothing to check on the host).
+
+    >>> check_labels_in_range(np.array([0, 3]), 3, "labels", what="the head has 3 classes")
+    Traceback (most recent call last):
+    ...
+    ValueError: labels out of range: found values in [0, 3]; the head has 3 classes (valid labels 0..2).
+    """
+    found = value_range(labels)
+    if found is None:
+        return
+    low, high = int(found[0]), int(found[1])
+    if low < (-1 if padding else 0) or high >= num_classes:
+        raise ValueError(f"{name} out of range: found values in [{low}, {high}]; {what} (valid "
+                         f"labels {'-1 for padding, ' if padding else ''}0..{num_classes - 1}).")
+
+
 def scalar_value(value: Any) -> float | None:
     """``float(value)`` for a host scalar; ``None`` for a tracer."""
     return float(np.asarray(value)) if is_concrete(value) else None

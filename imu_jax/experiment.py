@@ -756,7 +756,8 @@ def run_experiment(
         Retrain model itself. The original model is always reported as ``"original"``.
       seeds: model and unlearning seeds; each seed has its own original and Retrain model.
       out: output directory.
-      resume: keep the (method, seed) runs already in ``out/results.json`` and skip them.
+      resume: keep the (method, seed) runs already in ``out/results.json`` and skip them;
+        without it the run starts afresh (the previous run's ``out/curves`` files are removed).
       tune_seeds: when given, each method's grid runs on these seeds (their own original and
         Retrain models) and the config with the smallest mean Avg. Gap is reported on ``seeds``
         (``SELECTION_RULE``). Empty: every method runs its defaults (plus ``hparams``).
@@ -822,6 +823,9 @@ def run_experiment(
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(out) if resume else {"runs": []}
+    if not resume:  # a fresh run: the previous run's curves would sit beside it unreferenced
+        for stale in (out / "curves").glob("*_seed*.*"):
+            stale.unlink()
     record = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
               "tune_seeds": list(tune_seeds), "hparams": hparams, "grids": grids,
               "tune_methods": None if tune_methods is None else list(tune_methods),

@@ -357,13 +357,8 @@ def classifier_influence(
             f"head shapes kernel {kernel_shape}, bias {bias_shape} do not fit features with "
             f"D = {features_shape[1]} (need kernel [D, C] and bias [C]).")
     num_classes = kernel_shape[1]
-    label_range = _checks.value_range(labels)  # host values only; None under a trace
-    if label_range is not None:
-        low, high = int(label_range[0]), int(label_range[1])
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"labels out of range: found values in [{low}, {high}], the head has "
-                f"{num_classes} classes (valid labels 0..{num_classes - 1}).")
+    _checks.check_labels_in_range(labels, num_classes, "labels",
+                                  what=f"the head has {num_classes} classes")
     _checks.check_positive(damping, "damping")
     _checks.check_finite(features, "features")
     _checks.check_finite(head, "head")

@@ -109,11 +109,8 @@ def sequence_influence(
             or bias_shape != kernel_shape[1:]):
         raise ValueError(f"head shapes kernel {kernel_shape}, bias {bias_shape} do not fit "
                          f"features with D = {features.shape[2]} (need kernel [D, V], bias [V]).")
-    if _checks.is_concrete(labels):
-        low, high = int(labels.min()), int(labels.max())
-        if low < -1 or high >= kernel_shape[1]:
-            raise ValueError(f"labels out of range: found values in [{low}, {high}], the head has "
-                             f"V = {kernel_shape[1]} outputs (valid: -1 for padding, 0..V-1).")
+    _checks.check_labels_in_range(labels, kernel_shape[1], "labels", padding=True,
+                                  what=f"the head has V = {kernel_shape[1]} outputs")
     _checks.check_positive(damping, "damping")
     n, t, d = features.shape
     v = kernel_shape[1]

@@ -406,9 +406,8 @@ class Monitor:
         classes = int(shape[-1])
         for name, labels in (("forget", self.forget_y), ("held_out", self.held_y),
                              (f"held_out[{UTILITY_LABEL!r}]", self.utility_y)):
-            if labels.size and (labels.min() < 0 or labels.max() >= classes):
-                raise ValueError(f"{name} labels must lie in [0, {classes}) (the model's "
-                                 f"classes); got [{labels.min()}, {labels.max()}].")
+            _checks.check_labels_in_range(labels, classes, f"{name} labels",
+                                          what=f"the model has {classes} classes")
         _checks.check_finite(self.held_x, "held_out")
         return classes
 

@@ -116,7 +116,8 @@ def test_bad_folders_raise_clear_errors(tmp_path, data_dir):
         load("imagefolder:", data_dir=data_dir)
     only_train = make_folder(tmp_path / "only_train")
     shutil.rmtree(only_train / "test")
-    with pytest.raises(ValueError, match="train/test split folders"):
+    with pytest.raises(ValueError, match=r"train/test split folders.*'\.' has train/ but no "
+                                         r"test/"):
         load(f"imagefolder:{only_train}", data_dir=data_dir)
     extra = make_folder(tmp_path / "extra")
     (extra / "test" / "zebra").mkdir()
@@ -129,8 +130,27 @@ def test_bad_folders_raise_clear_errors(tmp_path, data_dir):
         load(f"imagefolder:{sizes}", data_dir=data_dir)
     broken = make_folder(tmp_path / "broken")
     (broken / "train" / "cow" / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"cannot read .*broken.png.* as an image"):
-        load(f"imagefolder:{broken}", data_dir=data_dir)
+    fresh_dir = tmp_path / "fresh_tfds"
+    with pytest.raises(ValueError, match=r"cannot read .*broken.png.* as an image") as err:
+        load(f"imagefolder:{broken}", data_dir=fresh_dir)
+    assert "--rebuild" not in str(err.value)  # rebuilding cannot fix the file; the file is named
+    assert not fresh_dir.exists()  # the failed build left no empty folders behind
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_class_folder_without_images_is_an_error_not_a_shifted_label(tmp_path, data_dir, as_zip):
+    root = make_folder(tmp_path / "holes")
+    (root / "train" / "aardvark").mkdir()  # sorts first: would shift every label by one if kept
+    (root / "train" / "aardvark" / "notes.txt").write_text("no images here")
+    (root / "test" / "bee" / "empty_sub").mkdir()  # deeper folders are not class folders
+    path = root
+    if as_zip:
+        path = tmp_path / "holes.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            for f in sorted(root.rglob("*")):
+                zf.write(f, f.relative_to(root).as_posix())  # folders become entries too
+    with pytest.raises(ValueError, match=r"class folders with no image .*\['train/aardvark'\]"):
+        load(f"imagefolder:{path}", data_dir=data_dir)
 
 
 def test_cli_data_and_train_on_a_folder(tmp_path, capsys):

@@ -7,6 +7,7 @@ line and exit status 130."""
 import dataclasses
 import json
 import logging
+import pathlib
 import shutil
 
 import jax.numpy as jnp
@@ -220,6 +221,20 @@ def test_resume_with_more_seeds_and_methods_is_allowed(finished, tmp_path):
     args = [a if a != "retrain,imu" else "retrain,imu,ga" for a in args]
     assert cli.main(args + ["--resume"]) == 0
     assert "ga" in {r["method"] for r in json.loads((out / "results.json").read_text())["runs"]}
+
+
+def test_fresh_run_drops_the_previous_runs_curves_and_resume_keeps_them(finished, tmp_path):
+    out, args = _copy(finished, tmp_path)
+    stale = out / "curves" / "ga_retain_free_seed0.json"  # a method the new run does not have
+    stale.write_text("{}")
+    stale.with_suffix(".png").write_bytes(b"png")
+    assert cli.main(args + ["--resume"]) == 0
+    assert stale.exists() and stale.with_suffix(".png").exists()  # resume: other runs' files
+    assert cli.main(args) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    referenced = {r["info"]["curve_file"] for r in runs if "curve_file" in r.get("info", {})}
+    assert referenced and sorted(p.name for p in (out / "curves").iterdir()) == sorted(
+        f for c in referenced for f in (pathlib.Path(c).name, pathlib.Path(c).stem + ".png"))
 
 
 @pytest.mark.parametrize("content,problem", [

@@ -62,16 +62,24 @@ class Layout:
         return (pathlib.Path(self.path) / member).read_bytes()
 
 
-def _list(path: pathlib.Path) -> tuple[bool, list[str], int]:
-    """All image members (relative posix paths) and their total size."""
+def _hidden(member: str) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in member.split("/"))
+
+
+def _list(path: pathlib.Path) -> tuple[bool, list[str], int, list[str]]:
+    """All image members (relative posix paths), their total size, and every folder (so that a
+    class folder without images can be reported rather than silently dropped)."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
-            infos = [i for i in zf.infolist() if not i.is_dir()]
-        names = [(i.filename, i.file_size) for i in infos]
+            infos = zf.infolist()
+        names = [(i.filename, i.file_size) for i in infos if not i.is_dir()]
+        folders = {i.filename.rstrip("/") for i in infos if i.is_dir()}
+        folders |= {n.rsplit("/", 1)[0] for n, _ in names if "/" in n}
         is_zip = True
     elif path.is_dir():
-        names = []
+        names, folders = [], set()
         for dirpath, _, files in os.walk(path):
+            folders.add(pathlib.Path(dirpath).relative_to(path).as_posix())
             for f in files:
                 full = pathlib.Path(dirpath) / f
                 names.append((full.relative_to(path).as_posix(), full.stat().st_size))
@@ -79,9 +87,9 @@ def _list(path: pathlib.Path) -> tuple[bool, list[str], int]:
     else:
         raise ValueError(f"imagefolder PATH must be a directory or a .zip file, got {str(path)!r} "
                          "(not found or neither).")
-    images = [(n, s) for n, s in names if n.lower().endswith(EXTENSIONS)
-              and not any(part.startswith(".") or part == "__MACOSX" for part in n.split("/"))]
-    return is_zip, sorted(n for n, _ in images), sum(s for _, s in images)
+    images = [(n, s) for n, s in names if n.lower().endswith(EXTENSIONS) and not _hidden(n)]
+    return (is_zip, sorted(n for n, _ in images), sum(s for _, s in images),
+            sorted(f for f in folders if not _hidden(f)))
 
 
 def _find_root(members: list[str], path: pathlib.Path) -> str:
@@ -95,11 +103,24 @@ def _find_root(members: list[str], path: pathlib.Path) -> str:
         any(m.startswith((r + "/" if r else "") + s + "/") for m in members)
         for s in REQUIRED_SPLITS))
     if len(roots) != 1:
+        lacking = [f"{r or '.'!r} has train/ but no "
+                   + ", ".join(f"{s}/" for s in REQUIRED_SPLITS if not any(
+                       m.startswith((r + "/" if r else "") + s + "/") for m in members))
+                   for r in sorted(candidates - set(roots))]
         raise ValueError(
             f"imagefolder {str(path)!r}: expected exactly one folder holding "
             f"{'/'.join(REQUIRED_SPLITS)} split folders of <class>/<image> files, found "
-            f"{len(roots)}{': ' + ', '.join(repr(r or '.') for r in roots) if roots else ''}.")
+            f"{len(roots)}{': ' + ', '.join(repr(r or '.') for r in roots) if roots else ''}"
+            f"{' (' + '; '.join(lacking) + ')' if lacking and not roots else ''}.")
     return roots[0]
+
+
+def _empty_class_folders(folders: list[str], files: dict, prefix: str) -> list[str]:
+    """``<split>/<class>`` folders directly under a split folder that hold no image."""
+    held = {f"{split}/{cls}" for split, pairs in files.items() for cls, _ in pairs}
+    return [f[len(prefix):] for f in folders if f.startswith(prefix)
+            and len(f[len(prefix):].split("/")) == 2
+            and f[len(prefix):].split("/")[0] in REQUIRED_SPLITS and f[len(prefix):] not in held]
 
 
 def _decode(data: bytes, mode: str | None = None, *, name: str = "an image") -> np.ndarray:
@@ -122,11 +143,12 @@ def scan(path: str | os.PathLike) -> Layout:
     """Lists an image folder (directory or zip) and checks its layout; reads one image only.
 
     Raises:
-      ValueError: the path is missing, has no ``train``/``test`` split folders, or ``test`` has
-        a class that ``train`` lacks.
+      ValueError: the path is missing, has no ``train``/``test`` split folders, a class folder
+        holds no image (its class would silently vanish and shift every later label), or
+        ``test`` has a class that ``train`` lacks.
     """
     path = pathlib.Path(path).expanduser().resolve()
-    is_zip, members, total = _list(path)
+    is_zip, members, total, folders = _list(path)
     root = _find_root(members, path)
     prefix = root + "/" if root else ""
     files: dict[str, list[tuple[str, str]]] = {}
@@ -136,6 +158,11 @@ def scan(path: str | os.PathLike) -> Layout:
         parts = m[len(prefix):].split("/")
         if len(parts) == 3 and parts[0] in REQUIRED_SPLITS:
             files.setdefault(parts[0], []).append((parts[1], m))
+    empty = _empty_class_folders(folders, files, prefix)
+    if empty:
+        raise ValueError(f"imagefolder {str(path)!r}: class folders with no image file directly "
+                         f"inside: {empty}; add images or remove the folders (labels are the "
+                         "sorted class names).")
     classes = tuple(sorted({c for c, _ in files["train"]}))
     extra = sorted({c for c, _ in files["test"]} - set(classes))
     if extra:

@@ -78,11 +78,26 @@ def local_builder(dataset: str, data_dir=None) -> tfds.core.DatasetBuilder:
 
 
 def prepare(builder: tfds.core.DatasetBuilder) -> None:
-    """Builds a local dataset quietly (one line on stderr instead of TFDS's progress output)."""
+    """Builds a local dataset quietly (one line on stderr instead of TFDS's progress output).
+
+    Raises:
+      DataDirError: the build failed (e.g. an unreadable image in a folder); the message carries
+        the cause, and the empty folders the attempt created are removed again.
+    """
     print(f"imu-jax: building {builder.name} into {builder.data_dir}", file=sys.stderr)
+    target, root = pathlib.Path(builder.data_dir), pathlib.Path(builder.data_dir_root)
+    scratch = [target, *target.parents, root / "downloads" / "extracted", root / "downloads"]
+    new = sorted((d for d in scratch if not d.exists()), key=lambda d: -len(d.parts))
     sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        builder.download_and_prepare()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            builder.download_and_prepare()
+    except Exception as err:
+        for folder in new:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise DataDirError(f"Building {builder.name} into {target} failed "
+                           f"({type(err).__name__}: {err}).") from err
 
 
 def build(dataset: str, data_dir=None, *, overwrite: bool = False) -> pathlib.Path:
