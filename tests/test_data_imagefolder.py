@@ -190,7 +190,7 @@ def test_cifar_configs_resolve_to_their_recipes():
     cfg = cli.train_config_from_args(args)
     assert (cfg["model"], cfg["epochs"], cfg["dataset"]) == (
         "resnet18", 182, "imagefolder:../shared/data/cifar10-jpeg.zip")
-    for name in ("class", "random"):
+    for name in ("class", "random", "retain_set"):
         path = REPO / f"experiments/configs/unlearn_cifar10_fastcnn_{name}.py"
         args = cli.build_parser().parse_args(["run", "--config", str(path), "--out", "x"])
         options = cli.run_options(args)

@@ -1,7 +1,7 @@
 """CIFAR-10 (real images, JPEG image folder), forget a random 10% on CPU, ``fastcnn``.
 
-Everything as ``unlearn_cifar10_fastcnn_class.py`` (same methods, seeds, retain-free rule, IMU
-oracle-tuned on 1 tuning seed) except the forget set. The original models are the class-wise
+Everything as ``unlearn_cifar10_fastcnn_class.py`` (same methods, seeds, retain-free rule, no
+oracle tuning) except the forget set. The original models are the class-wise
 run's: copy ``models/original_seed*`` from there to skip their training.
 
 Command:
