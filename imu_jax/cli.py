@@ -19,6 +19,7 @@ import json
 import pathlib
 import shlex
 import sys
+import traceback
 
 
 def load_config_file(path: str) -> dict:
@@ -216,7 +217,8 @@ RUN_DEFAULTS = {"dataset": "digits", "model": None, "forget": None,
 
 def add_run_command(subparsers) -> argparse.ArgumentParser:
     """Registers ``imu-jax run`` (unlearning experiments; the work is ``experiment.run``)."""
-    from imu_jax.methods import available
+    from imu_jax.experiment import runnable_methods
+    from imu_jax.models import REGISTRY
 
     p = subparsers.add_parser(
         "run",
@@ -225,18 +227,18 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
         "seed, run each method on each seed, and write OUT/results.json (after every finished "
         "run), OUT/results.md (mean ± std over seeds) and OUT/tradeoff.png (forget vs test "
         "accuracy as each method's lr / step count sweeps). Options come from the flags, else "
-        "from --config, else from the defaults shown. Methods: " + ", ".join(available()) + ".",
+        "from --config, else from the defaults shown. Methods: " + ", ".join(runnable_methods())
+        + ".",
         epilog="Example: imu-jax run --dataset digits --model mlp --forget class:3 "
         "--methods retrain,ga,imu --seeds 0,1,2 --tune-seeds 100,101 --out runs/digits_class3",
     )
     p.add_argument("--config", help="experiment file whose get_config() returns a dict of these "
                    "options (keys: dataset, model, forget, methods, seeds, tune_seeds, "
                    "tune_methods, split_seed, hparams, grids, train_config), e.g. "
-                   "experiments/configs/unlearn_digits_class3.py")
+                   "experiments/configs/unlearn_digits_class.py")
     p.add_argument("--dataset", help="digits, mnist1d, markov, markov/small, cifar10, cifar100, "
                    "mnist, fashion_mnist, imagefolder:PATH (default: digits)")
-    p.add_argument("--model", help="mlp, cnn, resnet18, transformer (default: the dataset's "
-                   "recipe)")
+    p.add_argument("--model", help=", ".join(REGISTRY) + " (default: the dataset's recipe)")
     p.add_argument("--forget", help="forget spec: class:K, classes:K1,K2, random:F, "
                    "superclass:K, subclass:K, indices:FILE, mislabeled:F, chain:K, chain:1,2 (Markov "
                    "default: chain:1)")
@@ -392,6 +394,8 @@ def run_run(args) -> int:
                            progress=not args.no_progress, command=run_command_line(args),
                            retain_free=not getattr(args, "fixed_length", False))
     except (ValueError, FileNotFoundError) as err:
+        if not is_user_error(err):
+            raise
         print(f"imu-jax run: error: {err}", file=sys.stderr)
         return 2
     out = pathlib.Path(args.out)
@@ -436,6 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` reports a problem with the user's input, shown as one line: an ``OSError``
+    (a missing or unreadable file), or a ``ValueError`` raised by imu-jax's own checks. A
+    ``ValueError`` raised inside another library (numpy on an empty array, ...) is a bug of
+    ours that a one-line "error:" would disguise as bad input."""
+    if isinstance(err, OSError):
+        return True
+    if not isinstance(err, ValueError):
+        return False
+    frames = traceback.extract_tb(err.__traceback__)
+    package = pathlib.Path(__file__).resolve().parent
+    return not frames or pathlib.Path(frames[-1].filename).resolve().is_relative_to(package)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``imu-jax``; returns the exit status."""
     parser = build_parser()
@@ -450,9 +468,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imu-jax {args.command}: " + (message(args) if message else "interrupted."),
               file=sys.stderr)
         return 130
-    except (ValueError, OSError) as err:  # user errors: one line, exit status 2
-        print(f"imu-jax {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as err:
+        if is_user_error(err):  # one line, exit status 2
+            print(f"imu-jax {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        traceback.print_exception(err)
+        print(f"imu-jax {args.command}: internal error: {type(err).__name__}: {err} (raised "
+              "outside imu-jax's input checks: please report it with the traceback above).",
+              file=sys.stderr)
+        return 1
 
 
 def entry() -> int:

@@ -237,10 +237,15 @@ def _jitted_logits(model):
 
 def predict(model, params: PyTree, state: PyTree, x: np.ndarray, *,
             batch_size: int = 1024) -> np.ndarray:
-    """Model logits for ``x`` in inference mode, batched, as float32 numpy."""
+    """Model logits for ``x`` in inference mode, batched, as float32 numpy (an empty ``x`` gives
+    an empty array of the logits' shape, e.g. ``[0, classes]``, so metrics see no examples rather
+    than a malformed array)."""
     apply = _jitted_logits(model)
+    if not len(x):  # the shape of one example's logits (abstract: some models cannot take N=0)
+        one = jax.eval_shape(apply, params, state, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+        return np.zeros((0, *one.shape[1:]), np.float32)
     return np.concatenate([np.asarray(apply(params, state, x[i:i + batch_size]))
-                           for i in range(0, len(x), batch_size)]) if len(x) else np.zeros((0,))
+                           for i in range(0, len(x), batch_size)])
 
 
 def _splits_dict(splits) -> dict[str, Mapping[str, np.ndarray]]:

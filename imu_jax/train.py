@@ -116,6 +116,8 @@ def recipe(dataset: str, model: str | None = None) -> dict:
     ((91, 136), 'mlp')
     >>> recipe("mnist1d", "mlp")["model_options"], recipe("imagefolder:x", "resnet18")["epochs"]
     ({'hidden': (100, 100)}, 182)
+    >>> "model_options" in recipe("imagefolder:x", "mlp")  # fastcnn's options are not the MLP's
+    False
     """
     base = dataset.split(":")[0] if dataset.startswith("imagefolder:") else dataset.split("/")[0]
     base = base.replace("markov_chain", "markov")
@@ -123,7 +125,10 @@ def recipe(dataset: str, model: str | None = None) -> dict:
         raise ValueError(f"No recipe for dataset {dataset!r}; known: {', '.join(RECIPES)}.")
     out = {"dataset": dataset, **RECIPES[base]}
     if model is not None and model != out["model"]:
-        out = {"dataset": dataset, **MODEL_RECIPES.get((base, model), out), "model": model}
+        if (base, model) in MODEL_RECIPES:
+            out = {"dataset": dataset, **MODEL_RECIPES[base, model], "model": model}
+        else:  # the dataset's schedule, but the options of its own model are not this model's
+            out = {**{k: v for k, v in out.items() if k != "model_options"}, "model": model}
     return out
 
 

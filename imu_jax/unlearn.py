@@ -530,6 +530,7 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
     x, y = input_and_labels(forget)
     if len(y) == 0:
         raise ValueError("the forget set is empty: nothing to unlearn.")
+    _checks.check_finite(forget, "forget")  # named by the user's keys, not the internal batch's
     logits_shape = _checks.model_output_shape(model, params, state, x, "forget")
     y = labels_for_logits(logits_shape, y)
     rng = np.random.default_rng(seed)

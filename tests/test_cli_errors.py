@@ -209,6 +209,16 @@ def test_unlearn_names_a_missing_label_key():
         imu.unlearn(_Linear(), _params(), {"image": np.ones((5, 4), np.float32)})
 
 
+def test_unlearn_names_non_finite_inputs_by_the_users_key():
+    import imu_jax as imu
+
+    for bad in (np.nan, np.inf):
+        image = np.ones((5, 4), np.float32)
+        image[2, 1] = bad
+        with pytest.raises(ValueError, match=r"forget contains NaN or inf values \(at \['image'\]"):
+            imu.unlearn(_Linear(), _params(), {"image": image, "label": np.zeros(5, np.int32)})
+
+
 def test_unlearn_names_inputs_that_do_not_fit_the_model():
     import imu_jax as imu
 
@@ -244,3 +254,21 @@ def test_methods_flag_accepts_every_name_the_runner_runs():
 
     assert validate._methods({"methods": experiment.runnable_methods()}) is None
     assert "retrain_floor" in validate._methods({"methods": ["nope"]})
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_a_bug_outside_our_checks_shows_its_traceback_not_a_user_error(command, tmp_path, capsys,
+                                                                       monkeypatch):
+    """A ValueError from inside numpy (here: a reduction over an empty array, as an empty split
+    once caused) is not bad input: the CLI shows the traceback and says so, exit status 1."""
+    def numpy_bug(*args, **kwargs):
+        return np.max(np.zeros(0))
+
+    monkeypatch.setattr(train, "train_model", numpy_bug)
+    monkeypatch.setattr(experiment, "run", numpy_bug)
+    base = RUN if command == "run" else {"--dataset": "digits", "--model": "mlp"}
+    assert cli.main(_argv(command, base, {}, str(tmp_path / "o"), str(tmp_path / "d"))) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "numpy_bug" in err
+    assert f"imu-jax {command}: internal error: ValueError: zero-size array" in err
+    assert cli.is_user_error(ValueError("raised here, in the test")) is True  # no traceback

@@ -177,6 +177,13 @@ def test_empty_indices_file(digits_dir, tmp_path):
     (tmp_path / "o.txt").write_text("5000")
     with pytest.raises(ValueError, match="must lie in"):
         make_splits("digits", f"indices:{tmp_path / 'o.txt'}", data_dir=digits_dir)
+    for name, content in (("w.txt", "3, a, b"), ("f.txt", "1.5 2"), ("f.npy", np.array([1.5]))):
+        if name.endswith(".npy"):
+            np.save(tmp_path / name, content)  # a float index would be silently truncated
+        else:
+            (tmp_path / name).write_text(content)
+        with pytest.raises(ValueError, match=rf"{name}'?: indices must be integers.*found \["):
+            make_splits("digits", f"indices:{tmp_path / name}", data_dir=digits_dir)
 
 
 def test_parse_is_shared_and_strict():

@@ -112,6 +112,9 @@ def test_every_forget_spec_on_a_folder(folder, data_dir, tmp_path):
 def test_bad_folders_raise_clear_errors(tmp_path, data_dir):
     with pytest.raises(ValueError, match="directory or a .zip"):
         load(f"imagefolder:{tmp_path / 'missing'}", data_dir=data_dir)
+    (tmp_path / "fake.zip").write_text("not a zip")
+    with pytest.raises(ValueError, match="fake.zip' is a file but not a zip archive"):
+        load(f"imagefolder:{tmp_path / 'fake.zip'}", data_dir=data_dir)
     with pytest.raises(ValueError, match="imagefolder:PATH"):
         load("imagefolder:", data_dir=data_dir)
     only_train = make_folder(tmp_path / "only_train")
@@ -157,8 +160,13 @@ def test_cli_data_and_train_on_a_folder(tmp_path, capsys):
     folder = make_folder(tmp_path / "square", size=(8, 8))  # fastcnn pools 3 times
     dd = tmp_path / "tfds"
     assert cli.main(["data", "--dataset", f"imagefolder:{folder}", "--data-dir", str(dd)]) == 0
-    built = pathlib.Path(capsys.readouterr().out.strip())
+    first = capsys.readouterr()
+    built = pathlib.Path(first.out.strip())
     assert built.is_dir() and built.is_relative_to(dd / "imu_image_folder")
+    assert "building" in first.err
+    assert cli.main(["data", "--dataset", f"imagefolder:{folder}", "--data-dir", str(dd)]) == 0
+    again = capsys.readouterr()
+    assert pathlib.Path(again.out.strip()) == built and "building" not in again.err  # cached
     out = tmp_path / "run"
     assert cli.main(["train", "--dataset", f"imagefolder:{folder}", "--forget", "class:0",
                      "--epochs", "1", "--batch-size", "6", "--data-dir", str(dd), "--out",
@@ -181,6 +189,26 @@ def test_run_command_on_a_folder_with_fastcnn(tmp_path):
     runs = json.loads((out / "results.json").read_text())["runs"]
     imu = next(r for r in runs if r["method"] == "imu")
     assert imu["info"]["closed_form"] is True and 0.0 <= imu["metrics"]["ua"] <= 1.0
+
+
+def test_forgetting_a_class_without_test_images_with_another_model(tmp_path):
+    """A train class with no test folder: the forget-test split is empty, so forget-test accuracy
+    is left out (not a crash on an empty array); ``--model mlp`` on an image folder builds the MLP
+    with its own options, not the folder recipe's FastCNN ones."""
+    folder = make_folder(tmp_path / "no_test_cow")
+    shutil.rmtree(folder / "test" / "cow")
+    out = tmp_path / "run"
+    rc = cli.main(["run", "--dataset", f"imagefolder:{folder}", "--model", "mlp", "--forget",
+                   "class:2", "--methods", "retrain,imu", "--seeds", "0", "--train-option",
+                   "epochs=1", "--train-option", "batch_size=6", "--no-progress", "--out",
+                   str(out), "--data-dir", str(tmp_path / "tfds")])
+    assert rc == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert {r["method"] for r in runs} == {"original", "retrain", "imu"}
+    for run in runs:
+        assert "fta" not in run["metrics"] and 0.0 <= run["metrics"]["ta"] <= 1.0
+    assert json.loads((out / "models" / "original_seed0" / "metrics.json").read_text())[
+        "config"]["model"] == "mlp"
 
 
 def test_cifar_configs_resolve_to_their_recipes():

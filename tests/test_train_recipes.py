@@ -69,3 +69,18 @@ def test_recipe_table():
     assert recipe("mnist1d", "cnn")["model"] == "cnn"  # other models keep the dataset's recipe
     with pytest.raises(ValueError, match="No recipe for dataset 'svhn'"):
         recipe("svhn")
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist1d", "cifar10", "cifar100", "mnist",
+                                     "fashion_mnist", "imagefolder:/data/x", "markov"])
+def test_every_model_on_every_dataset_gets_options_it_accepts(dataset):
+    """``--model M`` on any dataset: the recipe's ``model_options`` are ones M accepts (a recipe
+    written for another model must not lend it its options)."""
+    from imu_jax.models import REGISTRY, model_config
+
+    for name in REGISTRY:
+        cfg = recipe(dataset, name)
+        assert cfg["model"] == name
+        model_config(name, num_classes=10, input_shape=(8, 8, 3), **cfg.get("model_options", {}))
+    own = recipe(dataset)
+    assert recipe(dataset, own["model"]) == own  # the recipe's own model keeps its options

@@ -84,9 +84,12 @@ def _list(path: pathlib.Path) -> tuple[bool, list[str], int, list[str]]:
                 full = pathlib.Path(dirpath) / f
                 names.append((full.relative_to(path).as_posix(), full.stat().st_size))
         is_zip = False
+    elif path.is_file():
+        raise ValueError(f"imagefolder {str(path)!r} is a file but not a zip archive (it may be "
+                         "damaged or another format); PATH must be a directory or a .zip file.")
     else:
         raise ValueError(f"imagefolder PATH must be a directory or a .zip file, got {str(path)!r} "
-                         "(not found or neither).")
+                         "(not found).")
     images = [(n, s) for n, s in names if n.lower().endswith(EXTENSIONS) and not _hidden(n)]
     return (is_zip, sorted(n for n, _ in images), sum(s for _, s in images),
             sorted(f for f in folders if not _hidden(f)))

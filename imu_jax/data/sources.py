@@ -107,7 +107,8 @@ def build(dataset: str, data_dir=None, *, overwrite: bool = False) -> pathlib.Pa
     if overwrite and path.exists():
         shutil.rmtree(path)
         builder = local_builder(dataset, data_dir)
-    prepare(builder)
+    if not builder.is_prepared():  # already built: nothing to do (and nothing to announce)
+        prepare(builder)
     return path
 
 

@@ -151,10 +151,16 @@ def _read_indices(path: str, n: int) -> np.ndarray:
     if not p.exists():
         raise ValueError(f"indices file {str(p)!r} does not exist.")
     if p.suffix == ".npy":
-        idx = np.load(p)
+        idx = np.asarray(np.load(p)).ravel()
+        bad = [] if np.issubdtype(idx.dtype, np.integer) else [str(v) for v in idx[:3]]
     else:
-        idx = np.array(p.read_text().replace(",", " ").split(), dtype=np.int64)
-    idx = np.unique(np.asarray(idx, np.int64).ravel())
+        words = p.read_text().replace(",", " ").split()
+        bad = [w for w in words if not w.lstrip("+-").isdigit()][:3]
+        idx = np.array([int(w) for w in words] if not bad else [], np.int64)
+    if bad:
+        raise ValueError(f"indices file {str(p)!r}: indices must be integers (.npy of an integer "
+                         f"dtype, or integers separated by commas or spaces); found {bad}.")
+    idx = np.unique(idx.astype(np.int64))
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise ValueError(f"indices in {str(p)!r} must lie in [0, {n - 1}].")
     return idx
