@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import pathlib
 import shutil
@@ -60,6 +61,22 @@ def canonical_name(dataset: str) -> tuple[str, str | None]:
     if base in LOCAL and config and LOCAL[base][1] is None:
         raise ValueError(f"Dataset {base!r} has no configs, got {dataset!r}.")
     return base, config or (LOCAL[base][1] if base in LOCAL else None)
+
+
+class _OwnBuilderNotices(logging.Filter):
+    """Drops TFDS's absl warnings about our own local builders ("Using custom data
+    configuration", "Variant folder ... has no dataset_info.json" before the first build): they
+    are expected here and read like problems in every log."""
+
+    NOTICES = ("Using custom data configuration", "has no dataset_info.json")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        ours = "/imu_" in message or "ImageFolderConfig(" in message  # our builders' names
+        return not (ours and any(n in message for n in self.NOTICES))
+
+
+logging.getLogger("absl").addFilter(_OwnBuilderNotices())
 
 
 def local_builder(dataset: str, data_dir=None) -> tfds.core.DatasetBuilder:
