@@ -7,6 +7,8 @@ model where the head methods forget the class in 5–6 steps (5 of 12 IMU config
 ``class0/partial_imu_oracle_sweep.json``). Only the methods that do not pass over the retain set
 run here; the retain-set methods (SalUn, SCRUB, l1-sparse, GradDiff, NPO+RT, fine-tuning) are in
 ``unlearn_cifar10_fastcnn_retain_set.py``: one retain epoch costs as much as a training epoch.
+On these 2 cores JiT and SCAR were run there too, at their fixed-length defaults: under the rule
+they move towards its 2,000-step cap (hours here), so the committed runs list the other methods.
 
 Class-wise for 2 classes, once per class (airplane = 0, cat = 3); the original models do not
 depend on the class, so copy them into the second folder first:
