@@ -69,8 +69,7 @@ def matched_markdown(named: Mapping[str, Mapping], methods: Sequence[str] = METH
     """Both tables as markdown (module docstring)."""
     names = list(named)
     lines = [f"Folders: {', '.join(names)}.", "",
-             "**Oracle sweep** — best TA (%) at UA ≥ level × Retrain's UA, mean over the "
-             "folders "
+             "**Oracle sweep** — best TA (%) at UA ≥ level × Retrain's UA, mean over the folders "
              "where the method reaches the level (reached / folders); then IMU's relative TA gain "
              "(ratio of the mean TAs) over each baseline in the folders where both reach it.", ""]
     head = ["level"] + [f"{m} TA" for m in methods] + [f"IMU vs {m}" for m in methods[1:]]

@@ -22,6 +22,12 @@ import sys
 import traceback
 
 
+# The models ``--model`` takes, for the help texts: spelled out rather than read from
+# ``imu_jax.models.REGISTRY``, whose import (Flax NNX, ~0.7 s) every ``imu-jax`` start would pay;
+# tests/test_cli_errors.py keeps the two equal.
+MODEL_NAMES = "mlp, cnn, cnn1d, fastcnn, resnet18, transformer"
+
+
 def load_config_file(path: str) -> dict:
     """Imports ``path`` (a recipe file) and returns ``get_config()`` as a dict."""
     spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
@@ -48,8 +54,7 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="digits, mnist1d, markov, markov/small, cifar10, cifar100, "
                    "mnist, fashion_mnist, or imagefolder:PATH (a <split>/<class>/<image> folder "
                    "or .zip) (default: the config's, else digits)")
-    p.add_argument("--model", help="mlp, cnn, cnn1d, fastcnn, resnet18, transformer (default: "
-                   "the recipe's)")
+    p.add_argument("--model", help=f"{MODEL_NAMES} (default: the recipe's)")
     p.add_argument("--forget", help="forget spec: class:K, classes:K1,K2, random:F, "
                    "superclass:K, subclass:K, indices:FILE, mislabeled:F, chain:K (default: none; "
                    "Markov data: chain:1)")
@@ -218,7 +223,6 @@ RUN_DEFAULTS = {"dataset": "digits", "model": None, "forget": None,
 def add_run_command(subparsers) -> argparse.ArgumentParser:
     """Registers ``imu-jax run`` (unlearning experiments; the work is ``experiment.run``)."""
     from imu_jax.experiment import runnable_methods
-    from imu_jax.models import REGISTRY
 
     p = subparsers.add_parser(
         "run",
@@ -238,7 +242,7 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
                    "experiments/configs/unlearn_digits_class.py")
     p.add_argument("--dataset", help="digits, mnist1d, markov, markov/small, cifar10, cifar100, "
                    "mnist, fashion_mnist, imagefolder:PATH (default: digits)")
-    p.add_argument("--model", help=", ".join(REGISTRY) + " (default: the dataset's recipe)")
+    p.add_argument("--model", help=f"{MODEL_NAMES} (default: the dataset's recipe)")
     p.add_argument("--forget", help="forget spec: class:K, classes:K1,K2, random:F, "
                    "superclass:K, subclass:K, indices:FILE, mislabeled:F, chain:K, chain:1,2 (Markov "
                    "default: chain:1)")
@@ -375,29 +379,23 @@ def run_command_line(args) -> str:
 def run_run(args) -> int:
     """``imu-jax run``: resolve options, call :func:`imu_jax.experiment.run`; user errors
     (unknown method, empty forget set, a cached model of another architecture, ...) print one
-    line and exit with status 2."""
+    line and exit with status 2 (:func:`main`)."""
     import contextlib
 
     from imu_jax import experiment, run_checkpoint, sharding, validate
 
-    try:
-        mesh = mesh_from_args(args)  # first: the multi-host runtime starts before device use
-        options = run_options(args)
-        validate.validate(validate.RUN_CHECKS, run_values(args, options))
-        with contextlib.ExitStack() as scale:  # mesh and checkpoints of the unlearning loops
-            scale.enter_context(sharding.use_mesh(mesh))
-            if args.checkpoint_every > 0:
-                scale.enter_context(run_checkpoint.use_run_checkpoints(
-                    pathlib.Path(args.out) / "checkpoints", save_every=args.checkpoint_every,
-                    keep=args.keep_checkpoints, resume=args.resume))
-            experiment.run(**options, out=args.out, resume=args.resume, data_dir=args.data_dir,
-                           progress=not args.no_progress, command=run_command_line(args),
-                           retain_free=not getattr(args, "fixed_length", False))
-    except (ValueError, FileNotFoundError) as err:
-        if not is_user_error(err):
-            raise
-        print(f"imu-jax run: error: {err}", file=sys.stderr)
-        return 2
+    mesh = mesh_from_args(args)  # first: the multi-host runtime starts before device use
+    options = run_options(args)
+    validate.validate(validate.RUN_CHECKS, run_values(args, options))
+    with contextlib.ExitStack() as scale:  # mesh and checkpoints of the unlearning loops
+        scale.enter_context(sharding.use_mesh(mesh))
+        if args.checkpoint_every > 0:
+            scale.enter_context(run_checkpoint.use_run_checkpoints(
+                pathlib.Path(args.out) / "checkpoints", save_every=args.checkpoint_every,
+                keep=args.keep_checkpoints, resume=args.resume))
+        experiment.run(**options, out=args.out, resume=args.resume, data_dir=args.data_dir,
+                       progress=not args.no_progress, command=run_command_line(args),
+                       retain_free=not getattr(args, "fixed_length", False))
     out = pathlib.Path(args.out)
     print_summary(out)
     return 0

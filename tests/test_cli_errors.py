@@ -272,3 +272,9 @@ def test_a_bug_outside_our_checks_shows_its_traceback_not_a_user_error(command, 
     assert "Traceback" in err and "numpy_bug" in err
     assert f"imu-jax {command}: internal error: ValueError: zero-size array" in err
     assert cli.is_user_error(ValueError("raised here, in the test")) is True  # no traceback
+
+
+def test_help_lists_every_model():
+    from imu_jax.models import REGISTRY
+
+    assert sorted(cli.MODEL_NAMES.split(", ")) == sorted(REGISTRY)

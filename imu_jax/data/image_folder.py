@@ -102,14 +102,13 @@ def _find_root(members: list[str], path: pathlib.Path) -> str:
         parts = m.split("/")
         if len(parts) >= 3 and parts[-3] == "train":
             candidates.add("/".join(parts[:-3]))
-    roots = sorted(r for r in candidates if all(
-        any(m.startswith((r + "/" if r else "") + s + "/") for m in members)
-        for s in REQUIRED_SPLITS))
+    missing = {r: [s for s in REQUIRED_SPLITS
+                   if not any(m.startswith((r + "/" if r else "") + s + "/") for m in members)]
+               for r in candidates}  # the split folders each candidate root lacks
+    roots = sorted(r for r, lacks in missing.items() if not lacks)
     if len(roots) != 1:
-        lacking = [f"{r or '.'!r} has train/ but no "
-                   + ", ".join(f"{s}/" for s in REQUIRED_SPLITS if not any(
-                       m.startswith((r + "/" if r else "") + s + "/") for m in members))
-                   for r in sorted(candidates - set(roots))]
+        lacking = [f"{r or '.'!r} has train/ but no " + ", ".join(f"{s}/" for s in missing[r])
+                   for r in sorted(r for r, lacks in missing.items() if lacks)]
         raise ValueError(
             f"imagefolder {str(path)!r}: expected exactly one folder holding "
             f"{'/'.join(REQUIRED_SPLITS)} split folders of <class>/<image> files, found "
@@ -121,9 +120,9 @@ def _find_root(members: list[str], path: pathlib.Path) -> str:
 def _empty_class_folders(folders: list[str], files: dict, prefix: str) -> list[str]:
     """``<split>/<class>`` folders directly under a split folder that hold no image."""
     held = {f"{split}/{cls}" for split, pairs in files.items() for cls, _ in pairs}
-    return [f[len(prefix):] for f in folders if f.startswith(prefix)
-            and len(f[len(prefix):].split("/")) == 2
-            and f[len(prefix):].split("/")[0] in REQUIRED_SPLITS and f[len(prefix):] not in held]
+    inside = [f[len(prefix):] for f in folders if f.startswith(prefix)]
+    return [f for f in inside if f.count("/") == 1 and f.split("/")[0] in REQUIRED_SPLITS
+            and f not in held]
 
 
 def _decode(data: bytes, mode: str | None = None, *, name: str = "an image") -> np.ndarray:
