@@ -10,6 +10,7 @@ Every scoring contender computes the spec §1 influence of every example with re
 
 * ``torch loop``   — the public code: batch of one, autograd, two passes (2N backward passes).
 * ``torch vmap``   — ``torch.func.vmap(grad)`` per chunk, two passes (per-example grads twice).
+  Both PyTorch contenders run on the GPU when JAX does (``--torch-device auto``).
 * ``jax default``  — ``imu.influence_scores(loss, head, batch)``: no tuning argument (the chunk is
                      chosen by ``imu.auto_chunk_size``).
 * ``jax chunk=C``  — the same with an explicit ``chunk_size`` (a sweep, and ``C = N``: all N × P
@@ -183,20 +184,30 @@ def step_contenders(layers, x, y, batch_size):
 # --- PyTorch -----------------------------------------------------------------------------------
 
 
-def torch_contenders(layers, x, y, chunk_size, damping=0.01):
+def torch_device(choice: str) -> str:
+    """``auto``: PyTorch on the GPU when JAX runs on one and PyTorch sees it (like against like)."""
+    if choice != "auto":
+        return choice
+    import torch
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_contenders(layers, x, y, chunk_size, device="cpu", damping=0.01):
     import torch
     from torch.func import functional_call, grad, vmap
 
     torch.set_num_threads(os.cpu_count() or 1)
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     net = torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
                               torch.nn.ReLU(), torch.nn.Linear(512, 10))
     with torch.no_grad():
         for module, layer in zip([net[0], net[2], net[4]], layers):
             module.weight.copy_(torch.from_numpy(layer["kernel"].T))
             module.bias.copy_(torch.from_numpy(layer["bias"]))
-    net.eval()
+    net.eval().to(device)
     head = [net[4].weight, net[4].bias]
-    xt, yt = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y)).long()
+    xt = torch.from_numpy(np.asarray(x)).to(device)
+    yt = torch.from_numpy(np.asarray(y)).long().to(device)
     ce = torch.nn.functional.cross_entropy
 
     def loop():
@@ -210,11 +221,12 @@ def torch_contenders(layers, x, y, chunk_size, damping=0.01):
                 s += gi * gi
         n = len(xt)
         direction = [(t / n) / (s / n + damping) for t, s in zip(total, total_sq)]
-        scores = torch.empty(n)
+        scores = torch.empty(n, device=device)
         for i in range(n):
             g = torch.autograd.grad(ce(net(xt[i:i + 1]), yt[i:i + 1]), head)
             scores[i] = -sum((gi * d).sum() for gi, d in zip(g, direction))
-        return scores.numpy()
+        synchronize()
+        return scores.cpu().numpy()
 
     params = {k: v.detach() for k, v in net.named_parameters()}
     head_names = ["4.weight", "4.bias"]
@@ -242,7 +254,9 @@ def torch_contenders(layers, x, y, chunk_size, damping=0.01):
             for start in range(0, len(xt), chunk_size):
                 g = per_example(head_params, xt[start:start + chunk_size], yt[start:start + chunk_size])
                 scores.append(-sum((gi * d).flatten(1).sum(1) for gi, d in zip(g, direction)))
-            return torch.cat(scores).numpy()
+            scores = torch.cat(scores)
+            synchronize()
+            return scores.cpu().numpy()
 
     return {"torch loop": loop, "torch vmap": vmapped}
 
@@ -257,6 +271,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--loop-repeats", type=int, default=3,
                         help="rounds that also run the slow batch-of-one loop")
+    parser.add_argument("--torch-device", default="auto",
+                        help="cpu, cuda, or auto: cuda when JAX runs on a GPU and PyTorch sees one")
     parser.add_argument("--out", default=None, help="folder for results.json")
     args = parser.parse_args(argv)
     load_before = load()
@@ -270,8 +286,11 @@ def main(argv=None):
     sweep = [int(c) for c in args.chunk_sweep.split(",") if c]
     contenders, auto_chunk = jax_contenders(layers, x, y, sweep)
     print(f"jax default chooses chunk_size={auto_chunk}")
+    device = None
     try:
-        contenders.update(torch_contenders(layers, x, y, args.chunk_size))
+        device = torch_device(args.torch_device)
+        contenders.update(torch_contenders(layers, x, y, args.chunk_size, device))
+        print(f"PyTorch runs on {device}")
     except ImportError:
         print("PyTorch is not installed (pip install -e '.[bench]'): timing JAX only.")
 
@@ -317,8 +336,8 @@ def main(argv=None):
                   "fastest_explicit_chunk": fastest_explicit,
                   "max_relative_difference": agreement, "load": [load_before, load_after],
                   "jax": jax.__version__, "backend": jax.default_backend(),
-                  "device": str(jax.devices()[0].device_kind), "cpu_count": os.cpu_count(),
-                  "machine": platform.processor() or platform.machine()}
+                  "device": str(jax.devices()[0].device_kind), "torch_device": device,
+                  "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine()}
         with open(os.path.join(args.out, "results.json"), "w") as f:
             json.dump(record, f, indent=2)
     return seconds, ratios

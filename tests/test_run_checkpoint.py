@@ -44,6 +44,7 @@ def one_device_mesh():
     return sharding.make_mesh(data=1, model=1, devices=jax.devices()[:1])
 
 
+@pytest.mark.eight_devices
 @pytest.mark.parametrize("save_on,restore_on", [("eight", "one"), ("one", "eight")])
 def test_restore_across_device_counts(tmp_path, save_on, restore_on):
     meshes = {"eight": sharding.make_mesh("data=4,model=2"), "one": one_device_mesh()}
@@ -73,6 +74,7 @@ def _corrupt(step_dir, item="state"):
                 handle.write(b"\x00garbage" * 7)
 
 
+@pytest.mark.eight_devices
 @pytest.mark.parametrize("item", ["state", "meta"])
 def test_corrupted_latest_falls_back_to_previous_with_warning(tmp_path, item):
     mesh = sharding.make_mesh(data=8)
@@ -90,6 +92,7 @@ def test_corrupted_latest_falls_back_to_previous_with_warning(tmp_path, item):
                                   np.asarray(states[2]["params"]["kernel"]))
 
 
+@pytest.mark.eight_devices
 def test_all_corrupted_is_an_error_and_empty_dir_is_none(tmp_path):
     mesh = sharding.make_mesh(data=8)
     with RunCheckpointer(tmp_path / "empty") as ckpt:
@@ -102,6 +105,7 @@ def test_all_corrupted_is_an_error_and_empty_dir_is_none(tmp_path):
             ckpt.restore(make_state(mesh))
 
 
+@pytest.mark.eight_devices
 def test_wrong_architecture_is_a_clear_error(tmp_path):
     mesh = sharding.make_mesh(data=8)
     with RunCheckpointer(tmp_path, architecture={"model": "mlp", "width": 8}) as ckpt:
@@ -114,6 +118,7 @@ def test_wrong_architecture_is_a_clear_error(tmp_path):
     assert "params/kernel: checkpoint float32[8,4], target float32[16,4]" in message
 
 
+@pytest.mark.eight_devices
 def test_resume_in_process_equals_uninterrupted(tmp_path):
     params, xs, ys = pb.make_problem(seed=2, n=48)
     params = pb.to_jax(params)
@@ -246,6 +251,7 @@ def test_checkpoint_flags(tmp_path):
     ckpt.close()
 
 
+@pytest.mark.eight_devices
 def test_same_described_architecture_with_tuples_restores(tmp_path):
     mesh = sharding.make_mesh(data=8)
     description = {"name": "mlp", "hidden": (32, 16)}

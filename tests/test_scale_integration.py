@@ -8,6 +8,8 @@ import pytest
 
 from imu_jax import checkpoint, cli
 
+pytestmark = pytest.mark.eight_devices
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):

@@ -15,6 +15,8 @@ from imu_jax import influence, sharding, steps
 
 import _problem as pb
 
+pytestmark = pytest.mark.eight_devices
+
 N = 64
 MESHES = ["data=8", "data=4,model=2"]
 AXIS_TYPES = ["auto", "explicit"]
