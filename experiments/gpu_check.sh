@@ -39,5 +39,5 @@ want tests && echo "== the test suite, JAX on the GPU (one device: tests that bu
 # conftest.py asks for 8 fake CPU devices only where these are unset; empty means JAX's default
 # platforms (the GPU first, and the CPU that host callbacks need), as on Colab.
 want tests && { JAX_PLATFORMS= XLA_FLAGS= XLA_PYTHON_CLIENT_MEM_FRACTION=0.1 timeout 240 \
-    $PY -m pytest -q -n 8 -p no:cacheprovider --timeout 200 tests imu_jax \
+    $PY -m pytest -q -n 8 -p no:cacheprovider tests imu_jax \
     --ignore=tests/test_notebooks.py > "$OUT/tests.log" 2>&1; tail -n 40 "$OUT/tests.log"; }
