@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The tests check the algorithm to ~1e-6. On GPUs JAX multiplies float32 matrices in TF32 by default
-# (relative error ~1e-4, BENCHMARKS.md "GPU"); full float32 there. A no-op on CPUs.
+# (relative error ~1e-4, BENCHMARKS.md "On one GPU"); full float32 there. A no-op on CPUs.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 

@@ -2,13 +2,13 @@
 # The prepared GPU check: run from the repository root on a machine with an NVIDIA GPU and a CUDA
 # JAX (plus PyTorch for the speed baselines), after `pip install -e .`:
 #
-#   bash experiments/gpu_check.sh OUT_DIR [PHASE ...]     # phases: env bench lm cli tests (default: all)
+#   bash experiments/gpu_check.sh OUT_DIR [PHASE ...]    # env bench lm cli tests (default: all)
 #
 # Writes into OUT_DIR: env.txt (versions, GPU), bench_influence/results.json (PyTorch on the
 # same GPU as the baseline), bench_lm_head/results.json (full size: V = 32,000), cli.log (the
 # README's first command, on the GPU), tests.log (the suite with JAX on the GPU). Each phase has
 # its own time limit, so one slow phase cannot take the others' results with it. BENCHMARKS.md
-# ("GPU") reports what it printed.
+# ("On one GPU") reports what it printed.
 set -u
 OUT=${1:?usage: bash experiments/gpu_check.sh OUT_DIR [PHASE ...]}
 shift
@@ -35,7 +35,7 @@ want cli && echo "== README's first command on the GPU" && rm -rf /tmp/gpu_check
     --methods retrain,ga,imu --seeds 0 --out /tmp/gpu_check_digits --no-progress ) \
     > "$OUT/cli.log" 2>&1; want cli && tail -n 15 "$OUT/cli.log"
 
-want tests && echo "== the test suite, JAX on the GPU (one device: tests that build 8-device meshes cannot run)"
+want tests && echo "== the test suite, JAX on the GPU (8-device mesh tests skip on one GPU)"
 # conftest.py asks for 8 fake CPU devices only where these are unset; empty means JAX's default
 # platforms (the GPU first, and the CPU that host callbacks need), as on Colab.
 want tests && { JAX_PLATFORMS= XLA_FLAGS= XLA_PYTHON_CLIENT_MEM_FRACTION=0.1 timeout 240 \
