@@ -2,7 +2,8 @@
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+FAKE_DEVICES = 8  # the meshes of the sharding tests (marker ``eight_devices``) need this many
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={FAKE_DEVICES}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The tests check the algorithm to ~1e-6. On GPUs JAX multiplies float32 matrices in TF32 by default
 # (relative error ~1e-4, BENCHMARKS.md "On one GPU"); full float32 there. A no-op on CPUs.
@@ -19,10 +20,11 @@ def pytest_collection_modifyitems(config, items):
     import pytest
 
     count = jax.device_count()
-    if count >= 8:
+    if count >= FAKE_DEVICES:
         return
-    skip = pytest.mark.skip(reason=f"builds 8-device meshes; this run has {count} "
-                                   f"{jax.default_backend()} device(s) (the CPU suite fakes 8)")
+    skip = pytest.mark.skip(reason=f"builds {FAKE_DEVICES}-device meshes; this run has {count} "
+                                   f"{jax.default_backend()} device(s) (the CPU suite fakes "
+                                   f"{FAKE_DEVICES})")
     for item in items:
         if (item.get_closest_marker("eight_devices")
                 or item.nodeid.split("::")[0] in EIGHT_DEVICE_DOCTESTS):
