@@ -35,7 +35,6 @@ of each contender's fastest run (its least-disturbed one on a shared machine). T
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -49,7 +48,7 @@ import numpy as np
 import optax
 
 import imu_jax as imu
-unlearn_lib = importlib.import_module("imu_jax.unlearn")
+from imu_jax.unlearning import loop as unlearn_loop
 
 SIZES = (64, 512, 512, 10)
 
@@ -159,8 +158,8 @@ def step_contenders(layers, x, y, batch_size):
     for name, mode in (("imu step", "global"), ("imu step per-batch", "per_batch")):
         config = imu.UnlearnConfig(influence_mode=mode, batch_size=batch_size)
         head, rest = imu.split_head(params, config.head)
-        optimizer = unlearn_lib.make_optimizer(config, 100)
-        step = unlearn_lib.make_step(model, config, optimizer)
+        optimizer = unlearn_loop.make_optimizer(config, 100)
+        step = unlearn_loop.make_step(model, config, optimizer)
         opt_state = optimizer.init(head)
         contenders[name] = (lambda step=step, head=head, rest=rest, opt_state=opt_state:
                             jax.block_until_ready(step(head, opt_state, rest, {}, xb, yb, weights)))

@@ -15,7 +15,7 @@ import argparse
 import pathlib
 import shutil
 
-from imu_jax.experiment import RESULTS_JSON, load_results, save_results
+from imu_jax.lab.store import RESULTS_JSON, load_results, save_results
 
 ROLES = ("retain_free", "eval", "tune")
 

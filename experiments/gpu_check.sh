@@ -39,7 +39,7 @@ fi
 if want cli; then
   echo "== README's first command on the GPU"
   rm -rf /tmp/gpu_check_digits
-  ( time timeout 150 $PY -m imu_jax.cli run --dataset digits --model mlp --forget class:3 \
+  ( time timeout 150 $PY -m imu_jax.lab.cli run --dataset digits --model mlp --forget class:3 \
       --methods retrain,ga,imu --seeds 0 --out /tmp/gpu_check_digits --no-progress ) \
       > "$OUT/cli.log" 2>&1
   tail -n 15 "$OUT/cli.log"

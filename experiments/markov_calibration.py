@@ -23,7 +23,7 @@ import numpy as np
 
 from imu_jax import checkpoint
 from imu_jax.data import make_splits
-from imu_jax.unlearn import batch_loss
+from imu_jax.unlearning.losses import batch_loss
 
 
 def head_bias_gradient_norm(model, params, state, tokens: np.ndarray, labels: np.ndarray,

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from imu_jax.report import best_at_forgetting, summarize
+from imu_jax.lab.report import best_at_forgetting, summarize
 
 LEVELS = (0.5, 0.8, 0.9)
 METHODS = ("imu", "ga_head", "ga")

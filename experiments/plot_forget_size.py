@@ -14,7 +14,7 @@ import json
 import pathlib
 import sys
 
-from imu_jax.report import format_cell, summarize
+from imu_jax.lab.report import format_cell, summarize
 
 
 def load(root: pathlib.Path) -> dict[float, dict]:

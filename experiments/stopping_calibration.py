@@ -43,7 +43,10 @@ def main(argv=None) -> int:
     parser.add_argument("--utility-drops", default="auto")
     args = parser.parse_args(argv)
 
-    from imu_jax import experiment, methods, stopping
+    from imu_jax import methods
+    from imu_jax.lab import evaluation
+    from imu_jax.lab import models_cache
+    from imu_jax.unlearning import stopping
     from imu_jax.data import make_splits
     from imu_jax.train import recipe
 
@@ -52,16 +55,16 @@ def main(argv=None) -> int:
     rows = []
     for spec in args.specs.split(","):
         splits = make_splits(args.dataset, spec)
-        held_out, removal = experiment.held_out_for(splits, spec)
+        held_out, removal = evaluation.held_out_for(splits, spec)
         cfg = {**recipe(args.dataset, args.model), "forget": spec}
-        trainer = experiment.cached_trainer(splits, cfg, out / spec.replace(":", "_"),
+        trainer = models_cache.cached_trainer(splits, cfg, out / spec.replace(":", "_"),
                                             progress=False)
         options = (args.class_thresholds if removal == "class" else args.auc_margins).split(",")
         models = {seed: (trainer(False, seed), trainer(True, seed)) for seed in seeds}
         references = {}
         for seed, (_, retrain) in models.items():
-            ref = experiment.model_outputs(retrain, retrain.params, retrain.state, splits)
-            references[seed] = (ref, experiment.evaluate(ref, splits, ref))
+            ref = evaluation.model_outputs(retrain, retrain.params, retrain.state, splits)
+            references[seed] = (ref, evaluation.evaluate(ref, splits, ref))
         for name in args.methods.split(","):
             method = methods.get_method(name)
             for lr in (None if v == "default" else float(v) for v in args.lrs.split(",")):
@@ -86,12 +89,12 @@ def main(argv=None) -> int:
                             forget=splits.forget, num_classes=splits.num_classes,
                             held_out=held_out, stop_rule=rule)
                         output = method.run(task, hparams, seed)
-                        outs = experiment.model_outputs(original, output.params, output.state,
+                        outs = evaluation.model_outputs(original, output.params, output.state,
                                                         splits)
-                        metrics = experiment.evaluate(outs, splits, ref)
+                        metrics = evaluation.evaluate(outs, splits, ref)
                         results.append({"seed": seed, "ua": metrics["ua"], "ta": metrics["ta"],
                                         "ref_ta": ref_metrics["ta"],
-                                        "gap": experiment.gap_to_retrain(metrics, ref_metrics),
+                                        "gap": evaluation.gap_to_retrain(metrics, ref_metrics),
                                         "steps": output.info["steps"],
                                         "stop": output.info["stop_reason"]})
                     row = {"spec": spec, "method": name, "lr": hparams.get("learning_rate"),

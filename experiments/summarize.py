@@ -8,7 +8,7 @@ import json
 import pathlib
 import sys
 
-from imu_jax.report import combined_markdown
+from imu_jax.lab.report import combined_markdown
 
 
 def main(directory: str) -> None:

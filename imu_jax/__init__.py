@@ -1,34 +1,51 @@
 """imu-jax: influence-guided machine unlearning (IMU) in JAX, Flax and Optax.
 
-The core (influence scores, weights, the optax transforms, head selection) depends only on jax,
-optax and numpy; :func:`unlearn` runs the whole IMU loop on a model; ``imu_jax.data``,
-``imu_jax.models``, ``imu_jax.train`` and ``imu_jax.experiment`` serve the experiments::
+Two layers. **The library** (this package): the core (influence scores, weights, the optax
+transforms, head selection; jax, optax and numpy only), the unlearning loop :func:`unlearn` with
+its stopping rule (``imu_jax.unlearning``), sharding, checkpoints, metrics, methods, models and
+data. **The lab** (``imu_jax.lab``, the ``[experiments]`` extra): the experiment harness and the
+``imu-jax`` command; the library never imports it::
 
     import imu_jax as imu
     scores = imu.influence_scores(loss_fn, head_params, forget_batch)
     indices, weights = imu.influence_weights(scores, top_fraction=0.5)
 """
 
-from imu_jax.heads import (frozen_mask, head_labels, head_mask, merge_head, param_paths,
-                           split_head)
-from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
-                               NoNegativeInfluenceWarning, auto_chunk_size,
-                               classifier_influence, influence_from_grads, influence_scores,
-                               influence_weights, keep_count, per_example_grads,
-                               select_and_weight)
 from imu_jax.accumulation import AccumulateState, accumulate
+from imu_jax.heads import frozen_mask, head_labels, head_mask, merge_head, param_paths, split_head
+from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
+                               NoNegativeInfluenceWarning, auto_chunk_size, classifier_influence,
+                               influence_from_grads, influence_scores, influence_weights,
+                               keep_count, per_example_grads, select_and_weight)
 from imu_jax.lm_head import sequence_influence
+from imu_jax.methods import Method, MethodOutput, UnlearnTask
+from imu_jax.methods import available as available_methods
+from imu_jax.methods import get_method
+from imu_jax.metrics import (accuracy, avg_gap, classification_metrics, mia_efficacy, mia_features,
+                             prediction_wasserstein, token_kl, transition_kl)
 from imu_jax.transforms import (InfluenceWeightedAscentState, imu_sgd, influence_weighted_ascent,
                                 l1_penalty, weighted_ascent)
-from imu_jax.unlearn import UnlearnConfig, UnlearnReport, unlearn
-from imu_jax.stopping import DivergenceWarning, Monitor, StopRule, membership_auc
-from imu_jax.metrics import (accuracy, avg_gap, classification_metrics, mia_efficacy,
-                             mia_features, prediction_wasserstein, token_kl, transition_kl)
-from imu_jax.methods import Method, MethodOutput, UnlearnTask, get_method
-from imu_jax.methods import available as available_methods
-from imu_jax.experiment import run_experiment
+from imu_jax.unlearning.config import UnlearnConfig, UnlearnReport
+from imu_jax.unlearning.loop import unlearn
+from imu_jax.unlearning.monitor import Monitor
+from imu_jax.unlearning.stopping import DivergenceWarning, StopRule, membership_auc
+
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``imu_jax.run_experiment`` moved to the lab (:func:`imu_jax.lab.run_experiment`); the old
+    name still works, with a ``DeprecationWarning``, and loads the lab only when used."""
+    if name == "run_experiment":
+        import warnings
+
+        from imu_jax.lab import run_experiment
+
+        warnings.warn("imu_jax.run_experiment moved to imu_jax.lab.run_experiment (the experiment "
+                      "harness); the old name will be removed.", DeprecationWarning, stacklevel=2)
+        return run_experiment
+    raise AttributeError(f"module 'imu_jax' has no attribute {name!r}")
 
 __all__ = [
     "__version__",
@@ -75,7 +92,6 @@ __all__ = [
     "UnlearnTask",
     "available_methods",
     "get_method",
-    "run_experiment",
     "accuracy",
     "avg_gap",
     "classification_metrics",

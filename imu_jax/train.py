@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from imu_jax import checkpoint
+from imu_jax import checkpoint, sharding
 from imu_jax._checks import check_model_fits
 from imu_jax.data import Splits, batches, num_batches
 from imu_jax.models import FunctionalModel, create, functional
@@ -338,7 +338,6 @@ def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = Fals
     params, state = jax.tree.map(jnp.copy, (fm.params, fm.state))  # steps donate their inputs
     host = lambda tree: tree  # noqa: E731
     if mesh is not None:
-        from imu_jax import sharding
         params = sharding.shard_params(params, mesh)
         state = sharding.shard_params(state, mesh, model_axis=None)
         host = sharding.to_host  # evaluation runs on host copies, on every process

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -30,6 +31,7 @@ def main():
     args = parser.parse_args()
 
     from imu_jax import sharding
+    from imu_jax.unlearning import run_checkpoint, steps
     sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
     import jax
@@ -37,7 +39,7 @@ def main():
     import numpy as np
 
     import imu_jax as imu
-    from imu_jax import run_checkpoint, steps
+
     import _problem as pb
 
     params, xs, ys = pb.make_problem(seed=3, n=64)

@@ -10,10 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import tiny_models
 from imu_jax import methods
-from imu_jax.methods import (base, graddiff, grids, jit_lipschitz, l1_sparse, likelihood, phases, salun,
-                             scar, scrub, simnpo)
+from imu_jax.methods import (base, graddiff, grids, jit_lipschitz, likelihood, phases, salun, scar,
+                             scrub, simnpo)
+from imu_jax.unlearning import monitor as monitor_lib
+from imu_jax.unlearning import stopping
+
+import tiny_models
+
 
 PLAIN = {"momentum": 0.0, "weight_decay": 0.0}
 
@@ -429,7 +433,7 @@ def test_gradient_methods_are_the_expected_ones():
 def test_every_gradient_method_stops_at_step_zero_when_the_model_already_forgot(name,
                                                                                trained_task):
     """Issue 12's rule in every gradient loop (gradient_loop and phases.phased_loop)."""
-    from imu_jax import stopping
+    from imu_jax.unlearning import stopping
 
     model, params, state, data, held_out = trained_task
     forgot = {**params, "head": {**params["head"],
@@ -469,8 +473,7 @@ def test_every_bn_method_honours_bn_mode_and_calls_on_step(name, trained_task):
 def test_phased_loop_follows_the_monitor_protocol(trained_task):
     """phased_loop stops when the rule is reached, caps at the rule's max_epochs passes of its
     first epoch, rolls back on divergence, and applies ``milestones`` as gradient_loop does."""
-    from imu_jax import stopping
-    from imu_jax.unlearn import batch_loss
+    from imu_jax.unlearning.losses import batch_loss
 
     model, params, state, data, held_out = trained_task
     arrays = base.xy(data["forget"])
@@ -479,14 +482,14 @@ def test_phased_loop_follows_the_monitor_protocol(trained_task):
         return -jnp.mean(batch_loss(model.apply(p, s, batch["x"])[0], batch["y"]))
 
     phase = [phases.Phase(ascent, phases.shuffled_batches(arrays, 16))]
-    monitor = stopping.Monitor(model, data["forget"], held_out, stopping.StopRule(max_epochs=30))
+    monitor = monitor_lib.Monitor(model, data["forget"], held_out, stopping.StopRule(max_epochs=30))
     new, steps = phases.phased_loop(params, state, phase, epochs=1, learning_rate=0.05, seed=0,
                                     monitor=monitor)
     result = monitor.result()
     assert result["stop_reason"] == "reached" and steps == result["stopped_at"] > 1
     assert tiny_models.accuracy(model, new, state, data["forget"]) <= 0.25
     per_epoch = -(-len(arrays["y"]) // 16)
-    never = stopping.Monitor(model, data["forget"], held_out, stopping.StopRule(max_epochs=2))
+    never = monitor_lib.Monitor(model, data["forget"], held_out, stopping.StopRule(max_epochs=2))
     _, steps = phases.phased_loop(params, state, phase, epochs=1, learning_rate=0.0, seed=0,
                                   monitor=never)
     assert never.result()["stop_reason"] == "cap" and steps == 2 * per_epoch

@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from imu_jax import cli, experiment, train
+from imu_jax import train
+from imu_jax.lab import arguments, cli, runner
+
 
 RUN = {"--dataset": "digits", "--model": "mlp", "--forget": "class:3", "--methods": "imu",
        "--seeds": "0"}
@@ -168,7 +170,7 @@ def test_data_rejects_a_file_as_data_dir(tmp_path, capsys):
                                                   ("digits", "transformer", "class:3")])
 def test_model_that_does_not_fit_the_data_fails_before_training(dataset, model, forget,
                                                                  tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(experiment, "cached_trainer", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(runner, "cached_trainer", lambda *a, **k: pytest.fail("trained"))
     out = tmp_path / "out"
     rc = cli.main(["run", "--dataset", dataset, "--model", model, "--forget", forget,
                    "--methods", "imu", "--seeds", "0", "--no-progress", "--out", str(out),
@@ -240,7 +242,7 @@ def test_import_is_light():
     """``import imu_jax`` loads no scipy, scikit-learn, matplotlib, Orbax or TFDS (they are
     imported where they are used), so ``import imu_jax`` and ``imu-jax --help`` start fast."""
     heavy = ("scipy", "sklearn", "matplotlib", "orbax.checkpoint", "tensorflow_datasets")
-    code = (f"import sys, imu_jax, imu_jax.cli; imu_jax.cli.build_parser(); "
+    code = (f"import sys, imu_jax, imu_jax.lab.cli; imu_jax.lab.cli.build_parser(); "
             f"print([m for m in {heavy!r} if m in sys.modules])")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.strip()
@@ -250,9 +252,9 @@ def test_import_is_light():
 def test_methods_flag_accepts_every_name_the_runner_runs():
     """``retrain_floor`` is the runner's pseudo-method (Retrain of another seed): valid for
     ``--methods`` although it is not in the methods registry."""
-    from imu_jax import experiment, validate
+    from imu_jax.lab import runner, validate
 
-    assert validate._methods({"methods": experiment.runnable_methods()}) is None
+    assert validate._methods({"methods": runner.runnable_methods()}) is None
     assert "retrain_floor" in validate._methods({"methods": ["nope"]})
 
 
@@ -265,16 +267,16 @@ def test_a_bug_outside_our_checks_shows_its_traceback_not_a_user_error(command, 
         return np.max(np.zeros(0))
 
     monkeypatch.setattr(train, "train_model", numpy_bug)
-    monkeypatch.setattr(experiment, "run", numpy_bug)
+    monkeypatch.setattr(runner, "run", numpy_bug)
     base = RUN if command == "run" else {"--dataset": "digits", "--model": "mlp"}
     assert cli.main(_argv(command, base, {}, str(tmp_path / "o"), str(tmp_path / "d"))) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "numpy_bug" in err
     assert f"imu-jax {command}: internal error: ValueError: zero-size array" in err
-    assert cli.is_user_error(ValueError("raised here, in the test")) is True  # no traceback
+    assert arguments.is_user_error(ValueError("raised here, in the test")) is True  # no traceback
 
 
 def test_help_lists_every_model():
     from imu_jax.models import REGISTRY
 
-    assert sorted(cli.MODEL_NAMES.split(", ")) == sorted(REGISTRY)
+    assert sorted(arguments.MODEL_NAMES.split(", ")) == sorted(REGISTRY)

@@ -5,7 +5,9 @@ import pathlib
 
 import pytest
 
-from imu_jax import checkpoint, cli
+from imu_jax import checkpoint
+from imu_jax.lab import arguments, cli
+
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -78,7 +80,7 @@ def test_recipe_files_load_and_are_valid(name):
     from imu_jax.train import TrainConfig
 
     path = REPO / "experiments/configs" / name
-    cfg = TrainConfig.from_dict(cli.load_config_file(str(path)))
+    cfg = TrainConfig.from_dict(arguments.load_config_file(str(path)))
     assert cfg.epochs > 0
     doc = path.read_text()
     assert "imu-jax train --config experiments/configs/" + name in doc and "Expected" in doc
@@ -89,23 +91,23 @@ def test_recipe_files_load_and_are_valid(name):
 def test_experiment_files_pass_the_run_checks(name, tmp_path):
     """Every unlearning config names methods, hyperparameters and grids that exist today (a
     renamed method fails here, not after an hour of training) and gives its command."""
-    from imu_jax import validate
+    from imu_jax.lab import arguments, cli, validate
 
     path = REPO / "experiments/configs" / name
     args = cli.build_parser().parse_args(["run", "--config", str(path), "--out", str(tmp_path)])
-    options = cli.run_options(args)
-    validate.validate(validate.RUN_CHECKS, {**cli.run_values(args, options), "data_dir": None})
+    options = arguments.run_options(args)
+    validate.validate(validate.RUN_CHECKS, {**arguments.run_values(args, options), "data_dir": None})
     command = " ".join(path.read_text().replace("\\\n", " ").split())  # continuation lines
     assert "imu-jax run --config experiments/configs/" + name in command
 
 
 def test_default_recipe_is_picked_from_dataset(tmp_path):
     args = cli.build_parser().parse_args(["train", "--dataset", "cifar10", "--out", "x"])
-    cfg = cli.train_config_from_args(args)
+    cfg = arguments.train_config_from_args(args)
     assert cfg["model"] == "resnet18" and cfg["epochs"] == 182
     args = cli.build_parser().parse_args(["train", "--dataset", "digits", "--model", "mlp",
                                           "--epochs", "3", "--out", "x"])
-    cfg = cli.train_config_from_args(args)
+    cfg = arguments.train_config_from_args(args)
     assert (cfg["model"], cfg["epochs"]) == ("mlp", 3)
 
 

@@ -1,7 +1,6 @@
 """Compositions a JAX user writes (issue 9 §2–4, §5's mechanism, §6 labels and metrics): each
 works exactly or fails with a ValueError naming the right pattern."""
 
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +10,9 @@ import pytest
 
 import imu_jax as imu
 from imu_jax import metrics
-
-unlearn_module = importlib.import_module("imu_jax.unlearn")
+from imu_jax.unlearning import loop as unlearn_loop
+from imu_jax.unlearning import losses, run_checkpoint
+from imu_jax.unlearning import selection as unlearn_selection
 
 
 def _tree_close(a, b, atol=1e-6):
@@ -259,7 +259,7 @@ def test_resume_continues_from_the_saved_selection_when_recomputed_influence_dif
     1e-3 relative, which changes weights and the kept set); it continues with what it saved."""
     import shutil
 
-    from imu_jax import run_checkpoint
+    from imu_jax.unlearning import run_checkpoint
 
     params, forget = _linear_problem()
     config = imu.UnlearnConfig(epochs=3, batch_size=8, top_fraction=0.5)
@@ -269,7 +269,7 @@ def test_resume_continues_from_the_saved_selection_when_recomputed_influence_dif
     steps = sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit())
     for step in steps[1:]:
         shutil.rmtree(tmp_path / str(step))
-    original = unlearn_module.forget_influence
+    original = unlearn_selection.forget_influence
 
     def perturbed(*args, **kwargs):
         scores, closed = original(*args, **kwargs)
@@ -277,7 +277,7 @@ def test_resume_continues_from_the_saved_selection_when_recomputed_influence_dif
         return (scores * (1 + noise) + 1e-3 * np.abs(scores).max() * (np.arange(len(scores)) == 0)
                 ).astype(np.float32), closed
 
-    monkeypatch.setattr(unlearn_module, "forget_influence", perturbed)
+    monkeypatch.setattr(unlearn_loop, "forget_influence", perturbed)
     with run_checkpoint.RunCheckpointer(tmp_path) as ckpt:
         resumed, resumed_report = imu.unlearn(Linear(), params, forget, config, seed=3,
                                               checkpointer=ckpt, resume=True)
@@ -287,7 +287,6 @@ def test_resume_continues_from_the_saved_selection_when_recomputed_influence_dif
 
 
 def test_resume_with_another_forget_set_or_config_is_refused(tmp_path):
-    from imu_jax import run_checkpoint
 
     params, forget = _linear_problem()
     config = imu.UnlearnConfig(epochs=1, batch_size=8)
@@ -328,9 +327,9 @@ def test_bad_labels_name_the_expected_shapes(labels, match):
 
 def test_sequence_labels_must_match_the_sequence_logits():
     with pytest.raises(ValueError, match=r"next tokens \[N, T\] = \[2, 5\]"):
-        unlearn_module.labels_for_logits((2, 5, 7), np.zeros(2, np.int32))
+        losses.labels_for_logits((2, 5, 7), np.zeros(2, np.int32))
     with pytest.raises(ValueError, match=r"\[N, C\] \(classes\) or \[N, T, V\]"):
-        unlearn_module.labels_for_logits((2,), np.zeros(2, np.int32))
+        losses.labels_for_logits((2,), np.zeros(2, np.int32))
 
 
 def test_degenerate_metric_inputs_are_documented_values_or_clear_errors():

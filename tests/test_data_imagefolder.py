@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imu_jax import cli
 from imu_jax.data import image_folder, load, local_builder, make_splits
+from imu_jax.lab import arguments, cli
+
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = ("ant", "bee", "cow")  # sorted: labels 0, 1, 2
@@ -219,13 +220,13 @@ def test_cifar_configs_resolve_to_their_recipes():
     args = cli.build_parser().parse_args([
         "train", "--config", str(REPO / "experiments/configs/train_cifar10_resnet18.py"),
         "--dataset", "imagefolder:../shared/data/cifar10-jpeg.zip", "--out", "x"])
-    cfg = cli.train_config_from_args(args)
+    cfg = arguments.train_config_from_args(args)
     assert (cfg["model"], cfg["epochs"], cfg["dataset"]) == (
         "resnet18", 182, "imagefolder:../shared/data/cifar10-jpeg.zip")
     for name in ("class", "random", "retain_set"):
         path = REPO / f"experiments/configs/unlearn_cifar10_fastcnn_{name}.py"
         args = cli.build_parser().parse_args(["run", "--config", str(path), "--out", "x"])
-        options = cli.run_options(args)
+        options = arguments.run_options(args)
         assert options["dataset"].startswith("imagefolder:") and options["model"] == "fastcnn"
         from imu_jax.train import recipe
 

@@ -79,7 +79,7 @@ def test_run_command_on_mnist1d(tmp_path, data_dir):
     """``imu-jax run --dataset mnist1d`` end to end (few epochs), as the README shows it."""
     import json
 
-    from imu_jax import cli
+    from imu_jax.lab import cli
 
     out = tmp_path / "run"
     rc = cli.main(["run", "--dataset", "mnist1d", "--model", "mlp", "--forget", "random:0.1",

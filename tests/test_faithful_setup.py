@@ -7,13 +7,14 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-import tiny_models
-from imu_jax import experiment, methods
+from imu_jax import methods
+from imu_jax.lab import evaluation, models_cache, runner, selection
 from imu_jax.methods import base, boundary_shrink, grids, npo
-from imu_jax.unlearn import UnlearnConfig
+from imu_jax.unlearning.config import UnlearnConfig
+
+import tiny_models
 
 
 class Linear:
@@ -83,7 +84,7 @@ def test_boundary_shrink_trains_in_train_mode_and_the_variant_keeps_bn_frozen(ta
 
 
 def test_boundary_shrink_gets_the_datasets_normalisation_from_the_runner():
-    norm = experiment._input_normalization(types.SimpleNamespace(
+    norm = evaluation._input_normalization(types.SimpleNamespace(
         info={"normalization": [[0.305], [0.375]]}))
     assert norm == ((0.305,), (0.375,))
     from imu_jax.data.splits import NORMALIZATION
@@ -188,7 +189,7 @@ def test_every_tuned_method_gets_the_same_budget_over_its_own_knobs():
         method = methods.get_method(name)
         if not method.grid:
             continue
-        assert len(experiment.grid_points(method.grid)) == grids.BUDGET, name
+        assert len(selection.grid_points(method.grid)) == grids.BUDGET, name
         assert set(method.grid) <= set(method.defaults), name
     second = {"imu": "top_fraction", "imu_batch": "top_fraction", "imu_random": "top_fraction",
               "boundary_shrink": "epsilon", "npo": "beta"}
@@ -220,10 +221,10 @@ def test_experiment_traces_every_step_and_reports_the_retrain_floor(monkeypatch)
         noise = 0.01 * np.random.default_rng(seed).normal(size=(3, 3))
         head = {"kernel": jnp.asarray(np.eye(3) * (1 - np.eye(3)[2] * retrain) + noise,
                                       jnp.float32), "bias": jnp.zeros(3)}
-        return experiment.TrainedModel(LinearModel(), {"head": head}, {}, seconds=0.0)
+        return models_cache.TrainedModel(LinearModel(), {"head": head}, {}, seconds=0.0)
 
     out = tempfile.mkdtemp()
-    results = experiment.run_experiment(
+    results = runner.run_experiment(
         splits=splits, trainer=trainer, methods=["retrain", "retrain_floor", "ga"], seeds=[0],
         out=out, hparams={"ga": {"epochs": 3, "batch_size": 10}}, trace_every=1, progress=False,
         retain_free=False)  # the fixed-length run: 3 epochs
@@ -239,8 +240,8 @@ def test_experiment_traces_every_step_and_reports_the_retrain_floor(monkeypatch)
 
     # The trace evaluates a fixed subset of at most TRACE_EXAMPLES rows per split: with 8, every
     # traced accuracy is a multiple of 1/8 (forget has 20 rows, test 30).
-    monkeypatch.setattr(experiment, "TRACE_EXAMPLES", 8)
-    results = experiment.run_experiment(
+    monkeypatch.setattr(evaluation, "TRACE_EXAMPLES", 8)
+    results = runner.run_experiment(
         splits=splits, trainer=trainer, methods=["retrain", "ga"], seeds=[0],
         out=tempfile.mkdtemp(), hparams={"ga": {"epochs": 3, "batch_size": 10}}, trace_every=1,
         progress=False, retain_free=False)

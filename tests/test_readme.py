@@ -7,6 +7,7 @@ import pathlib
 import re
 import shlex
 
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 TEST_COMMAND = 'pip install -e ".[dev]" && python -m pytest -n 2 -q'
@@ -20,7 +21,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_run_commands_parse():
     """Every ``imu-jax run`` command line in the README parses and names registered methods."""
-    from imu_jax import cli
+    from imu_jax.lab import cli
     from imu_jax.methods import get_method
 
     lines = [l for l in README.splitlines() if "imu-jax run " in l and not l.startswith(("`", "|"))]

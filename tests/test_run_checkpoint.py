@@ -17,11 +17,13 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import imu_jax as imu
-from imu_jax import run_checkpoint, sharding, steps
-from imu_jax.run_checkpoint import (ArchitectureMismatchError, CheckpointFallbackWarning,
-                                    RunCheckpointer)
+from imu_jax import sharding
+from imu_jax.unlearning import run_checkpoint, steps
+from imu_jax.unlearning.run_checkpoint import (ArchitectureMismatchError, CheckpointFallbackWarning,
+                                               RunCheckpointer)
 
 import _problem as pb
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_unlearn_worker.py")

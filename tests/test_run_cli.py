@@ -7,7 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from imu_jax import cli, experiment, methods
+from imu_jax import methods
+from imu_jax.lab import arguments, cli, selection
+
 
 TINY = ["--dataset", "digits", "--model", "mlp", "--forget", "class:3",
         "--train-option", "epochs=2", "--train-option", 'model_options={"hidden": [32]}',
@@ -79,7 +81,7 @@ def test_results_json_schema_and_reports(finished):
             assert 0.0 <= run["metrics"][key] <= 1.0
     retrain = [r for r in runs if r["method"] == "retrain"]
     assert all(r["avg_gap"] == 0.0 for r in retrain)
-    selected = experiment.select_hparams(runs, "imu")
+    selected = selection.select_hparams(runs, "imu")
     assert all(r["hparams"] == selected for r in runs if r["method"] == "imu" and
                r["role"] == "eval")
     markdown = (finished / "results.md").read_text()
@@ -176,7 +178,7 @@ def test_config_file_sets_options_and_flags_override(tmp_path):
     args = cli.build_parser().parse_args(
         ["run", "--config", str(config), "--seeds", "5,6", "--hparam", "imu.alpha=0.0",
          "--grid", "imu.epochs=1,2", "--train-option", "epochs=2", "--out", str(tmp_path)])
-    options = cli.run_options(args)
+    options = arguments.run_options(args)
     assert options["forget"] == "class:2" and options["methods"] == ["retrain", "imu"]
     assert options["seeds"] == [5, 6] and options["tune_seeds"] == []
     assert options["hparams"] == {"imu": {"epochs": 3, "alpha": 0.0}}
@@ -184,7 +186,7 @@ def test_config_file_sets_options_and_flags_override(tmp_path):
     assert options["train_config"] == {"epochs": 2}
     config.write_text("def get_config():\n    return {'lr': 0.1}\n")
     with pytest.raises(ValueError, match="unknown key"):
-        cli.run_options(args)
+        arguments.run_options(args)
 
 
 @pytest.mark.slow

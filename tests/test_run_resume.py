@@ -14,8 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imu_jax import checkpoint, cli, experiment, methods, metrics, report, run_checkpoint, train
+from imu_jax import checkpoint, methods, metrics, train
 from imu_jax.data import make_splits
+from imu_jax.lab import cli, models_cache, report, runner
+from imu_jax.unlearning import loop_checkpoint, run_checkpoint
+
 
 TINY = ["--dataset", "digits", "--model", "mlp", "--forget", "class:3",
         "--train-option", "epochs=1", "--train-option", 'model_options={"hidden": [16]}',
@@ -85,20 +88,20 @@ BREAKS = [_break_missing_metrics, _break_corrupt_metrics, _break_empty_checkpoin
 
 @pytest.mark.parametrize("break_it", BREAKS, ids=[b.__name__[7:] for b in BREAKS])
 def test_unusable_cache_entry_is_rebuilt_with_a_notice(break_it, splits, tmp_path, capsys):
-    trainer = experiment.cached_trainer(splits, CFG, tmp_path, progress=False)
+    trainer = models_cache.cached_trainer(splits, CFG, tmp_path, progress=False)
     first = trainer(True, 0)
     model_dir = tmp_path / "models" / "retrain_seed0"
     assert first.info["cached"] is False and (model_dir / "metrics.json").exists()
     break_it(model_dir)
     capsys.readouterr()
-    again = experiment.cached_trainer(splits, CFG, tmp_path, progress=False)(True, 0)
+    again = models_cache.cached_trainer(splits, CFG, tmp_path, progress=False)(True, 0)
     notice = [line for line in capsys.readouterr().err.splitlines() if "ignoring" in line]
     assert len(notice) == 1 and str(model_dir) in notice[0] and "training it again" in notice[0]
     assert again.info["cached"] is False  # retrained (deterministically: the same model)
     for a, b in zip(np.asarray(first.params["head"]["kernel"]).ravel(),
                     np.asarray(again.params["head"]["kernel"]).ravel()):
         assert a == b
-    third = experiment.cached_trainer(splits, CFG, tmp_path, progress=False)(True, 0)
+    third = models_cache.cached_trainer(splits, CFG, tmp_path, progress=False)(True, 0)
     assert third.info["cached"] is True  # the rebuilt entry is complete
 
 
@@ -112,10 +115,10 @@ def test_interrupted_save_leaves_no_cache_entry(splits, tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoint, "save", crash_after_writing)
     with pytest.raises(KeyboardInterrupt):
-        experiment.cached_trainer(splits, CFG, tmp_path, progress=False)(False, 0)
+        models_cache.cached_trainer(splits, CFG, tmp_path, progress=False)(False, 0)
     assert not (tmp_path / "models" / "original_seed0").exists()
     monkeypatch.setattr(checkpoint, "save", real)
-    model = experiment.cached_trainer(splits, CFG, tmp_path, progress=False)(False, 0)
+    model = models_cache.cached_trainer(splits, CFG, tmp_path, progress=False)(False, 0)
     assert model.info["cached"] is False
     assert sorted(p.name for p in (tmp_path / "models" / "original_seed0").iterdir()) == [
         "checkpoint", "metrics.json"]
@@ -133,26 +136,26 @@ def test_write_outputs_keeps_other_files_of_the_folder(splits, tmp_path):
 
 
 def test_cached_model_of_other_training_options_is_an_error(splits, tmp_path):
-    experiment.cached_trainer(splits, CFG, tmp_path, progress=False)(True, 0)
+    models_cache.cached_trainer(splits, CFG, tmp_path, progress=False)(True, 0)
     other = {**CFG, "learning_rate": 0.5}
     with pytest.raises(ValueError, match=r"learning_rate=0\.05 \(cached\) vs 0\.5"):
-        experiment.cached_trainer(splits, other, tmp_path, progress=False)(True, 0)
+        models_cache.cached_trainer(splits, other, tmp_path, progress=False)(True, 0)
 
 
 def test_original_model_is_shared_between_forget_specs_but_retrain_is_not(
         splits, data_dir, tmp_path):
     """An original trains on the whole training set whatever the forget spec (except
     mislabeled:, which relabels it), so its cache entry serves another class; Retrain's does not."""
-    experiment.cached_trainer(splits, CFG, tmp_path, progress=False)(False, 0)
+    models_cache.cached_trainer(splits, CFG, tmp_path, progress=False)(False, 0)
     other = make_splits("digits", "class:4", data_dir=data_dir)
-    reused = experiment.cached_trainer(other, CFG, tmp_path, progress=False)(False, 0)
+    reused = models_cache.cached_trainer(other, CFG, tmp_path, progress=False)(False, 0)
     assert reused.info["cached"]
-    experiment.cached_trainer(splits, CFG, tmp_path, progress=False)(True, 0)
+    models_cache.cached_trainer(splits, CFG, tmp_path, progress=False)(True, 0)
     with pytest.raises(ValueError, match="class:3.*not.*class:4"):
-        experiment.cached_trainer(other, CFG, tmp_path, progress=False)(True, 0)
+        models_cache.cached_trainer(other, CFG, tmp_path, progress=False)(True, 0)
     relabelled = make_splits("digits", "mislabeled:0.1", data_dir=data_dir)
     with pytest.raises(ValueError, match="as released.*not.*mislabeled:0.1"):
-        experiment.cached_trainer(relabelled, CFG, tmp_path, progress=False)(False, 0)
+        models_cache.cached_trainer(relabelled, CFG, tmp_path, progress=False)(False, 0)
 
 
 def test_tune_methods_tunes_only_those(finished, tmp_path, data_dir):
@@ -208,7 +211,7 @@ def test_issue_reproduction_empty_checkpoint_folder_then_run(tmp_path, data_dir,
 def test_resume_refuses_other_settings(change, named, finished, tmp_path, capsys, monkeypatch):
     out, args = _copy(finished, tmp_path)
     before = (out / "results.md").read_text(), (out / "results.json").read_text()
-    monkeypatch.setattr(experiment, "cached_trainer", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(runner, "cached_trainer", lambda *a, **k: pytest.fail("trained"))
     assert cli.main(args + change + ["--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
@@ -274,18 +277,18 @@ def test_ctrl_c_is_one_line_and_exit_130(finished, tmp_path, capsys, monkeypatch
 
 def test_resumed_loop_is_quiet_and_recorded(tmp_path, caplog):
     selection = {"indices": np.arange(3), "weights": np.ones(3, np.float32)}
-    loop = run_checkpoint.LoopCheckpoint(run_checkpoint.RunCheckpointer(tmp_path, save_every=2),
+    loop = loop_checkpoint.LoopCheckpoint(run_checkpoint.RunCheckpointer(tmp_path, save_every=2),
                                          total_steps=4, selection=selection)
     first, state = loop.start({"params": {"w": jnp.zeros(2)}})
     for step in range(first, 3):
         state = {"params": {"w": state["params"]["w"] + 1}}
         loop.done(step + 1, state)
     loop.finish()
-    with caplog.at_level(logging.WARNING), run_checkpoint.use_run_checkpoints(tmp_path):
-        again = run_checkpoint.LoopCheckpoint(run_checkpoint.RunCheckpointer(tmp_path),
+    with caplog.at_level(logging.WARNING), loop_checkpoint.use_run_checkpoints(tmp_path):
+        again = loop_checkpoint.LoopCheckpoint(run_checkpoint.RunCheckpointer(tmp_path),
                                               total_steps=4, resume=True, selection=selection)
         first, state = again.start({"params": {"w": jnp.zeros(2)}})
-        assert run_checkpoint.resumed_steps() == [2]
+        assert loop_checkpoint.resumed_steps() == [2]
     assert first == 2 and state["params"]["w"].tolist() == [2.0, 2.0]
     assert not [r for r in caplog.records if "could not be restored" in r.getMessage()]
 
@@ -313,7 +316,7 @@ def test_run_prints_the_table_and_the_plot_path(finished, tmp_path, capsys):
 
 
 def test_training_inside_run_shows_which_model(splits, tmp_path, capsys):
-    experiment.cached_trainer(splits, CFG, tmp_path, progress=True)(True, 0)
+    models_cache.cached_trainer(splits, CFG, tmp_path, progress=True)(True, 0)
     err = capsys.readouterr().err
     assert "train Retrain mlp seed 0" in err and "epoch=1/1" in err
 
@@ -337,7 +340,7 @@ def test_real_ctrl_c_during_training(tmp_path, data_dir):
     import time
 
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "imu_jax.cli", "run", *TINY, "--train-option", "epochs=500",
+    cmd = [sys.executable, "-m", "imu_jax.lab.cli", "run", *TINY, "--train-option", "epochs=500",
            "--methods", "retrain", "--seeds", "0", "--out", str(out), "--data-dir", data_dir]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -6,7 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from imu_jax import checkpoint, cli
+from imu_jax import checkpoint, sharding
+from imu_jax.lab import cli
+from imu_jax.unlearning import loop_checkpoint, run_checkpoint
+
 
 pytestmark = pytest.mark.eight_devices
 
@@ -66,8 +69,8 @@ def _max_difference(a, b):
 @pytest.mark.parametrize("mode,closed_form", [("global", "auto"), ("global", "never"),
                                               ("per_batch", "auto")])
 def test_unlearn_on_a_mesh_matches_one_device(trained_digits, mode, closed_form):
-    from imu_jax import sharding
-    from imu_jax.unlearn import UnlearnConfig, unlearn
+    from imu_jax.unlearning.config import UnlearnConfig
+    from imu_jax.unlearning.loop import unlearn
 
     fm, params, state, splits = trained_digits
     config = UnlearnConfig(epochs=2, batch_size=32, top_fraction=0.5, influence_mode=mode,
@@ -86,13 +89,13 @@ def test_unlearn_on_a_mesh_matches_one_device(trained_digits, mode, closed_form)
 def test_unlearn_checkpoints_and_resumes_bit_identically(trained_digits, tmp_path):
     import shutil
 
-    from imu_jax import run_checkpoint
-    from imu_jax.unlearn import UnlearnConfig, unlearn
+    from imu_jax.unlearning.config import UnlearnConfig
+    from imu_jax.unlearning.loop import unlearn
 
     fm, params, state, splits = trained_digits
     config = UnlearnConfig(epochs=3, batch_size=32, top_fraction=0.5)
     straight, report = unlearn(fm, params, splits.forget, config, state=state, seed=2)
-    with run_checkpoint.use_run_checkpoints(tmp_path, save_every=2, keep=5):
+    with loop_checkpoint.use_run_checkpoints(tmp_path, save_every=2, keep=5):
         unlearn(fm, params, splits.forget, config, state=state, seed=2)
     (run_dir,) = list(tmp_path.iterdir())
     steps = sorted(int(p.name) for p in run_dir.iterdir() if p.name.isdigit())
@@ -139,8 +142,8 @@ def test_unlearn_saved_on_8_devices_resumes_on_1_device_and_on_data_2(trained_di
     so the run continues with the selection and batch plan it saved."""
     import shutil
 
-    from imu_jax import run_checkpoint, sharding
-    from imu_jax.unlearn import UnlearnConfig, unlearn
+    from imu_jax.unlearning.config import UnlearnConfig
+    from imu_jax.unlearning.loop import unlearn
 
     fm, params, state, splits = trained_digits
     config = UnlearnConfig(epochs=2, batch_size=32, top_fraction=0.5, closed_form="never",
@@ -148,7 +151,7 @@ def test_unlearn_saved_on_8_devices_resumes_on_1_device_and_on_data_2(trained_di
     mesh8 = sharding.make_mesh("data=4,model=2")
     with sharding.use_mesh(mesh8):
         straight, report = unlearn(fm, params, splits.forget, config, state=state, seed=4)
-        with run_checkpoint.use_run_checkpoints(tmp_path / "saved", save_every=2, keep=10):
+        with loop_checkpoint.use_run_checkpoints(tmp_path / "saved", save_every=2, keep=10):
             unlearn(fm, params, splits.forget, config, state=state, seed=4)
     (run_dir,) = list((tmp_path / "saved").iterdir())
     assert len(_truncate_to_first_checkpoint(run_dir)) >= 3
@@ -156,7 +159,7 @@ def test_unlearn_saved_on_8_devices_resumes_on_1_device_and_on_data_2(trained_di
     for name, mesh in (("one", None), ("data2", mesh2)):
         root = tmp_path / name
         shutil.copytree(tmp_path / "saved", root)
-        with sharding.use_mesh(mesh), run_checkpoint.use_run_checkpoints(
+        with sharding.use_mesh(mesh), loop_checkpoint.use_run_checkpoints(
                 root, save_every=2, keep=10, resume=True):
             resumed, resumed_report = unlearn(fm, params, splits.forget, config, state=state,
                                               seed=4)

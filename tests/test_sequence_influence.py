@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import imu_jax as imu
-from imu_jax.unlearn import example_loss
+from imu_jax.unlearning.losses import example_loss
 
 
 def _problem(n=6, t=5, d=4, v=11, seed=0):

@@ -8,12 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import imu_jax as imu
-from imu_jax import influence, sharding, steps
+from imu_jax import influence, sharding
+from imu_jax.unlearning import steps
 
 import _problem as pb
+
 
 pytestmark = pytest.mark.eight_devices
 

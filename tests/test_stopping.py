@@ -1,18 +1,21 @@
 """The retain-free stopping rule and the divergence guard (imu_jax.stopping) on constructed cases."""
 
-import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import tiny_models
-from imu_jax import methods, report, stopping
+from imu_jax import methods
+from imu_jax.lab import report
 from imu_jax.methods.base import gradient_loop
-from imu_jax.unlearn import UnlearnConfig, unlearn
+from imu_jax.unlearning import losses
+from imu_jax.unlearning import monitor as monitor_lib
+from imu_jax.unlearning import stopping
+from imu_jax.unlearning.config import UnlearnConfig
+from imu_jax.unlearning.loop import unlearn
 
-unlearn_lib = importlib.import_module("imu_jax.unlearn")
+import tiny_models
 
 
 @pytest.fixture(scope="module")
@@ -162,14 +165,14 @@ def test_gradient_loop_divergence_and_monitor(trained):
 
     def ascent(p, s, batch):
         logits, _ = model.apply(p, s, batch["x"])
-        return -jnp.mean(unlearn_lib.batch_loss(logits, batch["y"]))
+        return -jnp.mean(losses.batch_loss(logits, batch["y"]))
 
     arrays = {"x": data["forget"]["image"], "y": data["forget"]["label"]}
     with pytest.warns(stopping.DivergenceWarning):
         new, steps = gradient_loop(model, params, state, arrays, ascent, learning_rate=1e6,
                                    epochs=20, batch_size=32, seed=0)
     assert _finite(new) and steps < 40
-    monitor = stopping.Monitor(model, data["forget"], held_out, stopping.StopRule(max_epochs=30))
+    monitor = monitor_lib.Monitor(model, data["forget"], held_out, stopping.StopRule(max_epochs=30))
     new, steps = gradient_loop(model, params, state, arrays, ascent, learning_rate=0.05,
                                epochs=1, batch_size=16, seed=0, monitor=monitor)
     result = monitor.result()
@@ -300,7 +303,7 @@ def test_utility_labels_must_match_the_held_out_rows(trained):
     held = _relabelled_test(data)
     bad = {**held, stopping.UTILITY_LABEL: held[stopping.UTILITY_LABEL][:3]}
     with pytest.raises(ValueError, match="utility_label"):
-        stopping.Monitor(model, data["forget"], bad, stopping.StopRule(removal="sample"))
+        monitor_lib.Monitor(model, data["forget"], bad, stopping.StopRule(removal="sample"))
 
 
 def test_gradient_baselines_obey_the_guard(trained):

@@ -1,18 +1,21 @@
 """Tests for imu_jax.unlearn on tiny self-contained models (no data or models branch needed)."""
 
 
-import importlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-import tiny_models
+import imu_jax as imu
 from imu_jax.influence import NoNegativeInfluenceWarning
-from imu_jax.unlearn import UnlearnConfig, unlearn
+from imu_jax.unlearning import loop as unlearn_loop
+from imu_jax.unlearning import losses
+from imu_jax.unlearning import selection as unlearn_selection
+from imu_jax.unlearning.config import UnlearnConfig
+from imu_jax.unlearning.loop import unlearn
 
-unlearn_lib = importlib.import_module("imu_jax.unlearn")  # the module; imu_jax.unlearn is the function
+import tiny_models
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +42,8 @@ def test_only_the_head_changes_and_forget_accuracy_drops(trained):
 def test_closed_form_and_generic_influence_agree(trained):
     model, params, state, data = trained
     x, y = data["forget"]["image"], data["forget"]["label"]
-    closed, used_closed = unlearn_lib.forget_influence(model, params, state, x, y, UnlearnConfig())
-    generic, used_generic = unlearn_lib.forget_influence(
+    closed, used_closed = unlearn_selection.forget_influence(model, params, state, x, y, UnlearnConfig())
+    generic, used_generic = unlearn_selection.forget_influence(
         model, params, state, x, y, UnlearnConfig(closed_form="never", influence_chunk_size=7))
     assert used_closed and not used_generic
     np.testing.assert_allclose(closed, generic, rtol=2e-3, atol=1e-7)
@@ -150,22 +153,22 @@ def test_step_with_one_backward_pass_equals_per_example_weighted_ascent(trained,
     """The global-mode step feeds ∇Σwℓ/Σw as one example; the update is the per-example one."""
     model, params, state, data = trained
     config = UnlearnConfig(optimizer=optimizer, learning_rate=0.1)
-    head, rest = unlearn_lib.heads.split_head(params, config.head)
-    x, y = unlearn_lib.input_and_labels(data["forget"])
+    head, rest = imu.heads.split_head(params, config.head)
+    x, y = losses.input_and_labels(data["forget"])
     x, y = jnp.asarray(x[:12]), jnp.asarray(y[:12])
     weights = jnp.linspace(0.2, 2.0, 12)
-    opt = unlearn_lib.make_optimizer(config, 10)
-    step = unlearn_lib.make_step(model, config, opt)
+    opt = unlearn_loop.make_optimizer(config, 10)
+    step = unlearn_loop.make_step(model, config, opt)
     opt_state = opt.init(head)
     new_head, new_state, _ = step(head, opt_state, rest, state, x, y, weights)
     new_head, new_state, _ = step(new_head, new_state, rest, state, x, y, weights[::-1])
 
-    loss = unlearn_lib.make_example_loss(model, rest, state)
+    loss = losses.make_example_loss(model, rest, state)
     expected, expected_state = head, opt_state
     for w in (weights, weights[::-1]):
-        grads = unlearn_lib.per_example_grads(loss, expected, {"x": x, "y": y})
+        grads = imu.per_example_grads(loss, expected, {"x": x, "y": y})
         updates, expected_state = opt.update(grads, expected_state, expected, weights=w)
-        expected = unlearn_lib.optax.apply_updates(expected, updates)
+        expected = optax.apply_updates(expected, updates)
     moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                 zip(jax.tree.leaves(expected), jax.tree.leaves(head)))
     assert moved > 1e-3
@@ -184,9 +187,9 @@ def test_sequence_model_with_features_uses_the_closed_form_with_the_same_scores(
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, 5, (12, 6)).astype(np.int32)
     labels = np.concatenate([tokens[:, 1:], np.full((12, 1), -1)], 1).astype(np.int32)
-    closed, used = unlearn_lib.forget_influence(model, params, state, tokens, labels,
+    closed, used = unlearn_selection.forget_influence(model, params, state, tokens, labels,
                                                 UnlearnConfig())
-    generic, used_generic = unlearn_lib.forget_influence(
+    generic, used_generic = unlearn_selection.forget_influence(
         model, params, state, tokens, labels, UnlearnConfig(closed_form="never"))
     assert used and not used_generic
     np.testing.assert_allclose(closed, generic, rtol=1e-5, atol=1e-6 * np.max(np.abs(generic)))

@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imu_jax import stopping
-from imu_jax.unlearn import batch_loss, input_and_labels
+from imu_jax.unlearning import monitor as monitor_lib
+from imu_jax.unlearning.losses import batch_loss, input_and_labels
+
 
 PyTree = Any
 
@@ -156,7 +157,7 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
                   weight_decay: float = 5e-4, optimizer: str = "sgd",
                   max_steps: int | None = None, milestones: Sequence[float] = (),
                   train_mode: bool = False, on_step=None, return_state: bool = False,
-                  monitor: "stopping.Monitor | None" = None) -> tuple[PyTree, int]:
+                  monitor: "monitor_lib.Monitor | None" = None) -> tuple[PyTree, int]:
     """Minimises ``loss_fn(params, state, batch)`` over shuffled mini-batches of ``arrays``, all
     parameters trainable. The lr is constant unless ``milestones`` (fractions of the steps where
     it is multiplied by 0.1) are given. Returns ``(params, steps)``.
@@ -166,7 +167,7 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
     statistics updated) and the state is carried from step to step; ``return_state=True`` then
     returns ``(params, state, steps)``. ``on_step(step, params, state)`` runs after every step.
 
-    ``monitor`` (an :class:`imu_jax.stopping.Monitor`, e.g. from :func:`monitor_for`) decides
+    ``monitor`` (an :class:`imu_jax.unlearning.monitor.Monitor`, e.g. from :func:`monitor_for`) decides
     the length instead: the loop runs up to its rule's cap at a constant lr and stops when the
     rule says so. Every loop is guarded against divergence (a non-finite parameter rolls back to
     the last finite step with a ``DivergenceWarning``); the monitor's ``result()`` says why it
@@ -188,7 +189,7 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
         cap = monitor.rule.cap(per_epoch)
         max_steps = min(cap, max_steps) if max_steps else cap
         epochs, milestones = -(-max_steps // per_epoch), ()
-    monitor = monitor if monitor is not None else stopping.Monitor.fixed()
+    monitor = monitor if monitor is not None else monitor_lib.Monitor.fixed()
     plan = []
     for _ in range(epochs):
         order = rng.permutation(n)
@@ -215,7 +216,7 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
     return jax.block_until_ready(params), monitor.steps
 
 
-def monitor_for(task: "UnlearnTask", label: str = "") -> "stopping.Monitor | None":
+def monitor_for(task: "UnlearnTask", label: str = "") -> "monitor_lib.Monitor | None":
     """The stopping-rule monitor a method's loop should use for ``task``: one over
     ``task.forget`` and ``task.held_out`` when ``task.stop_rule`` is set, else ``None`` (fixed
     length).
@@ -226,12 +227,12 @@ def monitor_for(task: "UnlearnTask", label: str = "") -> "stopping.Monitor | Non
     """
     if task.stop_rule is None:
         return None
-    return stopping.Monitor(task.model, task.forget, require(task, "held_out", label or "rule"),
+    return monitor_lib.Monitor(task.model, task.forget, require(task, "held_out", label or "rule"),
                             task.stop_rule, num_classes=task.num_classes, progress=task.progress,
                             label=label)
 
 
-def stop_info(monitor: "stopping.Monitor | None", steps: int) -> dict[str, Any]:
+def stop_info(monitor: "monitor_lib.Monitor | None", steps: int) -> dict[str, Any]:
     """What a method records about its loop's length: ``steps`` and, when monitored, the rule's
     summary (``stop_reason``, ``curve``, ...).
 

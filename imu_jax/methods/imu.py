@@ -11,7 +11,9 @@ import dataclasses
 
 from imu_jax.methods.base import FORGET_ONLY, Method, MethodOutput, UnlearnTask
 from imu_jax.methods.grids import GRIDS
-from imu_jax.unlearn import UnlearnConfig, unlearn
+from imu_jax.unlearning.config import UnlearnConfig
+from imu_jax.unlearning.loop import unlearn
+
 
 # Hyperparameters of the IMU family exposed to tuning and the CLI; the rest keep their defaults.
 TUNABLE = ("learning_rate", "epochs", "top_fraction", "alpha", "batch_size", "influence_mode",

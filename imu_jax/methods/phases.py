@@ -20,7 +20,7 @@ mode) unless ``train_mode`` (then a loss returns ``(loss, new_state)`` and the s
 see :func:`mode_loss`), ``on_step(step, params, state)`` runs after every step, and a ``monitor``
 (:func:`base.monitor_for`) decides the length under the retain-free stopping rule: the loop then
 runs at a constant lr (no decay, no milestones) up to the rule's cap, counted in passes over the
-first epoch's steps. Every loop is guarded against divergence (``stopping.Monitor.fixed``).
+first epoch's steps. Every loop is guarded against divergence (``monitor_lib.Monitor.fixed``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imu_jax import stopping
 from imu_jax.methods.base import make_sgd, make_step, monitor_for, stop_info
+from imu_jax.unlearning import monitor as monitor_lib
+
 
 PyTree = Any
 Batches = Callable[[int, np.random.Generator], Iterable[Mapping[str, np.ndarray]]]
@@ -102,7 +103,7 @@ def phased_loop(params: PyTree, state: PyTree, phases: Sequence[Phase], *, epoch
                 max_steps: int | None = None, lr_decay_epochs: Sequence[int] = (),
                 lr_decay_rate: float = 0.1, milestones: Sequence[float] = (),
                 train_mode: bool = False, on_step=None, return_state: bool = False,
-                monitor: "stopping.Monitor | None" = None) -> tuple[PyTree, int]:
+                monitor: "monitor_lib.Monitor | None" = None) -> tuple[PyTree, int]:
     """Runs ``epochs`` epochs; each epoch runs its active phases in order. Returns
     ``(params, steps)``, or ``(params, state, steps)`` with ``return_state=True``.
 
@@ -132,7 +133,7 @@ def phased_loop(params: PyTree, state: PyTree, phases: Sequence[Phase], *, epoch
         max_steps = min(cap, max_steps) if max_steps else cap
         epochs = max_steps  # every epoch has at least one step, so the cap ends the loop
         lr_decay_epochs, milestones = (), ()
-    monitor = monitor if monitor is not None else stopping.Monitor.fixed()
+    monitor = monitor if monitor is not None else monitor_lib.Monitor.fixed()
     total = sum(c for epoch in range(epochs) for phase, c in zip(phases, counts)
                 if active(phase, epoch)) if not monitor.monitoring else max_steps
     total = min(total, max_steps) if max_steps is not None else total

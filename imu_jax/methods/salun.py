@@ -29,12 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imu_jax import stopping
 from imu_jax.methods.base import (FORGET_AND_RETAIN, Method, MethodOutput, UnlearnTask,
                                   check_bn_mode, gradient_loop, model_loss, monitor_for, require,
                                   stop_info, timed, train_mode_loss, xy)
 from imu_jax.methods.grids import GRIDS, gradient_defaults
 from imu_jax.methods.phases import mode_loss
+from imu_jax.unlearning import monitor as monitor_lib
+
 
 DEFAULTS = gradient_defaults(learning_rate=0.013, epochs=10, bn_mode="train", threshold=0.5)
 GRID = GRIDS["salun"]
@@ -79,11 +80,11 @@ def _masked_on_step(on_step, original, mask):
 
 
 class MaskedMonitor:
-    """A loop monitor (``stopping.Monitor``; ``None`` = the divergence guard only) that sees the
+    """A loop monitor (``monitor_lib.Monitor``; ``None`` = the divergence guard only) that sees the
     effective model ``m ⊙ θ + (1 − m) ⊙ θ₀``, not the raw trained parameters."""
 
     def __init__(self, monitor, original, mask):
-        self.inner = monitor if monitor is not None else stopping.Monitor.fixed()
+        self.inner = monitor if monitor is not None else monitor_lib.Monitor.fixed()
         self.original, self.mask = original, mask
         self.monitoring, self.rule = self.inner.monitoring, self.inner.rule
 

@@ -29,7 +29,8 @@ from imu_jax.methods.base import (FORGET_AND_RETAIN, Method, MethodOutput, Unlea
                                   check_bn_mode, require, timed, xy)
 from imu_jax.methods.grids import GRIDS, gradient_defaults
 from imu_jax.methods.phases import Phase, fit_phases, mode_loss, shuffled_batches
-from imu_jax.unlearn import batch_loss
+from imu_jax.unlearning.losses import batch_loss
+
 
 DEFAULTS = gradient_defaults(learning_rate=5e-4, epochs=3, bn_mode="train", batch_size=128,
                              forget_batch_size=32, msteps=2, gamma=0.99, alpha=0.001,

@@ -18,7 +18,6 @@ a :class:`CheckpointFallbackWarning` and the previous one is used.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
 import hashlib
 import json
@@ -33,21 +32,6 @@ import orbax.checkpoint as ocp
 
 from imu_jax import heads
 
-__all__ = [
-    "ArchitectureMismatchError",
-    "CheckpointFallbackWarning",
-    "Restored",
-    "RunCheckpointer",
-    "abstract_like",
-    "architecture_of",
-    "add_arguments",
-    "from_args",
-    "LoopCheckpoint",
-    "use_run_checkpoints",
-    "for_run",
-    "fingerprint",
-    "resumed_steps",
-]
 
 PyTree = Any
 
@@ -74,7 +58,7 @@ def architecture_of(params: PyTree, description: Mapping[str, Any] | None = None
 
     Examples:
       >>> import numpy as np
-      >>> from imu_jax.run_checkpoint import architecture_of
+      >>> from imu_jax.unlearning.run_checkpoint import architecture_of
       >>> architecture_of({"head": {"kernel": np.zeros((4, 3), np.float32)}}, {"name": "mlp"})
       {'params': {'head/kernel': 'float32[4,3]'}, 'description': {'name': 'mlp'}}
     """
@@ -92,7 +76,7 @@ def abstract_like(tree: PyTree, shardings: PyTree | None = None) -> PyTree:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from imu_jax.run_checkpoint import abstract_like
+      >>> from imu_jax.unlearning.run_checkpoint import abstract_like
       >>> abstract_like({"w": jnp.zeros((2, 3))})["w"].shape
       (2, 3)
     """
@@ -126,7 +110,7 @@ class RunCheckpointer:
 
     Examples:
       >>> import tempfile, numpy as np, jax.numpy as jnp
-      >>> from imu_jax.run_checkpoint import RunCheckpointer
+      >>> from imu_jax.unlearning.run_checkpoint import RunCheckpointer
       >>> state = {"params": {"w": jnp.ones(3)}, "step": jnp.array(2)}
       >>> with RunCheckpointer(tempfile.mkdtemp(), save_every=2) as ckpt:
       ...   ckpt.save(2, state, selection={"indices": np.arange(3), "weights": np.ones(3)},
@@ -267,6 +251,14 @@ class RunCheckpointer:
     def __exit__(self, *exc):
         self.close()
 
+def _params_of(state: PyTree) -> PyTree:
+    return state["params"] if isinstance(state, Mapping) and "params" in state else state
+
+
+def _has_arrays(tree: PyTree) -> bool:
+    return any(isinstance(x, (jax.Array, np.ndarray)) for x in jax.tree.leaves(tree))
+
+
 
 @contextlib.contextmanager
 def _quiet_absl():
@@ -279,104 +271,6 @@ def _quiet_absl():
         logger.setLevel(level)
 
 
-class LoopCheckpoint:
-    """Checkpoint-and-resume glue for a step loop; does nothing without a checkpointer.
-
-    ``start(state)`` returns ``(first_step, state)``: ``(0, state)``, or with ``resume`` the
-    newest readable checkpoint's (checking that it was saved for the same selection of forget
-    examples). ``done(step, state)`` saves when due (and always at ``total_steps``);
-    ``finish()`` waits for the asynchronous writes.
-
-    Examples:
-      >>> import tempfile, numpy as np, jax.numpy as jnp
-      >>> from imu_jax.run_checkpoint import LoopCheckpoint, RunCheckpointer
-      >>> directory = tempfile.mkdtemp()
-      >>> loop = LoopCheckpoint(RunCheckpointer(directory, save_every=2), total_steps=3)
-      >>> first, w = loop.start({"w": jnp.zeros(2)})
-      >>> for step in range(first, 3):
-      ...   w = {"w": w["w"] + 1}
-      ...   loop.done(step + 1, w)
-      >>> loop.finish()
-      >>> again = LoopCheckpoint(RunCheckpointer(directory), total_steps=3, resume=True)
-      >>> first, w = again.start({"w": jnp.zeros(2)})
-      >>> first, w["w"].tolist()
-      (3, [3.0, 3.0])
-    """
-
-    def __init__(self, checkpointer: RunCheckpointer | None, *, total_steps: int,
-                 resume: bool = False, selection: Mapping[str, Any] | None = None,
-                 config: Mapping[str, Any] | None = None):
-        self.checkpointer, self.total_steps, self.resume = checkpointer, int(total_steps), resume
-        self.selection = None if selection is None else {
-            k: np.asarray(v) for k, v in selection.items()}
-        self.config = dict(config or {})
-
-    def saved_selection(self) -> dict[str, np.ndarray] | None:
-        """With ``resume``: the selection the checkpointed run used, adopted as this run's.
-
-        A resumed run continues from what it saved rather than from a recomputation, which on
-        another mesh or device count rounds differently (and may keep other examples). The
-        checkpoint must have been saved with this run's ``config`` (the keys that define the run:
-        hyperparameters, seed, forget-set fingerprint); otherwise a ``ValueError`` names the keys
-        that differ. Returns ``None`` without a checkpoint (or without resume)."""
-        if self.checkpointer is None or not self.resume:
-            return None
-        found = self.checkpointer.restore_selection()
-        if found is None:
-            return None
-        selection, meta = found
-        saved = meta.get("config", {})
-        wanted = json.loads(json.dumps(self.config, sort_keys=True, default=str))
-        differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        if differ:
-            raise ValueError(
-                f"the checkpoint in {self.checkpointer.directory} was saved for another run: "
-                + "; ".join(f"{k}: checkpoint {saved.get(k, '(absent)')!r}, this run "
-                            f"{wanted.get(k, '(absent)')!r}" for k in differ[:6])
-                + ". Resume with the same data and settings, or use another checkpoint "
-                  "directory.")
-        self.selection = selection
-        return selection
-
-    def start(self, state: PyTree) -> tuple[int, PyTree]:
-        if self.checkpointer is None or not self.resume:
-            return 0, state
-        restored = self.checkpointer.restore(state)
-        if restored is None:
-            return 0, state
-        saved = restored.selection
-        if self.selection is not None and saved is not None and not (
-                all(saved[k].shape == v.shape for k, v in self.selection.items() if k in saved)
-                and np.array_equal(saved["indices"], self.selection["indices"])
-                and np.allclose(saved["weights"], self.selection["weights"])):
-            raise ValueError(
-                f"checkpoint step {restored.step} in {self.checkpointer.directory} was saved for "
-                f"another selection of forget examples ({len(saved['indices'])} kept) than this "
-                f"run's ({len(self.selection['indices'])} kept); resume with the same data and "
-                "settings, or use another checkpoint directory.")
-        settings = _SETTINGS.get()
-        if settings is not None:  # so the caller can say the run was resumed (see resumed_steps)
-            settings.setdefault("resumed", []).append(int(restored.step))
-        return restored.step, restored.state
-
-    def done(self, step: int, state: PyTree) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.save(step, state, selection=self.selection, config=self.config,
-                                   force=int(step) == self.total_steps)
-
-    def finish(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.wait_until_finished()
-
-
-def _params_of(state: PyTree) -> PyTree:
-    return state["params"] if isinstance(state, Mapping) and "params" in state else state
-
-
-def _has_arrays(tree: PyTree) -> bool:
-    return any(isinstance(x, (jax.Array, np.ndarray)) for x in jax.tree.leaves(tree))
-
-
 def _item_names(manager, step) -> set[str]:
     try:
         with _quiet_absl():  # Orbax warns about every item it has no handler for here
@@ -385,12 +279,32 @@ def _item_names(manager, step) -> set[str]:
         return {"state", "selection", "meta"}
 
 
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts and arrays (names a run's checkpoint directory).
+
+    Examples:
+      >>> import numpy as np
+      >>> from imu_jax.unlearning.run_checkpoint import fingerprint
+      >>> fingerprint({"lr": 0.01}, np.arange(3)) == fingerprint({"lr": 0.01}, np.arange(3))
+      True
+    """
+    digest = hashlib.sha1()
+    for part in parts:
+        if isinstance(part, (np.ndarray, jax.Array)):
+            array = np.ascontiguousarray(np.asarray(part))
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
 def add_arguments(parser, *, default_save_every: int = 100, default_keep: int = 3) -> None:
     """Adds ``--checkpoint-dir``, ``--save-every``, ``--keep`` and ``--resume`` to a parser.
 
     Examples:
       >>> import argparse
-      >>> from imu_jax import run_checkpoint
+      >>> from imu_jax.unlearning import run_checkpoint
       >>> parser = argparse.ArgumentParser()
       >>> run_checkpoint.add_arguments(parser)
       >>> args = parser.parse_args(["--checkpoint-dir", "/tmp/run", "--resume"])
@@ -418,75 +332,3 @@ def from_args(args, *, default_directory=None,
         return None
     return RunCheckpointer(directory, save_every=args.save_every, keep=args.keep,
                            architecture=architecture)
-
-
-_SETTINGS: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
-    "imu_jax_run_checkpoints", default=None)
-
-
-@contextlib.contextmanager
-def use_run_checkpoints(root, *, save_every: int = 100, keep: int = 3, resume: bool = False):
-    """Inside the block, high-level loops (``imu_jax.unlearn``) checkpoint each run under
-    ``root/<run fingerprint>`` and, with ``resume``, continue from there (see :func:`for_run`).
-
-    Examples:
-      >>> import tempfile
-      >>> from imu_jax import run_checkpoint
-      >>> with run_checkpoint.use_run_checkpoints(tempfile.mkdtemp(), save_every=5):
-      ...   ckpt, resume = run_checkpoint.for_run("imu-abc")
-      >>> ckpt.save_every, resume
-      (5, False)
-      >>> run_checkpoint.for_run("imu-abc")
-      (None, False)
-    """
-    token = _SETTINGS.set({"root": os.path.abspath(os.fspath(root)), "save_every": save_every,
-                           "keep": keep, "resume": resume})
-    try:
-        yield
-    finally:
-        _SETTINGS.reset(token)
-
-
-def resumed_steps() -> list[int]:
-    """The steps that runs inside the current :func:`use_run_checkpoints` block resumed from,
-    in order (empty outside one, or when nothing was resumed).
-
-    Examples:
-      >>> from imu_jax import run_checkpoint
-      >>> run_checkpoint.resumed_steps()
-      []
-    """
-    settings = _SETTINGS.get()
-    return list((settings or {}).get("resumed", []))
-
-
-def for_run(key: str, *, architecture: Mapping[str, Any] | None = None
-            ) -> tuple[RunCheckpointer | None, bool]:
-    """``(checkpointer, resume)`` for the run named ``key`` under :func:`use_run_checkpoints`,
-    or ``(None, False)`` outside it."""
-    settings = _SETTINGS.get()
-    if settings is None:
-        return None, False
-    ckpt = RunCheckpointer(os.path.join(settings["root"], key), save_every=settings["save_every"],
-                           keep=settings["keep"], architecture=architecture)
-    return ckpt, bool(settings["resume"])
-
-
-def fingerprint(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts and arrays (names a run's checkpoint directory).
-
-    Examples:
-      >>> import numpy as np
-      >>> from imu_jax.run_checkpoint import fingerprint
-      >>> fingerprint({"lr": 0.01}, np.arange(3)) == fingerprint({"lr": 0.01}, np.arange(3))
-      True
-    """
-    digest = hashlib.sha1()
-    for part in parts:
-        if isinstance(part, (np.ndarray, jax.Array)):
-            array = np.ascontiguousarray(np.asarray(part))
-            digest.update(f"{array.dtype}{array.shape}".encode())
-            digest.update(array.tobytes())
-        else:
-            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""Tables and plots from an experiment's ``results.json`` (see :mod:`imu_jax.experiment`).
+"""Tables and plots from an experiment's ``results.json`` (see :mod:`imu_jax.lab.runner`).
 
 A results dict is ``{"config": {...}, "runs": [{"method", "seed", "role", "hparams", "metrics",
 "avg_gap", "seconds", "needs", ...}]}``. Runs with ``role == "eval"`` are the reported ones;
@@ -16,45 +16,32 @@ A results dict is ``{"config": {...}, "runs": [{"method", "seed", "role", "hpara
 from __future__ import annotations
 
 import json
-import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from imu_jax.lab.report.matched import matched_forgetting
+from imu_jax.lab.report.runs import is_sequence, reported_runs, row_label, summarize
+
+
 CLASSIFICATION_COLUMNS = (("ua", "UA"), ("ra", "RA"), ("ta", "TA"), ("mia_efficacy", "MIA-eff."))
+
+
 MIA_COLUMNS = (("mia_entropy", "MIA entropy"), ("mia_m_entropy", "MIA m-entropy"),
                ("mia_correctness", "MIA correctness"), ("mia_prob", "MIA prob"),
                ("fta", "Forget-test acc."), ("w1_retrain", "W1 to Retrain"))
+
+
 SEQUENCE_COLUMNS = (("kl_retrain_test", "KL→Retrain retain-test"),
                     ("kl_retrain_forget_test", "KL→Retrain forget-test"),
                     ("kl_retrain_control_test", "KL→Retrain forget2-test"),
                     ("kl_true_test", "KL→true retain-test"),
                     ("kl_true_forget_test", "KL→true forget-test"),
                     ("kl_true_control_test", "KL→true forget2-test"))
+
+
 PERCENT_KEYS = {"ua", "ra", "ta", "fa", "fta", "mia_efficacy", "mia_entropy", "mia_m_entropy",
                 "mia_correctness", "mia_prob"}
-
-
-REPORTED_ROLES = ("eval", "retain_free")
-
-
-def reported_runs(runs: Sequence[Mapping]) -> list[Mapping]:
-    """The runs that go into the tables: ``role`` ``"eval"`` (defaults or oracle-tuned) and
-    ``"retain_free"`` (the stopping rule of ``imu_jax.stopping``)."""
-    return [r for r in runs if r.get("role", "eval") in REPORTED_ROLES]
-
-
-def row_label(run: Mapping) -> str:
-    """The table row of a run: ``"imu (retain-free)"``, ``"imu (oracle-tuned)"`` or ``"imu"``.
-
-    >>> row_label({"method": "imu", "role": "retain_free"})
-    'imu (retain-free)'
-    """
-    if run.get("role") == "retain_free":
-        return f"{run['method']} (retain-free)"
-    if run.get("selection") == "oracle-tuned":
-        return f"{run['method']} (oracle-tuned)"
-    return run["method"]
 
 
 def stop_text(runs: Sequence[Mapping]) -> str:
@@ -66,36 +53,6 @@ def stop_text(runs: Sequence[Mapping]) -> str:
     reasons = [r.get("info", {}).get("stop_reason") for r in runs]
     counts = {k: reasons.count(k) for k in dict.fromkeys(reasons) if k and k != "fixed"}
     return ", ".join(f"{k}×{n}" for k, n in counts.items())
-
-
-def _values(runs: Iterable[Mapping], key: str) -> list[float]:
-    out = []
-    for run in runs:
-        if run.get("diverged"):  # a diverged run is shown as such, never scored
-            continue
-        value = run.get(key) if key in ("avg_gap", "seconds") else run["metrics"].get(key)
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            out.append(float(value))
-    return out
-
-
-def summarize(runs: Sequence[Mapping], keys: Sequence[str] | None = None
-              ) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """``{row: {key: (mean, std, n)}}`` over the reported runs (population std, ddof 0), one row
-    per :func:`row_label`; diverged runs are left out."""
-    runs = reported_runs(runs)
-    methods = list(dict.fromkeys(row_label(r) for r in runs))
-    if keys is None:
-        keys = sorted({k for r in runs for k in r["metrics"]}) + ["avg_gap", "seconds"]
-    summary = {}
-    for method in methods:
-        mine = [r for r in runs if row_label(r) == method]
-        summary[method] = {}
-        for key in keys:
-            values = _values(mine, key)
-            if values:
-                summary[method][key] = (float(np.mean(values)), float(np.std(values)), len(values))
-    return summary
 
 
 def format_cell(stats: tuple[float, float, int] | None, key: str) -> str:
@@ -113,10 +70,6 @@ def format_cell(stats: tuple[float, float, int] | None, key: str) -> str:
     if key == "seconds":
         return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
     return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
-
-
-def is_sequence(results: Mapping) -> bool:
-    return any("kl_true_test" in r["metrics"] for r in results["runs"])
 
 
 def _hparam_text(runs: Sequence[Mapping], method: str,
@@ -218,79 +171,6 @@ def retain_free_table(results: Mapping) -> str:
     return "\n".join(lines)
 
 
-def sweep_points(runs: Sequence[Mapping], method: str) -> list[dict[str, Any]]:
-    """The tuning sweep of ``method``: one point per config, metrics averaged over tuning seeds.
-
-    >>> runs = [{"method": "ga", "role": "tune", "seed": s, "hparams": {"lr": 1},
-    ...          "metrics": {"ua": u}, "avg_gap": 0.1} for s, u in ((0, 0.5), (1, 1.0))]
-    >>> sweep_points(runs, "ga")
-    [{'hparams': {'lr': 1}, 'metrics': {'ua': 0.75}, 'avg_gap': 0.1}]
-    """
-    groups: dict[str, list[Mapping]] = {}
-    for run in runs:
-        if run["method"] == method and run.get("role") == "tune":
-            groups.setdefault(json.dumps(run["hparams"], sort_keys=True, default=str),
-                              []).append(run)
-    points = []
-    for group in groups.values():
-        keys = set.intersection(*(set(r["metrics"]) for r in group))
-        points.append({"hparams": group[0]["hparams"],
-                       "metrics": {k: float(np.mean([r["metrics"][k] for r in group]))
-                                   for k in sorted(keys)},
-                       "avg_gap": float(np.mean([r["avg_gap"] for r in group]))})
-    return points
-
-
-def retrain_ua(results: Mapping) -> float:
-    """Retrain's mean UA on the reported seeds (1.0 when there is no Retrain run): the
-    forgetting that "as much as Retrain" means in :func:`matched_forgetting`."""
-    retrain = _values([r for r in reported_runs(results["runs"]) if r["method"] == "retrain"],
-                      "ua")
-    return float(np.mean(retrain)) if retrain else 1.0
-
-
-def best_at_forgetting(results: Mapping, method: str, fraction: float) -> Mapping | None:
-    """The tuning-sweep config of ``method`` (seed-averaged) with the best (TA, RA) among those
-    whose UA ≥ ``fraction`` × :func:`retrain_ua`; ``None`` when none reaches it."""
-    target = fraction * retrain_ua(results)
-    ok = [p for p in sweep_points(results["runs"], method)
-          if p["metrics"]["ua"] >= target - 1e-9]
-    return max(ok, key=lambda r: (r["metrics"]["ta"], r["metrics"]["ra"])) if ok else None
-
-
-def matched_forgetting(results: Mapping, fractions: Sequence[float] = (0.5, 0.8, 0.9, 0.99)
-                       ) -> str:
-    """For each method and UA level, the best TA (with its RA) among the tuning-sweep configs
-    (seed-averaged) that reach that UA: utility at matched forgetting. The levels are
-    ``fractions`` of Retrain's mean UA on the reported seeds (1.0 for a class removal; ~0.4 for
-    a random forget set that Retrain still classifies at 60%), so "forgotten as much as
-    Retrain" means the same in every setting. Empty without a sweep.
-
-    >>> run = lambda m, role, ua, ta: {"method": m, "role": role, "seed": 0, "hparams": {"e": ta},
-    ...     "metrics": {"ua": ua, "ta": ta, "ra": 1.0}, "avg_gap": 0.0}
-    >>> r = {"runs": [run("retrain", "eval", 0.4, 0.6), run("imu", "tune", 0.38, 0.55),
-    ...               run("imu", "tune", 0.2, 0.6)]}
-    >>> print(matched_forgetting(r, fractions=(0.9,)).splitlines()[2])
-    | imu | 55.0 (100.0) |
-    """
-    sweep = [r for r in results["runs"] if r.get("role") == "tune"]
-    if not sweep or is_sequence(results):
-        return ""
-    target = retrain_ua(results)
-    methods = list(dict.fromkeys(r["method"] for r in sweep))
-    head = ["Method"] + [f"UA ≥ {f:g} × Retrain's ({100 * f * target:.1f}): best TA (RA)"
-                         for f in fractions]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for method in methods:
-        row = [method]
-        for fraction in fractions:
-            best = best_at_forgetting(results, method, fraction)
-            row.append("not reached" if best is None else
-                       f"{100 * best['metrics']['ta']:.1f} ({100 * best['metrics']['ra']:.1f})")
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
-
-
 def results_markdown(results: Mapping) -> str:
     """The full ``results.md``: command, setup, main table, secondary metrics, sweep summary."""
     config = results.get("config", {})
@@ -356,120 +236,6 @@ def grid_text(grid: Mapping[str, Sequence]) -> str:
     """
     return " × ".join(f"{k} ∈ {{{', '.join(str(v) for v in values)}}}"
                       for k, values in grid.items()) or "not tuned"
-
-
-def trace_plot(results: Mapping, path: str) -> None:
-    """``steps.png``: each traced metric against the optimizer step, one line per method (mean
-    over the reported seeds), with ``retrain_floor``'s value as a dashed horizontal line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in reported_runs(results["runs"]) if r.get("trace")]
-    keys = [k for k in runs[0]["trace"][0] if k != "step"]
-    floor = summarize([r for r in results["runs"] if r["method"] == "retrain_floor"], keys)
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
-    methods = list(dict.fromkeys(r["method"] for r in runs))
-    for ax, key in zip(axes[0], keys):
-        for i, method in enumerate(methods):
-            curves: dict[int, list[float]] = {}
-            for run in (r for r in runs if r["method"] == method):
-                for point in run["trace"]:
-                    curves.setdefault(point["step"], []).append(point[key])
-            steps = sorted(curves)
-            ax.plot(steps, [np.mean(curves[s]) for s in steps], label=method,
-                    color=plt.cm.tab10(i % 10))
-        if key in floor.get("retrain_floor", {}):
-            ax.axhline(floor["retrain_floor"][key][0], color="black", ls="--",
-                       label="Retrain vs Retrain (floor)")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel(dict(SEQUENCE_COLUMNS + CLASSIFICATION_COLUMNS).get(key, key))
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    config = results.get("config", {})
-    fig.suptitle(f"{config.get('dataset', '')} / forget {config.get('forget', '')}: per-step "
-                 "metrics, mean over reported seeds", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Points not dominated by another with lower-or-equal x and higher-or-equal y (lower x is
-    better: forget accuracy; higher y is better: test accuracy), sorted by x.
-
-    >>> pareto_front([(0.0, 0.5), (0.1, 0.9), (0.2, 0.8), (0.0, 0.4), (0.3, 0.95)])
-    [(0.0, 0.5), (0.1, 0.9), (0.3, 0.95)]
-    """
-    front = []
-    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
-        if not front or y > front[-1][1]:
-            front.append((x, y))
-    return front
-
-
-def tradeoff_plot(results: Mapping, path: str) -> None:
-    """``tradeoff.png``: forget accuracy vs test accuracy (sequences: KL to the true transitions on
-    forget-test vs retain-test). Small dots: every config of a method's tuning sweep (mean over
-    the tuning seeds); line: that sweep's Pareto front; large markers: the reported runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sequence = is_sequence(results)
-    truth = all("kl_true_forget_test" in r["metrics"] for r in results["runs"])
-    if sequence and truth:
-        x_key, y_key = "kl_true_forget_test", "kl_true_test"
-        x_label, y_label = ("KL(true ‖ model) on forget-test (higher = more forgotten)",
-                            "KL(true ‖ model) on retain-test (lower = more utility)")
-    elif sequence:  # a forget set from two chains has no single true matrix
-        x_key, y_key = "kl_retrain_forget_test", "kl_retrain_test"
-        x_label, y_label = ("KL(Retrain ‖ model) on forget-test (lower = closer to Retrain)",
-                            "KL(Retrain ‖ model) on retain-test (lower = closer to Retrain)")
-    else:
-        x_key, y_key = "fa", "ta"
-        x_label, y_label = "forget accuracy (1 − UA)", "test accuracy (TA)"
-    runs = results["runs"]
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    methods = list(dict.fromkeys(row_label(r) for r in reported_runs(runs)))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    if len(methods) > len(colors):
-        colors = [plt.cm.tab20(i) for i in range(20)]
-    for i, method in enumerate(methods):
-        color = colors[i % len(colors)]
-        name = method.split(" (")[0]
-        tuned = [r for r in runs if r.get("role") == "tune" and r["method"] == name]
-        sweep = [(p["metrics"][x_key], p["metrics"][y_key]) for p in sweep_points(runs, name)]
-        if sweep and (method == name or method.endswith("(oracle-tuned)")) and tuned:
-            ax.scatter(*zip(*sweep), color=color, alpha=0.35, s=10)
-            if not sequence:
-                ax.plot(*zip(*pareto_front(sweep)), "-", color=color, alpha=0.5)
-        shown = [r for r in reported_runs(runs) if row_label(r) == method
-                 and not r.get("diverged")]
-        marker = ("*" if method in ("retrain", "original")
-                  else "s" if method.endswith("(retain-free)") else "o")
-        ax.scatter([r["metrics"][x_key] for r in shown], [r["metrics"][y_key] for r in shown],
-                   color=color, marker=marker, s=80 if marker == "*" else 30, label=method,
-                   edgecolors="black", linewidths=0.5)
-    config = results.get("config", {})
-    legend = ("dots: tuning sweep (mean of tuning seeds), line: its Pareto front\n"
-              if any(r.get("role") == "tune" for r in runs) else "")
-    ax.set_title(f"{config.get('dataset', '')} / {config.get('model', '')} / forget "
-                 f"{config.get('forget', '')}\n{legend}markers: reported seeds (squares: "
-                 "retain-free rule)", fontsize=9)
-    if sequence:  # diverged methods sit orders of magnitude away from the rest
-        ax.set_xscale("symlog", linthresh=0.01)
-        ax.set_yscale("symlog", linthresh=0.01)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def combined_markdown(named_results: Mapping[str, Mapping]) -> str:

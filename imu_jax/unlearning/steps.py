@@ -9,7 +9,7 @@ mini-batch is sharded over ``data``, the head and optimizer state stay where the
 :func:`run_unlearning` drives it: a deterministic batch plan (one permutation of the kept
 examples per epoch, from a saved RNG key; the last batch of an epoch is padded with zero-weight
 rows, which leaves ``Σ w ℓ / Σ w`` unchanged and keeps shapes fixed), checkpoints every
-``save_every`` steps through :class:`imu_jax.run_checkpoint.RunCheckpointer`, and ``resume`` to
+``save_every`` steps through :class:`imu_jax.unlearning.run_checkpoint.RunCheckpointer`, and ``resume`` to
 continue bit-identically from the newest readable checkpoint.
 """
 
@@ -22,11 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from imu_jax import _layout
-from imu_jax import sharding as sharding_lib
-from imu_jax.run_checkpoint import LoopCheckpoint
+from imu_jax import _layout, sharding
+from imu_jax.unlearning.loop_checkpoint import LoopCheckpoint
+
 
 __all__ = ["make_unlearn_step", "init_opt_state", "run_unlearning", "batch_plan"]
 
@@ -51,7 +52,7 @@ def make_unlearn_step(
 
     Examples:
       >>> import jax.numpy as jnp, imu_jax as imu
-      >>> from imu_jax.steps import make_unlearn_step, init_opt_state
+      >>> from imu_jax.unlearning.steps import make_unlearn_step, init_opt_state
       >>> loss = lambda w, ex: 0.5 * jnp.sum((ex["x"] @ w - ex["y"]) ** 2)
       >>> opt = imu.imu_sgd(0.1, alpha=0.0, weight_decay=0.0)
       >>> w = jnp.zeros(2); state, _ = init_opt_state(opt, w)
@@ -85,7 +86,7 @@ def init_opt_state(optimizer: optax.GradientTransformation, params: PyTree,
     Examples:
       >>> import jax.numpy as jnp, imu_jax as imu
       >>> from imu_jax import sharding
-      >>> from imu_jax.steps import init_opt_state
+      >>> from imu_jax.unlearning.steps import init_opt_state
       >>> mesh = sharding.make_mesh("data=4,model=2")
       >>> head = sharding.shard_params({"kernel": jnp.ones((3, 4))}, mesh)
       >>> state, _ = init_opt_state(imu.imu_sgd(0.1), head, {"kernel": head["kernel"].sharding})
@@ -110,7 +111,7 @@ def batch_plan(step: int, num_kept: int, batch_size: int, rng: np.ndarray) -> np
 
     Examples:
       >>> import jax
-      >>> from imu_jax.steps import batch_plan
+      >>> from imu_jax.unlearning.steps import batch_plan
       >>> key = jax.random.key_data(jax.random.key(0))
       >>> rows = [batch_plan(s, 5, 2, key) for s in range(3)]
       >>> sorted(int(r) for b in rows for r in b if r >= 0), int(rows[2][1])
@@ -143,8 +144,8 @@ def run_unlearning(
     batch_size: int = 256,
     seed: int = 0,
     mesh: Mesh | None = None,
-    data_axis: str = sharding_lib.DATA_AXIS,
-    model_axis: str | None = sharding_lib.MODEL_AXIS,
+    data_axis: str = sharding.DATA_AXIS,
+    model_axis: str | None = sharding.MODEL_AXIS,
     checkpointer=None,
     resume: bool = False,
     config: Mapping[str, Any] | None = None,
@@ -165,7 +166,7 @@ def run_unlearning(
       seed: seeds the RNG key that orders the batches (saved in the checkpoints).
       mesh: device mesh; ``None`` = one device. The batch is sharded over ``data_axis``, the
         params over ``model_axis`` (FSDP-style, if the mesh has it) else replicated.
-      checkpointer: a :class:`imu_jax.run_checkpoint.RunCheckpointer` or ``None``.
+      checkpointer: a :class:`imu_jax.unlearning.run_checkpoint.RunCheckpointer` or ``None``.
       resume: continue from ``checkpointer``'s newest readable checkpoint, if any. ``indices``
         must be the saved ones and ``weights`` equal them to 1e-3 relative (influence recomputed
         on another mesh rounds differently); the run continues with the saved weights.
@@ -179,7 +180,8 @@ def run_unlearning(
     Examples:
       >>> import jax.numpy as jnp, numpy as np, imu_jax as imu
       >>> from imu_jax import sharding
-      >>> from imu_jax.steps import run_unlearning
+      >>> from imu_jax.unlearning import run_checkpoint
+      >>> from imu_jax.unlearning.steps import run_unlearning
       >>> loss = lambda w, ex: 0.5 * jnp.sum((ex["x"] @ w - ex["y"]) ** 2)
       >>> forget = {"x": np.eye(8, 2, dtype=np.float32), "y": np.ones(8, np.float32)}
       >>> w, info = run_unlearning(loss, jnp.zeros(2), forget, np.arange(8), np.ones(8),
@@ -201,14 +203,14 @@ def run_unlearning(
         raise ValueError(f"indices and weights must be equal-length non-empty vectors, got "
                          f"{indices.shape} and {weights.shape}.")
     if mesh is None:
-        mesh = sharding_lib.make_mesh(data=1, devices=jax.local_devices()[:1], axis_types="auto")
+        mesh = sharding.make_mesh(data=1, devices=jax.local_devices()[:1], axis_types="auto")
     shards = mesh.shape.get(data_axis, 1)
     batch_size = min(int(batch_size), len(indices))
     batch_size = -(-batch_size // shards) * shards
-    data = sharding_lib.batch_sharding(mesh, data_axis)
-    replicated = sharding_lib.replicated(mesh)
+    data = sharding.batch_sharding(mesh, data_axis)
+    replicated = sharding.replicated(mesh)
 
-    params_sharding = sharding_lib.param_shardings(
+    params_sharding = sharding.param_shardings(
         params, mesh, model_axis=model_axis if model_axis in mesh.shape else None)
     if jax.process_count() == 1:
         # a fresh copy: the step donates its inputs, the caller keeps theirs

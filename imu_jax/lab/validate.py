@@ -9,7 +9,7 @@ Examples:
   >>> validate(TRAIN_CHECKS, {"dataset": "digits", "epochs": 0, "out": "runs/x"})
   Traceback (most recent call last):
   ...
-  imu_jax.validate.OptionError: --epochs: must be >= 1, got 0
+  imu_jax.lab.validate.OptionError: --epochs: must be >= 1, got 0
   >>> check_value("epochs", 10.5, 10)
   'expected an integer (like the default 10), got 10.5'
 """
@@ -17,10 +17,10 @@ Examples:
 from __future__ import annotations
 
 import math
-import os
 import pathlib
 import tempfile
 from typing import Any, Callable, Mapping
+
 
 Check = Callable[[Mapping[str, Any]], "str | None"]
 
@@ -135,7 +135,7 @@ def _forget(values) -> str | None:
 
 
 def _methods(values) -> str | None:
-    from imu_jax.experiment import runnable_methods as available
+    from imu_jax.lab.runner import runnable_methods as available
 
     methods = values.get("methods")
     if not methods or not all(str(m).strip() for m in methods):

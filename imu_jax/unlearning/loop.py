@@ -18,305 +18,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imu_jax import _checks, heads, sharding, stopping
-from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
-                               NoNegativeInfluenceWarning, classifier_influence, influence_scores, influence_weights,
-                               per_example_grads)
-from imu_jax.lm_head import sequence_influence
-from imu_jax.transforms import (imu_sgd, influence_weighted_ascent, l1_penalty,
-                                 weighted_ascent)
-
-PyTree = Any
-
-INFLUENCE_MODES = ("global", "per_batch")
-WEIGHTINGS = ("influence", "uniform", "shuffled")
-OPTIMIZERS = ("sgd", "adamw")
-INPUT_KEYS = ("image", "tokens")
-
-
-@dataclasses.dataclass(frozen=True)
-class UnlearnConfig:
-    """Hyperparameters of :func:`unlearn`. The optimizer defaults (SGD momentum 0.9, coupled decay
-    5e-4, lr 0.01, 10 epochs, α 0.2, batch 256, constant lr) are the public code's (spec §3);
-    ``top_fraction`` (0.5, the public README's ablation value; its CLI default is 0.1) is ours,
-    see ``docs/DEVIATIONS.md``.
-
-    Attributes:
-      head: regex (``re.search`` on "/"-joined paths) selecting the parameters θ_h.
-      influence_mode: ``"global"`` (one pass over D_f, spec §1–2) or ``"per_batch"`` (weights
-        recomputed inside each mini-batch, the LLM variant; every forget example is iterated).
-      weighting: ``"influence"`` (IMU), ``"uniform"`` (every forget example, weight 1: GA on the
-        head) or ``"shuffled"`` (ablation: IMU's kept weights placed on randomly chosen examples).
-      top_fraction: fraction of the negatively influential examples kept (default 0.5).
-      clip_quantile, damping: spec §1–2.
-      learning_rate, epochs, batch_size, alpha (L1), momentum, weight_decay (coupled): spec §3.
-      milestones: fractions of the total steps where the lr is multiplied by ``gamma``; default
-        ``()``, a constant lr: the public code's MultiStepLR uses the training milestones (epochs
-        91, 136), which never fire within the unlearning epochs.
-      max_steps: optional cap on the number of optimizer steps.
-      optimizer: ``"sgd"`` (public code) or ``"adamw"`` (Markov / LLM settings; decoupled decay).
-      update_batch_stats: run a train-mode forward pass on each batch before its step so BatchNorm
-        running statistics drift toward D_f, as in the public code (gradients still use inference
-        mode). Off by default.
-      influence_chunk_size: chunk size of the generic (streaming) influence path; ``None``
-        (default) chooses it automatically (``imu_jax.auto_chunk_size``).
-      closed_form: ``"auto"`` uses the dense-softmax closed form when it applies; ``"never"``
-        forces the generic path.
-    """
-
-    head: str = "head"
-    influence_mode: str = "global"
-    weighting: str = "influence"
-    top_fraction: float = DEFAULT_TOP_FRACTION
-    clip_quantile: float = DEFAULT_CLIP_QUANTILE
-    damping: float = DEFAULT_DAMPING
-    learning_rate: float = 0.01
-    epochs: int = 10
-    batch_size: int = 256
-    alpha: float = 0.2
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    milestones: tuple[float, ...] = ()
-    gamma: float = 0.1
-    max_steps: int | None = None
-    optimizer: str = "sgd"
-    update_batch_stats: bool = False
-    influence_chunk_size: int | None = None
-    closed_form: str = "auto"
-
-    def __post_init__(self):
-        for name, value, allowed in (("influence_mode", self.influence_mode, INFLUENCE_MODES),
-                                     ("weighting", self.weighting, WEIGHTINGS),
-                                     ("optimizer", self.optimizer, OPTIMIZERS),
-                                     ("closed_form", self.closed_form, ("auto", "never"))):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
-        if self.influence_mode == "per_batch" and self.weighting == "shuffled":
-            raise ValueError("weighting='shuffled' needs influence_mode='global'.")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, "
-                             f"{self.batch_size}.")
-
-
-@dataclasses.dataclass
-class UnlearnReport:
-    """What :func:`unlearn` did. ``to_dict()`` is JSON-ready; ``state`` is the model state after
-    unlearning (BatchNorm statistics; unchanged unless ``update_batch_stats``)."""
-
-    influence_mode: str
-    weighting: str
-    num_forget: int
-    num_kept: int
-    fallback: bool
-    steps: int
-    seconds: float
-    head_paths: list[str]
-    closed_form: bool | None = None
-    num_negative: int | None = None
-    influence: dict[str, float] | None = None
-    weights: dict[str, float] | None = None
-    num_fallback_batches: int | None = None  # per-batch mode (num_kept = examples iterated)
-    stop_reason: str | None = None  # imu_jax.stopping.STOP_REASONS
-    stopping: dict[str, Any] | None = None  # the rule's summary and per-check curve
-    state: PyTree = dataclasses.field(default=None, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out.pop("state")
-        return out
-
-
-def input_and_labels(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """``(inputs, labels)`` of a split dict (``"image"`` or ``"tokens"``, and ``"label"``).
-
-    >>> x, y = input_and_labels({"tokens": np.zeros((2, 3), np.int32), "label": np.zeros((2, 3))})
-    >>> x.shape, y.shape
-    ((2, 3), (2, 3))
-    """
-    for key in INPUT_KEYS:
-        if key in arrays:
-            if "label" not in arrays:
-                raise ValueError(f"data needs a 'label' array next to {key!r} (integer class or "
-                                 f"next-token labels); got keys {sorted(arrays)}.")
-            x, y = np.asarray(arrays[key]), np.asarray(arrays["label"])
-            if x.shape[:1] != y.shape[:1]:
-                raise ValueError(f"data has {x.shape[0] if x.ndim else 0} {key!r} rows but "
-                                 f"{y.shape[0] if y.ndim else 0} 'label' rows.")
-            return x, y
-    raise ValueError(f"data needs one of {INPUT_KEYS} and 'label'; got keys {sorted(arrays)}.")
-
-
-def labels_for_logits(logits_shape: tuple, labels: np.ndarray) -> np.ndarray:
-    """Labels in the form the losses take, decided from the model's logits (not the labels' rank).
-
-    Logits ``[N, C]``: classes ``[N]``, or one-hot ``[N, C]`` (converted to classes). Logits
-    ``[N, T, V]``: next tokens ``[N, T]`` (``-1`` = padding). Anything else is a ``ValueError``
-    naming the expected shapes.
-
-    >>> labels_for_logits((5, 3), np.eye(3)[[0, 2, 1, 1, 0]]).tolist()
-    [0, 2, 1, 1, 0]
-    >>> labels_for_logits((2, 4, 7), np.zeros((2, 4), np.int32)).shape
-    (2, 4)
-    """
-    labels = np.asarray(labels)
-    n = labels.shape[0] if labels.ndim else 0
-    if len(logits_shape) == 2:
-        classes = logits_shape[1]
-        if labels.ndim == 2 and labels.shape[1] == classes and np.all(
-                (labels == 0) | (labels == 1)) and np.all(labels.sum(axis=1) == 1):
-            return np.argmax(labels, axis=1).astype(np.int32)
-        if labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
-            return labels
-        raise ValueError(
-            f"the model's logits are [N, C] = [N, {classes}] (classification), so labels must be "
-            f"integer classes [N] = [{n}] or one-hot [N, C] = [{n}, {classes}]; got labels of "
-            f"shape {labels.shape} and dtype {labels.dtype}.")
-    if len(logits_shape) == 3:
-        if labels.ndim == 2 and labels.shape[1] == logits_shape[1] and np.issubdtype(
-                labels.dtype, np.integer):
-            return labels
-        raise ValueError(
-            f"the model's logits are [N, T, V] = [N, {logits_shape[1]}, {logits_shape[2]}] "
-            f"(sequences), so labels must be integer next tokens [N, T] = [{n}, "
-            f"{logits_shape[1]}] (-1 = padding); got labels of shape {labels.shape} and dtype "
-            f"{labels.dtype}.")
-    raise ValueError(f"the model's logits must be [N, C] (classes) or [N, T, V] (sequences); got "
-                     f"logits of shape {tuple(logits_shape)}.")
-
-
-def example_loss(logits: jax.Array, label: jax.Array) -> jax.Array:
-    """Loss of ONE example: softmax CE for a class label, mean token CE (label ≥ 0) for sequences.
-
-    >>> round(float(example_loss(jnp.zeros(4), jnp.array(2))), 4)  # log 4
-    1.3863
-    >>> round(float(example_loss(jnp.zeros((3, 2)), jnp.array([1, -1, -1]))), 4)  # log 2
-    0.6931
-    """
-    if label.ndim == 0:
-        return optax.softmax_cross_entropy_with_integer_labels(logits, label)
-    mask = label >= 0
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(mask, label, 0))
-    return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
-
-
-def batch_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example losses ``[N]`` of a batch (vmap of :func:`example_loss`)."""
-    return jax.vmap(example_loss)(logits, labels)
-
-
-def make_example_loss(model, rest: PyTree, state: PyTree):
-    """``loss(head, example) -> scalar`` for the core: the model in inference mode, rest fixed."""
-
-    def loss(head, example):
-        params = heads.merge_head(head, rest)
-        logits, _ = model.apply(params, state, example["x"][None], train=False)
-        return example_loss(logits[0], example["y"])
-
-    return loss
-
-
-def _dense_head(params: PyTree, head_tree: PyTree) -> dict | None:
-    """``params["head"]`` when the selected head is exactly that ``{"kernel", "bias"}`` dict."""
-    if not isinstance(params, Mapping) or "head" not in params:
-        return None
-    candidate = params["head"]
-    if not isinstance(candidate, Mapping) or set(candidate) != {"kernel", "bias"}:
-        return None
-    selected = heads.param_paths(head_tree)
-    if sorted(selected) != ["head/bias", "head/kernel"]:
-        return None
-    return {"kernel": candidate["kernel"], "bias": candidate["bias"]}
-
-
-def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
-
-
-def forget_influence(model, params: PyTree, state: PyTree, x: np.ndarray, y: np.ndarray,
-                     config: UnlearnConfig, *, place: sharding.Placement | None = None
-                     ) -> tuple[np.ndarray, bool]:
-    """Influence scores ``[N]`` of the forget examples (spec §1) and whether the closed form ran.
-
-    The closed form applies when the model has ``features``, labels are classes and the head is
-    exactly the dense ``params["head"]`` whose output equals the model's logits (checked on a few
-    examples); otherwise the streaming generic path of the core runs. With a ``place``ment on a
-    mesh, the examples are sharded over ``data`` and the head over ``model``.
-    """
-    place = place or sharding.Placement(None)
-    head_tree, rest = heads.split_head(params, config.head)
-    dense = _dense_head(params, head_tree)
-    if (config.closed_form == "auto" and dense is not None and y.ndim == 1
-            and hasattr(model, "features")):
-        probe = x[:8]
-        features = model.features(params, state, probe)
-        logits, _ = model.apply(params, state, probe, train=False)
-        if np.allclose(features @ dense["kernel"] + dense["bias"], logits, rtol=1e-4, atol=1e-4):
-            feature_fn = jax.jit(lambda xb: model.features(params, state, xb))
-            features = _batched(feature_fn, x, 512)
-            features, labels = place.batch((features, jnp.asarray(y)))
-            scores = classifier_influence(features, labels, place.params(dense),
-                                          damping=config.damping)
-            return place.host(scores), True
-    if config.closed_form == "auto" and dense is not None and y.ndim == 2 and not place:
-        scores = _sequence_closed_form(model, params, state, x, y, dense, config.damping)
-        if scores is not None:
-            return scores, True
-    loss = make_example_loss(model, place.replicate(rest), place.replicate(state))
-    scores = influence_scores(loss, place.params(head_tree),
-                              place.batch({"x": jnp.asarray(x), "y": jnp.asarray(y)}),
-                              damping=config.damping, chunk_size=config.influence_chunk_size)
-    return place.host(scores), False
-
-
-def _sequence_closed_form(model, params, state, x, y, dense, damping) -> np.ndarray | None:
-    """``sequence_influence`` on the model's ``[N, T, D]`` features when the dense head gives the
-    model's logits (checked on a few sequences); None when it does not apply."""
-    if not hasattr(model, "features"):
-        return None
-    probe = x[:2]
-    features = model.features(params, state, probe)
-    logits, _ = model.apply(params, state, probe, train=False)
-    if np.ndim(features) != 3 or not np.allclose(features @ dense["kernel"] + dense["bias"],
-                                                 logits, rtol=1e-4, atol=1e-4):
-        return None
-    feature_fn = jax.jit(lambda xb: model.features(params, state, xb))
-    features = _batched(feature_fn, x, 256)
-    return np.asarray(sequence_influence(features, jnp.asarray(y), dense, damping=damping))
-
-
-def select_examples(scores: np.ndarray | None, num_forget: int, config: UnlearnConfig,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
-    """``(indices, weights, fallback)`` of the examples to ascend on (spec §2 + the ablations).
-
-    >>> cfg = UnlearnConfig(weighting="uniform")
-    >>> idx, w, fb = select_examples(None, 3, cfg, np.random.default_rng(0))
-    >>> idx.tolist(), w.tolist(), fb
-    ([0, 1, 2], [1.0, 1.0, 1.0], False)
-    """
-    if config.weighting == "uniform":
-        return np.arange(num_forget), np.ones(num_forget, np.float32), False
-    fallback = not bool(np.any(scores < 0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoNegativeInfluenceWarning)
-        indices, weights = influence_weights(scores, top_fraction=config.top_fraction,
-                                             clip_quantile=config.clip_quantile)
-    if fallback:
-        warnings.warn(
-            f"IMU: no forget example has negative influence (all {num_forget} scores >= 0); "
-            "falling back to uniform weights over all examples. Recorded as fallback=True.",
-            NoNegativeInfluenceWarning, stacklevel=3)
-    if config.weighting == "shuffled":
-        indices = np.sort(rng.choice(num_forget, len(indices), replace=False))
-        weights = rng.permutation(weights)
-    return indices, weights.astype(np.float32), fallback
+from imu_jax import _checks, heads, sharding
+from imu_jax.influence import per_example_grads
+from imu_jax.transforms import imu_sgd, influence_weighted_ascent, l1_penalty, weighted_ascent
+from imu_jax.unlearning import monitor as monitor_lib
+from imu_jax.unlearning import stopping
+from imu_jax.unlearning.config import PyTree, UnlearnConfig, UnlearnReport
+from imu_jax.unlearning.losses import input_and_labels, labels_for_logits, make_example_loss
+from imu_jax.unlearning.selection import forget_influence, select_examples
 
 
 def _schedule(config: UnlearnConfig, total_steps: int) -> optax.Schedule | float:
@@ -413,19 +129,20 @@ def _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights,
     The saved ``config`` is what defines the run (hyperparameters, seed, a fingerprint of the
     forget set); the selection and batch plan are saved with every checkpoint and reused on
     resume (:func:`_resume_selection`), so a run may resume on another mesh or device count."""
-    from imu_jax import run_checkpoint  # Orbax: imported only when a loop runs
+    from imu_jax.unlearning import loop_checkpoint  # Orbax: imported only when a loop runs
+    from imu_jax.unlearning.run_checkpoint import fingerprint
 
-    if checkpointer is None and run_checkpoint._SETTINGS.get() is None:  # not checkpointed
-        return run_checkpoint.LoopCheckpoint(None, total_steps=0)
+    if checkpointer is None and loop_checkpoint._SETTINGS.get() is None:  # not checkpointed
+        return loop_checkpoint.LoopCheckpoint(None, total_steps=0)
     run_config = {**dataclasses.asdict(config), "seed": int(seed),
-                  "forget_set": run_checkpoint.fingerprint(x, y),
+                  "forget_set": fingerprint(x, y),
                   "rng": "numpy default_rng(seed); selection and batch plan saved"}
     architecture = {"model": getattr(model, "config", type(model).__name__)}
     if checkpointer is None:
-        key = "unlearn-" + run_checkpoint.fingerprint(run_config, architecture, x, y)
-        checkpointer, default_resume = run_checkpoint.for_run(key, architecture=architecture)
+        key = "unlearn-" + fingerprint(run_config, architecture, x, y)
+        checkpointer, default_resume = loop_checkpoint.for_run(key, architecture=architecture)
         resume = default_resume if resume is None else resume
-    return run_checkpoint.LoopCheckpoint(
+    return loop_checkpoint.LoopCheckpoint(
         checkpointer, total_steps=0, resume=bool(resume), config=run_config,
         selection={"indices": indices, "weights": weights})
 
@@ -489,9 +206,9 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
       mesh: a device mesh (``imu_jax.sharding.make_mesh``; default: the one set with
         ``imu_jax.sharding.use_mesh``, else none): forget batches are sharded over ``data``, the
         head over ``model``; the result is the same as on one device (to float rounding).
-      checkpointer: an ``imu_jax.run_checkpoint.RunCheckpointer`` saving head, optimizer state,
+      checkpointer: an ``imu_jax.unlearning.run_checkpoint.RunCheckpointer`` saving head, optimizer state,
         model state, step, the selection and the config (with the RNG seed) every k steps;
-        default: one under ``imu_jax.run_checkpoint.use_run_checkpoints``, named by a
+        default: one under ``imu_jax.unlearning.loop_checkpoint.use_run_checkpoints``, named by a
         fingerprint of the run (config, seed, forget set), else none.
       resume: continue from the newest readable checkpoint (default: the
         ``use_run_checkpoints`` setting); the result is bit-identical to an uninterrupted run.
@@ -502,7 +219,7 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
         checks every ``stop_rule.eval_every`` steps, capped at ``stop_rule.max_epochs``);
         ``epochs`` and ``milestones`` are then unused. Without it the run has the fixed length
         ``epochs`` (``max_steps``), as in the public code.
-      stop_rule: the rule's settings (default :class:`imu_jax.stopping.StopRule`).
+      stop_rule: the rule's settings (default :class:`imu_jax.unlearning.stopping.StopRule`).
       progress: show a progress bar with the monitored quantities.
 
     Returns:
@@ -549,14 +266,14 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
     if held_out is not None:
         plan, loop_config = _monitored_plan(len(indices), config, stop_rule or stopping.StopRule(),
                                             rng)
-        monitor = stopping.Monitor(model, forget, held_out, stop_rule, progress=progress,
+        monitor = monitor_lib.Monitor(model, forget, held_out, stop_rule, progress=progress,
                                    label="imu")
     else:
         if stop_rule is not None:
             raise ValueError("stop_rule needs held_out data (the rule compares the forget set "
                              "with it); got held_out=None.")
         plan, loop_config = _plan_batches(len(indices), config, rng), config
-        monitor = stopping.Monitor.fixed()
+        monitor = monitor_lib.Monitor.fixed()
     loop = _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, model)
     indices, weights, plan = _resume_selection(loop, indices, weights, plan, config.batch_size)
     optimizer = make_optimizer(loop_config, len(plan))

@@ -1,0 +1,193 @@
+"""Scoring a model of an experiment: predictions on every split, UA/RA/TA/MIA (or the sequence
+metrics), the Avg. Gap to Retrain, the held-out data a retain-free method may read, and the
+per-example traces."""
+
+from __future__ import annotations
+
+import functools
+from typing import Mapping
+
+import jax
+import numpy as np
+
+from imu_jax import metrics as metrics_lib
+from imu_jax.lab.models_cache import PyTree, TrainedModel
+from imu_jax.unlearning.losses import input_and_labels
+
+
+CLASS_KINDS = ("class", "classes", "superclass")
+
+
+SAMPLE_KINDS = ("random", "indices", "subclass", "mislabeled")
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_logits(model):
+    return jax.jit(lambda p, s, xb: model.apply(p, s, xb, train=False)[0])
+
+
+def predict(model, params: PyTree, state: PyTree, x: np.ndarray, *,
+            batch_size: int = 1024) -> np.ndarray:
+    """Model logits for ``x`` in inference mode, batched, as float32 numpy (an empty ``x`` gives
+    an empty array of the logits' shape, e.g. ``[0, classes]``, so metrics see no examples rather
+    than a malformed array)."""
+    apply = _jitted_logits(model)
+    if not len(x):  # the shape of one example's logits (abstract: some models cannot take N=0)
+        one = jax.eval_shape(apply, params, state, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+        return np.zeros((0, *one.shape[1:]), np.float32)
+    return np.concatenate([np.asarray(apply(params, state, x[i:i + batch_size]))
+                           for i in range(0, len(x), batch_size)])
+
+
+def _splits_dict(splits) -> dict[str, Mapping[str, np.ndarray]]:
+    names = ("forget", "retain", "test", "forget_test", "control", "control_test")
+    return {n: getattr(splits, n, None) for n in names if getattr(splits, n, None) is not None}
+
+
+def model_outputs(trained: TrainedModel, params: PyTree, state: PyTree, splits
+                  ) -> dict[str, np.ndarray]:
+    """Logits of the model on every evaluation split."""
+    return {name: predict(trained.model, params, state, input_and_labels(arrays)[0])
+            for name, arrays in _splits_dict(splits).items()}
+
+
+def _token_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    mask = labels >= 0
+    return float(np.mean(np.argmax(logits, -1)[mask] == labels[mask]))
+
+
+def evaluate(outputs: Mapping[str, np.ndarray], splits,
+             reference: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Metrics of one model from its logits (``reference`` = Retrain's logits, for distances).
+
+    Classification: UA, RA, TA, FA, the five MIA variants, forget-test accuracy ``fta`` and
+    ``w1_retrain``. Sequences: next-token UA/RA/TA, per-token KL to Retrain and to the true
+    transitions on retain-test (``test``), forget-test and forget2-test (``control_test``).
+    """
+    labels = {name: arrays["label"] for name, arrays in _splits_dict(splits).items()}
+    if labels["forget"].ndim == 1:
+        probs = {name: metrics_lib.softmax(logits) for name, logits in outputs.items()}
+        result = metrics_lib.classification_metrics(
+            {k: probs[k] for k in ("forget", "retain", "test")}, labels)
+        if "forget_test" in probs and len(labels["forget_test"]):
+            result["fta"] = metrics_lib.accuracy(probs["forget_test"], labels["forget_test"])
+        if reference is not None:
+            result["w1_retrain"] = metrics_lib.prediction_wasserstein(
+                probs["test"], metrics_lib.softmax(reference["test"]))
+        return result
+    result = {"ua": 1 - _token_accuracy(outputs["forget"], labels["forget"]),
+              "ra": _token_accuracy(outputs["retain"], labels["retain"]),
+              "ta": _token_accuracy(outputs["test"], labels["test"])}
+    result["fa"] = 1 - result["ua"]
+    transitions = getattr(splits, "transitions", None) or {}
+    inputs = {name: input_and_labels(arrays)[0] for name, arrays in _splits_dict(splits).items()}
+    for split, chain in (("test", "retain"), ("forget_test", "forget"), ("control_test", "control")):
+        if split not in outputs:
+            continue
+        if reference is not None:
+            result[f"kl_retrain_{split}"] = metrics_lib.token_kl(reference[split], outputs[split],
+                                                                 labels[split])
+        if chain in transitions:
+            result[f"kl_true_{split}"] = metrics_lib.transition_kl(
+                transitions[chain], inputs[split], outputs[split], labels[split])
+    return result
+
+
+def gap_to_retrain(metrics: Mapping[str, float], retrain_metrics: Mapping[str, float]) -> float:
+    """Avg. Gap. Classification: over UA, RA, TA, MIA-efficacy. Sequences: the mean per-token KL
+    to Retrain on retain-test and forget-test (already a distance to Retrain).
+
+    >>> gap_to_retrain({"kl_retrain_test": 0.1, "kl_retrain_forget_test": 0.3}, {})
+    0.2
+    """
+    if "kl_retrain_test" in metrics:
+        return float(np.mean([metrics["kl_retrain_test"], metrics["kl_retrain_forget_test"]]))
+    return metrics_lib.avg_gap(metrics, retrain_metrics)
+
+
+def held_out_for(splits, forget: str | None, *, seed: int = 0
+                 ) -> tuple[Mapping[str, np.ndarray], str] | None:
+    """``(held_out, removal)`` for the retain-free stopping rule, from the forget spec; ``None``
+    where the rule does not apply (sequences, no forget spec).
+
+    * ``class:``, ``classes:``, ``superclass:`` → the test split (which then holds only the
+      remaining classes), class removal;
+    * ``random:``, ``indices:`` → the test split, sample removal;
+    * ``subclass:`` → the forgotten subclass's test examples (``forget_test``, coarse labels):
+      the unseen data of the same subclass, sample removal;
+    * ``mislabeled:`` → the test split relabelled the way the forget set was (a uniformly random
+      other class, seeded): an unseen example carrying a wrong label is what the corrupted
+      training examples look like to a model that never saw them; sample removal. The true
+      labels ride along under ``stopping.UTILITY_LABEL`` for the utility guard.
+
+    >>> import types, numpy as np
+    >>> splits = types.SimpleNamespace(test={"image": np.zeros((4, 2)), "label": np.arange(4)},
+    ...                                forget={"label": np.array([1])}, num_classes=4)
+    >>> held, removal = held_out_for(splits, "random:0.1")
+    >>> removal, len(held["label"])
+    ('sample', 4)
+    """
+    from imu_jax.data import parse_forget_spec
+
+    if forget is None or splits.forget["label"].ndim != 1:
+        return None
+    kind = parse_forget_spec(forget).kind
+    if kind in CLASS_KINDS:
+        return splits.test, "class"
+    if kind == "subclass":
+        return splits.forget_test, "sample"
+    if kind == "mislabeled":
+        from imu_jax.methods.random_label import random_wrong_labels
+        from imu_jax.unlearning.stopping import UTILITY_LABEL
+
+        test = dict(splits.test)
+        test[UTILITY_LABEL] = test["label"]  # the utility guard measures with the true labels
+        test["label"] = random_wrong_labels(test["label"], splits.num_classes, seed=seed)
+        return test, "sample"
+    if kind in SAMPLE_KINDS:
+        return splits.test, "sample"
+    return None
+
+
+# The per-step trace evaluates at most this many examples of each split (a seeded random subset,
+# the same at every step): its cost stays bounded on large test splits (Markov: 5,000 sequences
+# per step otherwise). The final metrics of every run use every example.
+TRACE_EXAMPLES = 512
+
+
+def trace_rows(num_examples: int, limit: int | None = None) -> np.ndarray:
+    """The rows of a split that the per-step trace evaluates: all of them when there are at most
+    ``limit`` (default :data:`TRACE_EXAMPLES`), else ``limit`` of them drawn without replacement
+    (seed 0), in order.
+
+    >>> trace_rows(3).tolist(), len(trace_rows(2000)), bool(np.all(np.diff(trace_rows(2000)) > 0))
+    ([0, 1, 2], 512, True)
+    """
+    limit = TRACE_EXAMPLES if limit is None else int(limit)
+    if num_examples <= limit:
+        return np.arange(num_examples)
+    return np.sort(np.random.default_rng(0).choice(num_examples, limit, replace=False))
+
+
+def trace_metrics(outputs: Mapping[str, np.ndarray], splits,
+                  reference: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The cheap per-step metrics of :func:`run_experiment`'s ``trace_every``: sequences, the
+    per-token KL to Retrain on every test split; classes, UA and TA (no attack).
+
+    >>> import types
+    >>> s = types.SimpleNamespace(forget={"label": np.array([0])}, test={"label": np.array([1])})
+    >>> trace_metrics({"forget": np.array([[0.0, 1.0]]), "test": np.array([[0.0, 1.0]])}, s, {})
+    {'ua': 1.0, 'ta': 1.0}
+    """
+    labels = {name: arrays["label"] for name, arrays in _splits_dict(splits).items()}
+    if labels["forget"].ndim == 1:
+        return {"ua": 1 - _token_accuracy(outputs["forget"], labels["forget"]),
+                "ta": _token_accuracy(outputs["test"], labels["test"])}
+    return {f"kl_retrain_{split}": metrics_lib.token_kl(reference[split], outputs[split],
+                                                        labels[split])
+            for split in ("test", "forget_test", "control_test") if split in outputs}
+
+
+def _input_normalization(splits):
+    norm = getattr(splits, "info", {}).get("normalization")
+    return None if norm is None else tuple(tuple(float(v) for v in part) for part in norm)

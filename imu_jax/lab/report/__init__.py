@@ -1,0 +1,19 @@
+"""Reports of an experiment, drawn from its stored results: tables (:mod:`.tables`), matched
+forgetting (:mod:`.matched`) and figures (:mod:`.plots`, on demand)."""
+
+from imu_jax.lab.report.matched import (best_at_forgetting, matched_forgetting, retrain_ua,
+                                        sweep_points)
+from imu_jax.lab.report.plots import pareto_front, plot_curve, trace_plot, tradeoff_plot
+from imu_jax.lab.report.runs import REPORTED_ROLES, is_sequence, reported_runs, row_label, summarize
+from imu_jax.lab.report.tables import (CLASSIFICATION_COLUMNS, MIA_COLUMNS, PERCENT_KEYS,
+                                       SEQUENCE_COLUMNS, bn_mode_text, combined_markdown,
+                                       format_cell, grid_text, results_markdown, retain_free_check,
+                                       retain_free_table, stop_text, table)
+
+
+__all__ = ["CLASSIFICATION_COLUMNS", "MIA_COLUMNS", "PERCENT_KEYS", "REPORTED_ROLES",
+           "SEQUENCE_COLUMNS", "best_at_forgetting", "bn_mode_text", "combined_markdown",
+           "format_cell", "grid_text", "is_sequence", "matched_forgetting", "pareto_front",
+           "plot_curve", "reported_runs", "results_markdown", "retain_free_check",
+           "retain_free_table", "retrain_ua", "row_label", "stop_text", "summarize",
+           "sweep_points", "table", "trace_plot", "tradeoff_plot"]

@@ -1,0 +1,397 @@
+"""Unlearning experiments: original + Retrain models, every method × seed, results on disk.
+
+:func:`run_experiment` is what ``imu-jax run`` calls (the CLI only parses arguments). It
+
+1. splits the dataset for the forget spec (``imu_jax.data.make_splits``);
+2. trains — or loads from ``OUT/models/`` — the original and the Retrain model of every seed;
+3. runs each method on each seed (optionally tuning it first: its grid on separate tuning seeds,
+   the config with the smallest mean Avg. Gap then reported on the seeds);
+4. writes ``OUT/results.json`` after every finished (method, seed) run, so an interrupted run
+   keeps its results and ``resume=True`` skips them; then ``results.md`` and ``tradeoff.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+import types
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from imu_jax import methods as methods_lib
+from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, evaluate, gap_to_retrain,
+                                    held_out_for, model_outputs, predict, trace_metrics, trace_rows)
+from imu_jax.lab.models_cache import TrainedModel, Trainer, cached_trainer
+from imu_jax.lab.selection import RETAIN_FREE_RULE, SELECTION_RULE, plan_jobs, select_hparams
+from imu_jax.lab.store import (check_resume, load_results, run_key, save_results, write_curve,
+                               write_reports)
+from imu_jax.unlearning.losses import input_and_labels
+
+
+FLOOR_SEED_OFFSET = 1000  # retrain_floor: Retrain of seed + 1000 against Retrain of seed
+
+
+def _get_method(name: str) -> methods_lib.Method:
+    return RETRAIN_FLOOR if name == RETRAIN_FLOOR.name else methods_lib.get_method(name)
+
+
+def runnable_methods() -> list[str]:
+    """The names ``imu-jax run --methods`` accepts: the registry's, then the runner's own
+    ``retrain_floor``.
+
+    >>> runnable_methods()[-1]
+    'retrain_floor'
+    """
+    return methods_lib.available() + [RETRAIN_FLOOR.name]
+
+
+def _floor(task, hparams, seed):
+    raise RuntimeError("'retrain_floor' is a Retrain model of another seed; the runner "
+                       "evaluates it.")
+
+
+# A pseudo-method: the Retrain model of seed + FLOOR_SEED_OFFSET measured against the Retrain
+# model of seed, the distance that only training randomness makes and no method can beat.
+RETRAIN_FLOOR = methods_lib.Method(
+    name="retrain_floor", needs="retain set (another seed)",
+    summary="Retrain of another seed vs Retrain: the floor of every distance", run=_floor,
+    reference=True)
+
+
+class _Runner:
+    """Holds the state of one experiment; see :func:`run_experiment`."""
+
+    def __init__(self, splits, trainer: Trainer, out: pathlib.Path, results: dict, progress,
+                 trace_every: int = 0, held_out=None):
+        self.splits, self.trainer, self.out, self.results = splits, trainer, out, results
+        self.trace_every = int(trace_every)
+        self.held_out = held_out  # (held-out arrays, removal) of the retain-free rule
+        self.done = {run_key(r["method"], r["seed"], r.get("role", "eval"), r["hparams"])
+                     for r in results["runs"]}
+        self.progress = progress
+        self._models: dict[tuple[bool, int], TrainedModel] = {}
+        self._evaluated: dict[tuple[bool, int], tuple[dict, dict]] = {}
+
+    def trained(self, retrain: bool, seed: int) -> TrainedModel:
+        if (retrain, seed) not in self._models:
+            self._models[(retrain, seed)] = self.trainer(retrain, seed)
+        return self._models[(retrain, seed)]
+
+    def reference(self, retrain: bool, seed: int) -> tuple[dict, dict]:
+        """``(logits, metrics)`` of the original or Retrain model of ``seed``."""
+        if (retrain, seed) not in self._evaluated:
+            model = self.trained(retrain, seed)
+            outputs = model_outputs(model, model.params, model.state, self.splits)
+            retrain_outputs = outputs if retrain else self.reference(True, seed)[0]
+            self._evaluated[(retrain, seed)] = (
+                outputs, evaluate(outputs, self.splits, retrain_outputs))
+        return self._evaluated[(retrain, seed)]
+
+    def record(self, run: dict) -> None:
+        self.results["runs"].append(run)
+        self.done.add(run_key(run["method"], run["seed"], run["role"], run["hparams"]))
+        save_results(self.out, self.results)
+
+    def run(self, method: methods_lib.Method, seed: int, role: str, hparams: dict) -> None:
+        if run_key(method.name, seed, role, hparams) in self.done:
+            return
+        retrain_metrics = self.reference(True, seed)[1]
+        trace = None
+        if method.name == RETRAIN_FLOOR.name:
+            other = self.trained(True, seed + FLOOR_SEED_OFFSET)
+            outputs = model_outputs(other, other.params, other.state, self.splits)
+            metrics = evaluate(outputs, self.splits, self.reference(True, seed)[0])
+            seconds, info = other.seconds, {"retrain_seed": seed + FLOOR_SEED_OFFSET}
+        elif method.name in ("retrain", "original"):
+            retrain = method.name == "retrain"
+            outputs, metrics = self.reference(retrain, seed)
+            seconds, info = (self.trained(True, seed).seconds if retrain else 0.0), {}
+        else:
+            original = self.trained(False, seed)
+            task = methods_lib.UnlearnTask(
+                model=original.model, params=original.params, state=original.state,
+                forget=self.splits.forget, retain=self.splits.retain, train=self.splits.train,
+                num_classes=self.splits.num_classes,
+                retrain_fn=lambda s: (lambda m: (m.params, m.state))(self.trained(True, s)),
+                input_normalization=_input_normalization(self.splits), **self._rule(role))
+            from imu_jax.unlearning import loop_checkpoint
+
+            resumed_before = len(loop_checkpoint.resumed_steps())
+            clock = {"seconds": 0.0}
+            if self.trace_every and role in ("eval", "retain_free"):
+                trace = []
+                task.on_step = self._tracer(original, seed, trace, clock)
+                task.on_step(0, original.params, original.state)
+                clock["seconds"] = 0.0  # step 0 runs before the method's clock starts
+            output = method.run(task, dict(hparams), seed)
+            outputs = model_outputs(original, output.params, output.state, self.splits)
+            metrics = evaluate(outputs, self.splits, self.reference(True, seed)[0])
+            seconds, info = output.seconds - clock["seconds"], dict(output.info)
+            resumed = loop_checkpoint.resumed_steps()[resumed_before:]
+            if resumed:  # its seconds count only the part after the checkpoint
+                info["resumed_from_step"] = resumed[0]
+        run = {"method": method.name, "seed": int(seed), "role": role, "hparams": hparams,
+               "metrics": metrics, "avg_gap": gap_to_retrain(metrics, retrain_metrics),
+               "seconds": float(seconds), "needs": method.needs, "info": dict(info)}
+        if trace is not None:
+            run["trace"] = trace
+        if info.get("diverged"):  # scored nowhere: the tables show it as diverged
+            run["diverged"] = True
+        config = self.results["config"]
+        if (role == "eval" and config.get("tune_seeds") and method.grid
+                and method.name in (config.get("tune_methods") or [method.name])):
+            run["selection"] = "oracle-tuned"
+        write_curve(self.out, run)
+        self.record(run)
+
+    def _tracer(self, original: TrainedModel, seed: int, trace: list, clock: dict):
+        """``on_step`` recording :func:`trace_metrics` every ``trace_every`` steps (and step 0)
+        on the splits it needs (:func:`trace_rows` of each); its time is added to ``clock`` and
+        left out of the RTE."""
+        wanted = (("forget", "test") if self.splits.forget["label"].ndim == 1
+                  else ("test", "forget_test", "control_test"))
+        splits = _splits_dict(self.splits)
+        names = [n for n in wanted if n in splits]
+        rows = {n: trace_rows(len(splits[n]["label"])) for n in {*names, "forget"}}
+        subset = types.SimpleNamespace(**{n: {k: v[rows[n]] for k, v in splits[n].items()}
+                                          for n in rows})
+        reference = {n: v[rows[n]] for n, v in self.reference(True, seed)[0].items() if n in rows}
+        inputs = {n: input_and_labels(getattr(subset, n))[0] for n in names}
+
+        def on_step(step, params, state):
+            if step % self.trace_every:
+                return
+            start = time.perf_counter()
+            outputs = {n: predict(original.model, params, state, inputs[n]) for n in names}
+            trace.append({"step": int(step), **trace_metrics(outputs, subset, reference)})
+            clock["seconds"] += time.perf_counter() - start
+
+        return on_step
+
+    def _rule(self, role: str) -> dict:
+        """The stopping-rule fields of a retain-free run's task."""
+        if role != "retain_free":
+            return {}
+        from imu_jax.unlearning.stopping import StopRule
+
+        held_out, removal = self.held_out
+        return {"held_out": held_out, "stop_rule": StopRule(removal=removal),
+                "progress": bool(self.progress)}
+
+
+def _evaluated_by_the_runner(task, hparams, seed):
+    raise RuntimeError("'original' is the trained model itself; the runner evaluates it.")
+
+
+# A pseudo-method so the original model gets a row (and an Avg. Gap) in every table.
+ORIGINAL = methods_lib.Method(name="original", needs="— (before unlearning)",
+                              summary="the trained model, nothing unlearned",
+                              run=_evaluated_by_the_runner)
+
+
+def run_experiment(
+    *,
+    splits,
+    trainer: Trainer,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: str | os.PathLike,
+    resume: bool = False,
+    tune_seeds: Sequence[int] = (),
+    hparams: Mapping[str, Mapping[str, Any]] | None = None,
+    grids: Mapping[str, Mapping[str, Sequence]] | None = None,
+    config: Mapping[str, Any] | None = None,
+    tune_methods: Sequence[str] | None = None,
+    progress: bool = True,
+    trace_every: int = 0,
+    held_out: tuple[Mapping[str, np.ndarray], str] | None = None,
+    retain_free: bool = True,
+) -> dict:
+    """Runs ``methods`` × ``seeds`` and writes ``results.json`` / ``.md`` / ``tradeoff.png``.
+
+    Args:
+      splits: an ``imu_jax.data.Splits`` (forget, retain, test, train, num_classes, ...).
+      trainer: ``trainer(retrain, seed) -> TrainedModel`` (see :func:`cached_trainer`).
+      methods: registry names (``imu_jax.methods.available()``); ``"retrain"`` reports the
+        Retrain model itself. The original model is always reported as ``"original"``.
+      seeds: model and unlearning seeds; each seed has its own original and Retrain model.
+      out: output directory.
+      resume: keep the (method, seed) runs already in ``out/results.json`` and skip them;
+        without it the run starts afresh (the previous run's ``out/curves`` files are removed).
+      tune_seeds: when given, each method's grid runs on these seeds (their own original and
+        Retrain models) and the config with the smallest mean Avg. Gap is reported on ``seeds``
+        (``SELECTION_RULE``). Empty: every method runs its defaults (plus ``hparams``).
+      tune_methods: with ``tune_seeds``, the methods that are oracle-tuned (default ``None``:
+        every method); the others get only their retain-free row (their grid is not run).
+      hparams: per-method overrides of the defaults, ``{"imu": {"learning_rate": 0.1}}``.
+      grids: per-method replacements of the tuning grids.
+      config: recorded verbatim in ``results.json["config"]`` (dataset, command, ...).
+      progress: show a tqdm progress bar.
+      trace_every: when > 0, every reported (eval or retain-free) run of a gradient method also records
+        :func:`trace_metrics` every ``trace_every`` optimizer steps on at most
+        ``TRACE_EXAMPLES`` examples of each split (``run["trace"]``; plotted in
+        ``steps.png``). ``"retrain_floor"`` in ``methods`` adds the Retrain model of seed + 1000
+        measured against Retrain of seed (the floor).
+      held_out: ``(arrays, removal)`` for the retain-free stopping rule (:func:`held_out_for`);
+        default: the test split, with the removal kind inferred from the labels
+        (``imu_jax.unlearning.stopping.infer_removal``).
+      retain_free: run every non-reference method with its defaults under the stopping rule
+        (role ``"retain_free"``, ``RETAIN_FREE_RULE``). The fixed-length runs of role ``"eval"``
+        then run only when ``tune_seeds`` are given (oracle-tuned); with ``retain_free=False``
+        they always run (defaults, fixed length). Sequence data has no rule: fixed length.
+
+    Returns:
+      The results dict written to ``out/results.json``.
+
+    Examples:
+      >>> import tempfile, types, jax.numpy as jnp, numpy as np
+      >>> class Linear:
+      ...     def apply(self, params, state, x, *, train=False):
+      ...         return x @ params["head"]["kernel"] + params["head"]["bias"], state
+      ...     def features(self, params, state, x):
+      ...         return x
+      >>> rng = np.random.default_rng(0)
+      >>> def split(n, classes):
+      ...     y = rng.choice(classes, n)
+      ...     return {"image": (3 * np.eye(3)[y] + rng.normal(size=(n, 3))).astype(np.float32),
+      ...             "label": y}
+      >>> splits = types.SimpleNamespace(forget=split(20, [2]), retain=split(60, [0, 1]),
+      ...                                test=split(30, [0, 1]), train=None, num_classes=3)
+      >>> def trainer(retrain, seed):  # stands in for training: a fixed linear classifier
+      ...     head = {"kernel": jnp.eye(3) * (1 - np.eye(3)[2] * retrain), "bias": jnp.zeros(3)}
+      ...     return TrainedModel(Linear(), {"head": head}, {}, seconds=0.0)
+      >>> results = run_experiment(splits=splits, trainer=trainer, methods=["retrain", "imu"],
+      ...                          seeds=[0], out=tempfile.mkdtemp(), progress=False)
+      >>> sorted(r["method"] for r in results["runs"])
+      ['imu', 'original', 'retrain']
+    """
+    chosen = [_get_method(name) for name in methods]  # unknown names fail first
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed.")
+    if len(splits.forget["label"]) == 0:
+        raise ValueError(f"the forget set is empty (spec {(config or {}).get('forget')!r}): "
+                         "nothing to unlearn.")
+    hparams, grids = dict(hparams or {}), dict(grids or {})
+    unknown = sorted((set(hparams) | set(grids)) - {m.name for m in chosen})
+    if unknown:
+        raise ValueError(f"hyperparameters given for methods not being run: {unknown}.")
+    tuned = {m.name for m in chosen} if tune_methods is None else set(tune_methods)
+    if tuned - {m.name for m in chosen}:
+        raise ValueError(f"tune_methods {sorted(tuned - {m.name for m in chosen})} are not "
+                         f"among the methods being run ({', '.join(methods)}).")
+    tuned = tuned if tune_seeds else set()
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = load_results(out) if resume else {"runs": []}
+    if not resume:  # a fresh run: the previous run's curves would sit beside it unreferenced
+        for stale in (out / "curves").glob("*_seed*.*"):
+            stale.unlink()
+    record = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
+              "tune_seeds": list(tune_seeds), "hparams": hparams, "grids": grids,
+              "tune_methods": None if tune_methods is None else list(tune_methods),
+              "selection_rule": SELECTION_RULE if tune_seeds else None,
+              "tuning_grids": {m.name: dict(grids.get(m.name) or m.grid) for m in chosen
+                               if m.name in tuned and (grids.get(m.name) or m.grid)},
+              "trace_every": int(trace_every),
+              "counts": getattr(splits, "info", {}).get("counts")}
+    if resume:
+        check_resume(out, record, results)
+    results["config"] = record
+    if retain_free and held_out is None and splits.forget["label"].ndim == 1:
+        from imu_jax.unlearning.stopping import infer_removal
+
+        held_out = (splits.test, infer_removal(splits.forget["label"], splits.test["label"]))
+    retain_free = retain_free and held_out is not None
+    results["config"]["retain_free_rule"] = (
+        {"rule": RETAIN_FREE_RULE, "removal": held_out[1]} if retain_free else None)
+    runner = _Runner(splits, trainer, out, results, progress, trace_every,
+                     held_out if retain_free else None)
+
+    plans = {m.name: plan_jobs(m, tune_seeds if m.name in tuned else (),
+                               overrides=hparams.get(m.name, {}), grid=grids.get(m.name))
+             for m in chosen}
+    free = {m.name: retain_free and not m.reference and m.name != "retrain" for m in chosen}
+    fixed = {m.name: not free[m.name] or bool(m.name in tuned and m.grid) for m in chosen}
+    total = (len(seeds) * (1 + sum(free.values()) + sum(fixed.values()))
+             + sum(len(jobs) for jobs in plans.values()))
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, disable=not progress, desc="runs", unit="run") as bar:
+        for seed in seeds:
+            runner.run(ORIGINAL, seed, "eval", {})
+            bar.update()
+        for method in chosen:
+            tune_jobs = plans[method.name]
+            for i, (seed, point) in enumerate(tune_jobs):
+                bar.set_postfix_str(f"{method.name} tune {i + 1}/{len(tune_jobs)}")
+                runner.run(method, seed, "tune", point)
+                bar.update()
+            defaults = method.hparams(hparams.get(method.name)) if method.defaults else {}
+            for seed in seeds if free[method.name] else ():
+                bar.set_postfix_str(f"{method.name} retain-free seed {seed}")
+                runner.run(method, seed, "retain_free", defaults)
+                bar.update()
+            selected = select_hparams(results["runs"], method.name)
+            for seed in seeds if fixed[method.name] else ():
+                bar.set_postfix_str(f"{method.name} seed {seed}")
+                runner.run(method, seed, "eval", defaults if selected is None else selected)
+                bar.update()
+            write_reports(out, results)
+    write_reports(out, results)
+    return results
+
+
+def run(
+    *,
+    dataset: str,
+    model: str | None,
+    forget: str | None,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: str | os.PathLike,
+    tune_seeds: Sequence[int] = (),
+    tune_methods: Sequence[str] | None = None,
+    resume: bool = False,
+    hparams: Mapping[str, Mapping[str, Any]] | None = None,
+    grids: Mapping[str, Mapping[str, Sequence]] | None = None,
+    train_config: Mapping[str, Any] | None = None,
+    data_dir: str | None = None,
+    split_seed: int = 0,
+    progress: bool = True,
+    command: str | None = None,
+    trace_every: int = 0,
+    retain_free: bool = True,
+) -> dict:
+    """Everything ``imu-jax run`` does: splits, cached original/Retrain models, methods, reports.
+
+    Example: ``run(dataset="digits", model="mlp", forget="class:3", methods=["retrain", "imu"],
+    seeds=[0, 1, 2], tune_seeds=[100, 101], out="runs/digits_class3")`` (~1 min on 2 CPU cores).
+
+    ``train_config`` overrides fields of the dataset's default recipe
+    (``imu_jax.train.recipe(dataset, model)``), e.g. ``{"epochs": 5}``. ``split_seed`` drives
+    ``random:`` and ``mislabeled:`` forget specs (the same forget set for every model seed).
+    """
+    for name in methods:  # unknown methods fail before any data is touched
+        _get_method(name)
+    from imu_jax.data import make_splits
+    from imu_jax.train import build_model, recipe
+
+    cfg = {**recipe(dataset, model), **dict(train_config or {})}
+    cfg["forget"] = forget
+    record = {"dataset": dataset, "model": cfg["model"], "forget": forget,
+              "split_seed": split_seed, "train_config": cfg, "command": command,
+              "retain_free": bool(retain_free)}
+    if resume:  # before any data or training
+        check_resume(out, {**record, "hparams": dict(hparams or {}), "grids": dict(grids or {}),
+                           "tune_seeds": list(tune_seeds)})
+    splits = make_splits(dataset, forget, seed=split_seed, data_dir=data_dir)
+    build_model(cfg, splits)  # a model that does not fit the data fails before any training
+    held_out = held_out_for(splits, forget, seed=split_seed)
+    trainer = cached_trainer(splits, cfg, out, progress=progress)
+    return run_experiment(splits=splits, trainer=trainer, methods=methods, seeds=seeds, out=out,
+                          resume=resume, tune_seeds=tune_seeds, tune_methods=tune_methods,
+                          hparams=hparams, grids=grids,
+                          config=record, progress=progress, trace_every=trace_every,
+                          held_out=held_out, retain_free=retain_free)

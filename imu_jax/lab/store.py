@@ -1,0 +1,157 @@
+"""The results store of an experiment: ``OUT/results.json`` (written after every finished run),
+resume and its refusal on changed settings, the per-run curves, and the reports drawn from them."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Mapping
+
+import numpy as np
+
+from imu_jax.lab import report
+
+
+RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG = "results.json", "results.md", "tradeoff.png"
+
+
+STEPS_PNG = "steps.png"
+
+
+def run_key(method: str, seed: int, role: str, hparams: Mapping) -> str:
+    """Identity of a run for ``--resume``."""
+    return json.dumps([method, int(seed), role, dict(sorted(hparams.items()))], default=str)
+
+
+def load_results(out: pathlib.Path) -> dict:
+    """``out/results.json`` (``{"runs": []}`` when absent). A file that is not a results dict
+    (truncated, empty, another structure) is a ``ValueError`` naming it and what to do."""
+    path = pathlib.Path(out) / RESULTS_JSON
+    if not path.exists():
+        return {"runs": []}
+    try:
+        results = json.loads(path.read_text())
+        problem = _results_problem(results)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        problem = f"not valid JSON ({err.msg if hasattr(err, 'msg') else err})"
+    if problem:
+        raise ValueError(f"cannot resume from {path}: {problem}; delete it (the cached models in "
+                         f"{path.parent / 'models'} are kept) or run without --resume to start "
+                         "over.")
+    return results
+
+
+_RUN_KEYS = ("method", "seed", "hparams", "metrics", "avg_gap")
+
+
+def _results_problem(results) -> str | None:
+    """What is wrong with a loaded results dict, or ``None``.
+
+    >>> _results_problem({"runs": [{"method": "imu"}]})
+    'run 0 lacks avg_gap, hparams, metrics, seed'
+    """
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+        return "expected a JSON object with a list of runs"
+    for i, run in enumerate(results["runs"]):
+        if not isinstance(run, dict):
+            return f"run {i} is not an object"
+        missing = sorted(k for k in _RUN_KEYS if k not in run)
+        if missing:
+            return f"run {i} lacks {', '.join(missing)}"
+    if not isinstance(results.get("config", {}), dict):
+        return "its config is not an object"
+    return None
+
+
+def check_resume(out: str | os.PathLike, record: Mapping, results: Mapping | None = None) -> None:
+    """Raises a one-line ``ValueError`` when ``out/results.json`` holds runs made with settings
+    (:data:`RESULT_SETTINGS`) other than ``record``'s, or cannot be read."""
+    out = pathlib.Path(out)
+    results = load_results(out) if results is None else results
+    conflicts = resume_conflicts(results.get("config") or {}, record) if results["runs"] else []
+    if conflicts:
+        raise ValueError(f"--resume: {out / RESULTS_JSON} was made with other settings "
+                         f"({'; '.join(conflicts)}); rerun with the folder's settings, or use "
+                         "another --out.")
+
+
+# The recorded settings that change results: ``--resume`` refuses a folder made with others.
+RESULT_SETTINGS = ("dataset", "model", "forget", "split_seed", "train_config", "hparams", "grids",
+                   "tune_seeds", "retain_free")
+
+
+def resume_conflicts(saved: Mapping, wanted: Mapping) -> list[str]:
+    """The settings (of :data:`RESULT_SETTINGS`, recorded in both) where ``saved`` and
+    ``wanted`` differ, as ``"name: saved → wanted"`` lines.
+
+    >>> resume_conflicts({"forget": "class:3", "seeds": [0]}, {"forget": "class:4", "seeds": [1]})
+    ["forget: 'class:3' → 'class:4'"]
+    """
+    out = []
+    for key in RESULT_SETTINGS:
+        if key in saved and key in wanted:
+            a, b = _normalized(saved[key]), _normalized(wanted[key])
+            if a != b:
+                if isinstance(a, dict) and isinstance(b, dict):
+                    parts = [f"{k}={a.get(k)!r} → {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                             if a.get(k) != b.get(k)]
+                    out.append(f"{key}: {', '.join(parts)}")
+                else:
+                    out.append(f"{key}: {a!r} → {b!r}")
+    return out
+
+
+def save_results(out: pathlib.Path, results: Mapping) -> None:
+    """Atomic write of ``results.json`` (a crash never leaves a half-written file)."""
+    tmp = out / (RESULTS_JSON + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=_json_default))
+    os.replace(tmp, out / RESULTS_JSON)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def write_reports(out: pathlib.Path, results: Mapping) -> None:
+    """``results.md`` and ``tradeoff.png`` (and ``steps.png`` when runs have a per-step trace)."""
+    (out / RESULTS_MD).write_text(report.results_markdown(results))
+    report.tradeoff_plot(results, str(out / TRADEOFF_PNG))
+    if any(r.get("trace") for r in results["runs"]):
+        report.trace_plot(results, str(out / STEPS_PNG))
+
+
+def write_curve(out: pathlib.Path, run: Mapping) -> None:
+    """``OUT/curves/<method>_<role>_seed<S>.{json,png}``: the per-check curve of a monitored run
+    (moved out of ``run["info"]``, which keeps the file name)."""
+    from imu_jax.lab import report
+
+    info = run["info"]
+    curve = info.pop("curve", None)
+    if not curve:
+        return
+    folder = out / "curves"
+    folder.mkdir(exist_ok=True)
+    name = f"{run['method']}_{run['role']}_seed{run['seed']}"
+    (folder / f"{name}.json").write_text(json.dumps(
+        {**{k: v for k, v in info.items() if k in ("stop_reason", "stopped_at", "cap",
+                                                    "removal", "threshold", "statistic",
+                                                    "utility_floor")},
+         "curve": curve}, indent=1, default=_json_default))
+    report.plot_curve(curve, str(folder / f"{name}.png"), threshold=info.get("threshold"),
+                        statistic=info.get("statistic", "statistic"),
+                        utility_floor=info.get("utility_floor"),
+                        title=f"{run['method']} seed {run['seed']}: {info.get('stop_reason')} "
+                              f"at step {info.get('stopped_at')}")
+    info["curve_file"] = f"curves/{name}.json"
+
+
+def _normalized(value):
+    """Through JSON (tuples become lists), as values are stored."""
+    return json.loads(json.dumps(value, default=_json_default, sort_keys=True))
