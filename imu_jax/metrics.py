@@ -117,6 +117,9 @@ def svc_nonmember_rate(members: np.ndarray, nonmembers: np.ndarray, targets: np.
     if len(targets) == 0:
         return float("nan")
     targets = np.asarray(targets).reshape(len(targets), -1)
+    from imu_jax import _extras
+
+    _extras.require("sklearn", "experiments", "the SVC membership attack (mia_efficacy)")
     from sklearn.svm import SVC
 
     classifier = SVC(C=3, gamma="auto", kernel="rbf")

@@ -149,3 +149,28 @@ def test_import_loads_no_experiment_only_dependency(statement):
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("blocked,argv,extra", [
+    ("tensorflow_datasets", ["run", "--dataset", "digits", "--forget", "class:3", "--out", "OUT"],
+     "data"),
+    ("tensorflow_datasets", ["data", "--dataset", "digits"], "data"),
+])
+def test_a_command_without_its_extra_says_which_pip_install(blocked, argv, extra, tmp_path):
+    """With an optional dependency missing, ``imu-jax`` prints one line naming the install."""
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    code = (f"import sys; sys.modules[{blocked!r}] = None; from imu_jax.lab import cli; "
+            f"sys.exit(cli.main({argv!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pip install 'imu-jax[{extra}]'" in lines[0], out.stderr
+
+
+def test_the_svc_attack_without_scikit_learn_names_the_extra():
+    code = ("import sys; sys.modules['sklearn'] = None; import numpy as np, imu_jax as imu\n"
+            "try:\n    imu.mia_efficacy(np.ones((4, 3)) / 3, np.zeros(4, int), np.ones((4, 3)) / 3,"
+            " np.zeros(4, int), np.ones((4, 3)) / 3, np.zeros(4, int))\n"
+            "except ImportError as err:\n    print(err)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "pip install 'imu-jax[experiments]'" in out.stdout, out.stdout + out.stderr

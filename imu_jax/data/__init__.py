@@ -9,6 +9,10 @@ Examples:
   (32, 8, 8, 1)
 """
 
+from imu_jax import _extras
+
+_extras.require("tensorflow_datasets", "data", "imu_jax.data (datasets through TFDS)")
+
 from imu_jax.data.forget_spec import KINDS, ForgetSpec, parse_forget_spec
 from imu_jax.data.markov import MarkovConfig, transition_matrix
 from imu_jax.data.paths import DataDirError, resolve_data_dir

@@ -26,6 +26,9 @@ def digits_arrays() -> dict[str, dict[str, np.ndarray]]:
     >>> d = digits_arrays(); d["train"]["image"].shape, d["test"]["label"].shape
     ((1437, 8, 8, 1), (360,))
     """
+    from imu_jax import _extras
+
+    _extras.require("sklearn", "data", "the digits dataset (scikit-learn's)")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

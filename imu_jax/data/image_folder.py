@@ -127,6 +127,9 @@ def _empty_class_folders(folders: list[str], files: dict, prefix: str) -> list[s
 
 def _decode(data: bytes, mode: str | None = None, *, name: str = "an image") -> np.ndarray:
     """The image as uint8 ``[H, W, C]``; a file PIL cannot read is a ``ValueError`` naming it."""
+    from imu_jax import _extras
+
+    _extras.require("PIL", "data", "image folders (decoded with Pillow)")
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -29,6 +29,9 @@ def mnist1d_arrays() -> dict[str, dict[str, np.ndarray]]:
     Generated with the package's defaults; the global ``random`` / ``numpy.random`` state that
     ``make_dataset`` seeds is restored afterwards.
     """
+    from imu_jax import _extras
+
+    _extras.require("mnist1d", "data", "MNIST-1D")
     import mnist1d.data
 
     py_state, np_state = random.getstate(), np.random.get_state()

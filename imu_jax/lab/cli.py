@@ -19,6 +19,7 @@ import pathlib
 import sys
 import traceback
 
+from imu_jax._extras import MissingExtraError
 from imu_jax.lab.arguments import (MODEL_NAMES, _csv_ints, add_mesh_arguments, is_user_error,
                                    mesh_from_args, run_command_line, run_options, run_values,
                                    train_config_from_args)
@@ -265,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imu-jax {args.command}: " + (message(args) if message else "interrupted."),
               file=sys.stderr)
         return 130
+    except MissingExtraError as err:  # one line naming the pip install that adds it
+        print(f"imu-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as err:
         if is_user_error(err):  # one line, exit status 2
             print(f"imu-jax {args.command}: error: {err}", file=sys.stderr)

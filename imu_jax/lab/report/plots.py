@@ -18,7 +18,9 @@ def plot_curve(curve: list[Mapping[str, float]], path: str, *, title: str = "",
                utility_floor: float | None = None) -> None:
     """Writes the per-check curve (forget acc, held-out acc, the stopping statistic; the utility
     guard's floor when there is one) as a PNG."""
-    import matplotlib
+    from imu_jax import _extras
+
+    matplotlib = _extras.require("matplotlib", "experiments", "plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -52,7 +54,9 @@ def plot_curve(curve: list[Mapping[str, float]], path: str, *, title: str = "",
 def trace_plot(results: Mapping, path: str) -> None:
     """``steps.png``: each traced metric against the optimizer step, one line per method (mean
     over the reported seeds), with ``retrain_floor``'s value as a dashed horizontal line."""
-    import matplotlib
+    from imu_jax import _extras
+
+    matplotlib = _extras.require("matplotlib", "experiments", "plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -105,7 +109,9 @@ def tradeoff_plot(results: Mapping, path: str) -> None:
     """``tradeoff.png``: forget accuracy vs test accuracy (sequences: KL to the true transitions on
     forget-test vs retain-test). Small dots: every config of a method's tuning sweep (mean over
     the tuning seeds); line: that sweep's Pareto front; large markers: the reported runs."""
-    import matplotlib
+    from imu_jax import _extras
+
+    matplotlib = _extras.require("matplotlib", "experiments", "plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
