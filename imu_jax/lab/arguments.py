@@ -213,5 +213,5 @@ def is_user_error(err: BaseException) -> bool:
     if not isinstance(err, ValueError):
         return False
     frames = traceback.extract_tb(err.__traceback__)
-    package = pathlib.Path(__file__).resolve().parent
+    package = pathlib.Path(__file__).resolve().parents[1]  # imu_jax/, not imu_jax/lab/
     return not frames or pathlib.Path(frames[-1].filename).resolve().is_relative_to(package)

@@ -16,6 +16,7 @@ Examples:
 
 from __future__ import annotations
 
+import itertools
 import math
 import pathlib
 import tempfile
@@ -220,6 +221,14 @@ def _method_values(key: str, *, sweep: bool) -> Check:
                     problem = check_value(name, item, defaults[name])
                     if problem:
                         return f"{method}.{name}: {problem}"
+            points = [dict(zip(settings, combo)) for combo in itertools.product(
+                *[v if sweep else [v] for v in settings.values()])]
+            for point in points:  # what the method itself would refuse, before any training
+                try:
+                    get_method(method).validate(point)
+                except ValueError as err:
+                    given = ", ".join(f"{method}.{k}={v!r}" for k, v in point.items())
+                    return f"{given}: {err}"
         return None
     return check
 

@@ -76,6 +76,9 @@ class Method:
       defaults: hyperparameters used when none are given.
       grid: ``{name: [values]}``, the tuning grid (its Cartesian product); ``{}`` = nothing to tune.
       reference: True for Retrain / Fine-tune, reference points rather than competitors.
+      check: optional ``check(hparams)`` raising ``ValueError`` for values ``run`` would refuse
+        so that a bad value is reported before any model is trained (``imu-jax run`` calls it on
+        every value given).
     """
 
     name: str
@@ -85,6 +88,7 @@ class Method:
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     grid: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
     reference: bool = False
+    check: Callable[[Mapping[str, Any]], Any] | None = None
 
     def hparams(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults updated with ``overrides`` (unknown names are an error)."""
@@ -94,6 +98,25 @@ class Method:
             raise ValueError(f"method {self.name!r} has no hyperparameter(s) {unknown}; "
                              f"it takes {sorted(self.defaults)}.")
         return {**self.defaults, **overrides}
+
+    def validate(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The hyperparameters ``run`` would get, or the ``ValueError`` it would raise for one of
+        them, without running: the shared ``bn_mode`` / ``optimizer`` values, then ``check``.
+
+        >>> from imu_jax.methods import get_method
+        >>> get_method("imu").validate({"top_fraction": 2})
+        Traceback (most recent call last):
+        ...
+        ValueError: top_fraction must be in (0, 1], got 2.
+        """
+        hparams = self.hparams(overrides)
+        if "bn_mode" in hparams:
+            check_bn_mode(hparams["bn_mode"])
+        if "optimizer" in hparams and hparams["optimizer"] not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {hparams['optimizer']!r}.")
+        if self.check is not None:
+            self.check(hparams)
+        return hparams
 
 
 def require(task: UnlearnTask, field: str, method: str) -> Any:

@@ -19,6 +19,7 @@ METHOD = Method(
     needs=FORGET_ONLY,
     summary="gradient ascent on the head, uniform weights (IMU without influence)",
     run=imu.run_with_weighting("uniform"),
+    check=lambda hparams: imu.config_for("uniform", hparams),
     defaults=imu.DEFAULTS,
     grid=GRIDS["ga_head"],
 )

@@ -23,14 +23,23 @@ DEFAULTS = {name: getattr(UnlearnConfig(), name) for name in TUNABLE}
 GRID = GRIDS["imu"]  # lr × epochs × top_fraction (imu_jax.methods.grids: the same budget for all)
 
 
+def config_for(weighting: str, hparams: dict) -> UnlearnConfig:
+    """The :class:`UnlearnConfig` of these hyperparameters (its checks raise ``ValueError``).
+
+    >>> config_for("influence", {"top_fraction": 0.1}).top_fraction
+    0.1
+    """
+    hparams = dict(hparams)
+    if "milestones" in hparams:  # JSON round trips turn the tuple into a list
+        hparams["milestones"] = tuple(hparams["milestones"])
+    return UnlearnConfig(weighting=weighting, **hparams)
+
+
 def run_with_weighting(weighting: str):
     """A ``run`` function for the IMU family with a fixed weighting rule."""
 
     def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
-        hparams = dict(hparams)
-        if "milestones" in hparams:  # JSON round trips turn the tuple into a list
-            hparams["milestones"] = tuple(hparams["milestones"])
-        config = UnlearnConfig(weighting=weighting, **hparams)
+        config = config_for(weighting, hparams)
         monitored = task.stop_rule is not None
         params, report = unlearn(task.model, task.params, task.forget, config, state=task.state,
                                  seed=seed, on_step=task.on_step,
@@ -52,6 +61,7 @@ METHOD = Method(
     run=run_with_weighting("influence"),
     defaults=DEFAULTS,
     grid=GRID,
+    check=lambda hparams: config_for("influence", hparams),
 )
 
 PER_BATCH = dataclasses.replace(

@@ -19,6 +19,7 @@ METHOD = Method(
     needs=FORGET_ONLY,
     summary="IMU's kept count and weights on random examples (shuffled-weights ablation)",
     run=imu.run_with_weighting("shuffled"),
+    check=lambda hparams: imu.config_for("shuffled", hparams),
     defaults=imu.DEFAULTS,
     grid=GRIDS["imu_random"],
 )

@@ -51,11 +51,16 @@ def forget_gradient(model, params, state, forget: dict, *, batch_size: int) -> A
     return total
 
 
+def check_threshold(threshold: float) -> None:
+    """The saliency threshold is a fraction of the parameters, in [0, 1]."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+
+
 def saliency_mask(gradient: Any, threshold: float) -> Any:
     """1 for the ``floor(threshold · P)`` entries with the largest ``|gradient|`` over the whole
     tree (ties broken by position), 0 elsewhere."""
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+    check_threshold(threshold)
     leaves, treedef = jax.tree.flatten(gradient)
     flat = jnp.concatenate([jnp.abs(leaf).ravel() for leaf in leaves])
     keep = int(flat.size * threshold)
@@ -146,4 +151,5 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
 
 METHOD = Method(name="salun", needs=FORGET_AND_RETAIN,
                 summary="saliency-masked random-label fine-tuning on D_f ∪ D_r", run=run,
-                defaults=DEFAULTS, grid=GRID)
+                defaults=DEFAULTS, grid=GRID,
+                check=lambda hparams: check_threshold(hparams["threshold"]))

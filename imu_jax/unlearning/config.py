@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from imu_jax.influence import DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION
@@ -85,6 +86,27 @@ class UnlearnConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, "
                              f"{self.batch_size}.")
+        for name, low, high, low_open in (("top_fraction", 0.0, 1.0, True),
+                                          ("clip_quantile", 0.0, 1.0, True),
+                                          ("momentum", 0.0, 1.0, False)):
+            value = getattr(self, name)
+            inside = (low < value if low_open else low <= value) and value <= high
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and inside):
+                raise ValueError(f"{name} must be in {'(' if low_open else '['}{low:g}, "
+                                 f"{high:g}], got {value!r}.")
+        for name in ("learning_rate", "gamma"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}.")
+        for name in ("damping", "alpha", "weight_decay"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps!r}.")
+        outside = [m for m in self.milestones if not 0 < m < 1]
+        if outside:
+            raise ValueError(
+                f"UnlearnConfig.milestones are fractions of the run in (0, 1) (0.5 = halfway); "
+                f"got {outside}. (imu.imu_sgd(milestones=...) takes optimizer steps instead.)")
 
 
 @dataclasses.dataclass
