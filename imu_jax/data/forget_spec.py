@@ -6,8 +6,10 @@ A spec is ``KIND:ARG``:
 ``class:K``        every training example of class K
 ``classes:K1,K2``  every training example of these classes
 ``random:F``       a seeded fraction F in (0, 1) of the training examples
-``superclass:K``   CIFAR-100: coarse class K (labels are the 20 coarse classes)
-``subclass:K``     CIFAR-100: fine class K (labels are coarse; retain/test = its sibling classes)
+``superclass:K``   coarse class K, an id or a name (``superclass:vehicles_2``): labels are the
+                   coarse classes (CIFAR-100's 20, or an image folder's ``coarse_labels.json``)
+``subclass:K``     fine class K, an id or a name (``subclass:rocket``): labels are coarse;
+                   retain/test = the other fine classes of its superclass
 ``indices:FILE``   training indices listed in FILE (.npy, or integers separated by , or spaces)
 ``mislabeled:F``   a seeded fraction F of training examples relabelled to a random other class
 ``chain:K``        Markov data: forget chain K (1 = forget1, 2 = forget2), the model trained on it
@@ -17,9 +19,12 @@ A spec is ``KIND:ARG``:
 
 Examples:
   >>> parse_forget_spec("classes:1,3")
-  ForgetSpec(kind='classes', classes=(1, 3), fraction=None, path=None, text='classes:1,3')
+  ForgetSpec(kind='classes', classes=(1, 3), fraction=None, path=None, text='classes:1,3',
+             name=None)
   >>> parse_forget_spec("random:0.1").fraction
   0.1
+  >>> parse_forget_spec("superclass:vehicles_2").name, parse_forget_spec("subclass:69").classes
+  ('vehicles_2', (69,))
   >>> parse_forget_spec("colour:3")
   Traceback (most recent call last):
   ...
@@ -33,17 +38,24 @@ import dataclasses
 KINDS = ("class", "classes", "random", "superclass", "subclass", "indices", "mislabeled", "chain")
 _INT_KINDS = ("class", "classes", "superclass", "subclass", "chain")
 _FRACTION_KINDS = ("random", "mislabeled")
+_NAMED_KINDS = ("superclass", "subclass")  # the argument may be a class name instead of an id
 
 
 @dataclasses.dataclass(frozen=True)
 class ForgetSpec:
-    """A parsed forget specification; ``classes`` also holds superclass/subclass/chain ids."""
+    """A parsed forget specification; ``classes`` also holds superclass/subclass/chain ids.
+
+    ``name``: the class named instead of numbered (``superclass:NAME`` / ``subclass:NAME``;
+    ``classes`` is then empty until :func:`imu_jax.data.splits.make_splits` resolves it against
+    the dataset's class names).
+    """
 
     kind: str
     classes: tuple[int, ...] = ()
     fraction: float | None = None
     path: str | None = None
     text: str = ""
+    name: str | None = None
 
 
 def parse_forget_spec(spec: str) -> ForgetSpec:
@@ -67,6 +79,8 @@ def parse_forget_spec(spec: str) -> ForgetSpec:
         try:
             ids = tuple(int(a) for a in arg.split(",") if a.strip())
         except ValueError:
+            if kind in _NAMED_KINDS and "," not in arg:
+                return ForgetSpec(kind, text=spec, name=arg)
             raise ValueError(f"Forget spec {spec!r}: expected integer ids, got {arg!r}.") from None
         if kind == "chain" and ids == (1, 2):
             return ForgetSpec(kind, classes=ids, text=spec)

@@ -22,6 +22,27 @@ Examples:
   >>> layout = scan(root)
   >>> layout.classes, {k: len(v) for k, v in layout.files.items()}, layout.shape
   (('cat', 'dog'), {'test': 1, 'train': 2}, (4, 4, 3))
+
+Label hierarchy (optional): a ``coarse_labels.json`` beside the split folders (``ROOT/train``,
+``ROOT/test``, ``ROOT/coarse_labels.json``; in a zip at the same root, e.g.
+``cifar100/coarse_labels.json`` in the shared CIFAR-100 zip) maps every fine class folder name to
+its superclass name. The dataset then also has a ``coarse_label`` feature, and the forget specs
+``superclass:K`` and ``subclass:K`` work as on CIFAR-100 (``imu_jax.data.splits``), by id or by
+name. Superclass ids are the indices of the sorted superclass names (fine ids stay the sorted
+class-folder names). The map enters the fingerprint: a changed map is a new build. Every class
+folder of ``train`` must be in the map, and every key must be a class folder (``ValueError``
+otherwise); without the file everything is as before.
+
+  >>> _ = (root / COARSE_FILE).write_text('{"cat": "pets", "dog": "pets"}')
+  >>> scan.cache_clear()  # scan() caches per path; the folder changed
+  >>> layout = scan(root)
+  >>> layout.superclasses, layout.coarse_of_fine.tolist()
+  (('pets',), [0, 0])
+
+With the shared CIFAR-100 zip (100 fine classes, 20 superclasses), forget one superclass::
+
+  imu-jax run --dataset imagefolder:../shared/data/cifar100-jpeg.zip \
+      --forget superclass:vehicles_2 --methods retrain,imu --seeds 0 --out runs/c100_vehicles_2
 """
 
 from __future__ import annotations
@@ -30,6 +51,7 @@ import dataclasses
 import functools
 import hashlib
 import io
+import json
 import os
 import pathlib
 import re
@@ -40,11 +62,29 @@ import tensorflow_datasets as tfds
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 REQUIRED_SPLITS = ("train", "test")
+COARSE_FILE = "coarse_labels.json"  # fine class folder name -> superclass name, beside train/
+
+
+def _few(names, n: int = 5, *, count: bool = True) -> str:
+    """The first ``n`` names, then (``count``) how many there are.
+
+    >>> _few(["a", "b", "c"], 2), _few(["a", "b", "c"], 2, count=False), _few(["a"], 2)
+    ("['a', 'b', ...] (3 in all)", "['a', 'b', ...]", "['a']")
+    """
+    names = list(names)
+    if len(names) <= n:
+        return repr(names)
+    return f"{repr(names[:n])[:-1]}, ...]" + (f" ({len(names)} in all)" if count else "")
 
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """What :func:`scan` found: ``files[split]`` = sorted ``(class, member)`` pairs."""
+    """What :func:`scan` found: ``files[split]`` = sorted ``(class, member)`` pairs.
+
+    ``coarse``: the superclass name of each of ``classes`` (from ``coarse_labels.json``; ``()``
+    where the folder has none); ``coarse_file``: where that file is (or would be) inside ``path``;
+    ``stray_coarse``: files of that name elsewhere in ``path`` (not read; named in errors).
+    """
 
     path: str
     root: str  # the prefix inside ``path`` that holds the split folders ("" = path itself)
@@ -54,6 +94,20 @@ class Layout:
     shape: tuple[int, int, int]
     mode: str
     fingerprint: str
+    coarse: tuple[str, ...] = ()
+    coarse_file: str = COARSE_FILE
+    stray_coarse: tuple[str, ...] = ()
+
+    @property
+    def superclasses(self) -> tuple[str, ...]:
+        """The sorted superclass names; a superclass's id is its index here."""
+        return tuple(sorted(set(self.coarse)))
+
+    @property
+    def coarse_of_fine(self) -> np.ndarray:
+        """The superclass id of each fine class (int64 ``[len(classes)]``; empty without a map)."""
+        index = {c: i for i, c in enumerate(self.superclasses)}
+        return np.array([index[c] for c in self.coarse], np.int64)
 
     def read(self, member: str) -> bytes:
         if self.is_zip:
@@ -66,9 +120,10 @@ def _hidden(member: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in member.split("/"))
 
 
-def _list(path: pathlib.Path) -> tuple[bool, list[str], int, list[str]]:
-    """All image members (relative posix paths), their total size, and every folder (so that a
-    class folder without images can be reported rather than silently dropped)."""
+def _list(path: pathlib.Path) -> tuple[bool, list[str], int, list[str], list[str]]:
+    """All image members (relative posix paths), their total size, every folder (so that a
+    class folder without images can be reported rather than silently dropped), and every file
+    named ``coarse_labels.json``."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -91,8 +146,9 @@ def _list(path: pathlib.Path) -> tuple[bool, list[str], int, list[str]]:
         raise ValueError(f"imagefolder PATH must be a directory or a .zip file, got {str(path)!r} "
                          "(not found).")
     images = [(n, s) for n, s in names if n.lower().endswith(EXTENSIONS) and not _hidden(n)]
+    maps = sorted(n for n, _ in names if n.rsplit("/", 1)[-1] == COARSE_FILE and not _hidden(n))
     return (is_zip, sorted(n for n, _ in images), sum(s for _, s in images),
-            sorted(f for f in folders if not _hidden(f)))
+            sorted(f for f in folders if not _hidden(f)), maps)
 
 
 def _find_root(members: list[str], path: pathlib.Path) -> str:
@@ -125,6 +181,38 @@ def _empty_class_folders(folders: list[str], files: dict, prefix: str) -> list[s
             and f not in held]
 
 
+def _read_coarse(path: pathlib.Path, member: str, is_zip: bool,
+                 classes: tuple[str, ...]) -> tuple[str, ...]:
+    """The superclass name of each class from ``member`` (``coarse_labels.json``), checked."""
+    where = f"imagefolder {str(path)!r}: {member!r}"
+    if is_zip:
+        with zipfile.ZipFile(path) as zf:
+            data = zf.read(member)
+    else:
+        data = (path / member).read_bytes()
+    try:
+        table = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{where} is not valid JSON ({err}); it must map each fine class folder "
+                         'name to its superclass name, e.g. {"apple": "fruit", ...}.') from None
+    bad = (["(not a JSON object)"] if not isinstance(table, dict) else
+           [k for k, v in table.items() if not isinstance(v, str) or not v.strip()])
+    if bad:
+        raise ValueError(f"{where} must map each fine class folder name to a superclass name (a "
+                         f"non-empty string); bad entries: {_few(bad)}.")
+    unknown = sorted(set(table) - set(classes))
+    missing = [c for c in classes if c not in table]
+    if unknown:  # a misspelt class is both: name the folders it lacks too
+        lacks = f"; it lacks the class folders {_few(missing)}" if missing else ""
+        raise ValueError(f"{where} names fine classes that are not class folders of train/: "
+                         f"{_few(unknown)}{lacks}; class folders: {_few(classes)}.")
+    if missing:
+        raise ValueError(f"{where} is incomplete: no superclass for {len(missing)} of "
+                         f"{len(classes)} fine classes: {_few(missing, count=False)}; every class "
+                         "folder of train/ needs one.")
+    return tuple(table[c] for c in classes)
+
+
 def _decode(data: bytes, mode: str | None = None, *, name: str = "an image") -> np.ndarray:
     """The image as uint8 ``[H, W, C]``; a file PIL cannot read is a ``ValueError`` naming it."""
     from imu_jax import _extras
@@ -145,15 +233,17 @@ def _decode(data: bytes, mode: str | None = None, *, name: str = "an image") -> 
 
 @functools.lru_cache(maxsize=16)
 def scan(path: str | os.PathLike) -> Layout:
-    """Lists an image folder (directory or zip) and checks its layout; reads one image only.
+    """Lists an image folder (directory or zip) and checks its layout; reads one image only (and
+    ``coarse_labels.json`` beside the split folders, if there is one).
 
     Raises:
       ValueError: the path is missing, has no ``train``/``test`` split folders, a class folder
-        holds no image (its class would silently vanish and shift every later label), or
-        ``test`` has a class that ``train`` lacks.
+        holds no image (its class would silently vanish and shift every later label),
+        ``test`` has a class that ``train`` lacks, or ``coarse_labels.json`` is not valid JSON,
+        lacks a class folder or names a class that is not one.
     """
     path = pathlib.Path(path).expanduser().resolve()
-    is_zip, members, total, folders = _list(path)
+    is_zip, members, total, folders, maps = _list(path)
     root = _find_root(members, path)
     prefix = root + "/" if root else ""
     files: dict[str, list[tuple[str, str]]] = {}
@@ -173,13 +263,30 @@ def scan(path: str | os.PathLike) -> Layout:
     if extra:
         raise ValueError(f"imagefolder {str(path)!r}: test classes {extra} have no train folder; "
                          f"train classes: {list(classes)}.")
+    coarse_file = prefix + COARSE_FILE
+    coarse = _read_coarse(path, coarse_file, is_zip, classes) if coarse_file in maps else ()
     layout = Layout(path=str(path), root=root, is_zip=is_zip, classes=classes,
                     files={k: tuple(v) for k, v in sorted(files.items())}, shape=(0, 0, 0),
-                    mode="", fingerprint="")
+                    mode="", fingerprint="", coarse=coarse, coarse_file=coarse_file,
+                    stray_coarse=tuple(m for m in maps if m != coarse_file))
     first = _decode(layout.read(files["train"][0][1]), name=repr(files["train"][0][1]))
     shape, mode = tuple(first.shape), ("L" if first.shape[-1] == 1 else "RGB")
-    digest = hashlib.sha1(f"{path}|{len(members)}|{total}".encode()).hexdigest()[:10]
+    key = f"{path}|{len(members)}|{total}"
+    if coarse:  # folders without a map keep their fingerprint (and their built dataset)
+        key += "|coarse:" + json.dumps(dict(zip(classes, coarse)), sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     return dataclasses.replace(layout, shape=shape, mode=mode, fingerprint=digest)
+
+
+def missing_coarse_message(layout: Layout) -> str:
+    """Why a folder has no coarse labels, and where ``coarse_labels.json`` must go."""
+    inside = f"inside the zip at {layout.coarse_file!r}" if layout.is_zip else \
+        f"at {str(pathlib.Path(layout.path) / layout.coarse_file)!r}"
+    stray = (f" (found {_few(layout.stray_coarse, 3)}, which is not beside train/ and test/)"
+             if layout.stray_coarse else "")
+    return (f"imagefolder {layout.path!r} has no {COARSE_FILE}{stray}; add one mapping each fine "
+            f'class folder name to its superclass name ({{"{layout.classes[0]}": "...", ...}}) '
+            f"{inside}, beside train/ and test/.")
 
 
 def config_name(layout: Layout) -> str:
@@ -211,7 +318,8 @@ class ImuImageFolder(tfds.core.GeneratorBasedBuilder):
     """An image folder as a TFDS dataset (``imu_image_folder/<config>``); build with array_record.
 
     Features: ``image`` uint8 ``[H, W, C]``, ``label`` (class index), ``id`` (position in the
-    split's sorted file list).
+    split's sorted file list); with a ``coarse_labels.json`` also ``coarse_label`` (superclass
+    index, sorted superclass names).
     """
 
     VERSION = tfds.core.Version("1.0.0")
@@ -224,14 +332,17 @@ class ImuImageFolder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         layout = self.layout
+        features = {
+            "image": tfds.features.Tensor(shape=layout.shape, dtype=np.uint8),
+            "label": tfds.features.ClassLabel(names=list(layout.classes)),
+            "id": np.int64,
+        }
+        if layout.coarse:
+            features["coarse_label"] = tfds.features.ClassLabel(names=list(layout.superclasses))
         return tfds.core.DatasetInfo(
             builder=self,
             description=f"Image folder {layout.path} ({layout.root or '.'}).",
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=layout.shape, dtype=np.uint8),
-                "label": tfds.features.ClassLabel(names=list(layout.classes)),
-                "id": np.int64,
-            }),
+            features=tfds.features.FeaturesDict(features),
             supervised_keys=("image", "label"),
         )
 
@@ -242,6 +353,7 @@ class ImuImageFolder(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str):
         layout = self.layout
         index = {c: i for i, c in enumerate(layout.classes)}
+        coarse = dict(zip(layout.classes, layout.coarse_of_fine.tolist()))
         zf = zipfile.ZipFile(layout.path) if layout.is_zip else None
         try:
             for i, (cls, member) in enumerate(layout.files[split]):
@@ -250,10 +362,14 @@ class ImuImageFolder(tfds.core.GeneratorBasedBuilder):
                 if image.shape != layout.shape:
                     raise ValueError(f"imagefolder {layout.path!r}: {member!r} has shape "
                                      f"{image.shape}; expected {layout.shape} (the first image's).")
-                yield i, {"image": image, "label": index[cls], "id": i}
+                example = {"image": image, "label": index[cls], "id": i}
+                if coarse:
+                    example["coarse_label"] = coarse[cls]
+                yield i, example
         finally:
             if zf:
                 zf.close()
 
 
-__all__ = ["ImageFolderConfig", "ImuImageFolder", "Layout", "config_name", "folder_config", "scan"]
+__all__ = ["COARSE_FILE", "ImageFolderConfig", "ImuImageFolder", "Layout", "config_name",
+           "folder_config", "missing_coarse_message", "scan"]

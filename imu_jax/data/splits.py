@@ -4,6 +4,15 @@ Image splits are ``{"image": f32 [N,H,W,C] normalised, "label": i32 [N]}``; sequ
 ``{"tokens": i32 [N,T], "label": i32 [N,T]}`` with ``label[:, t] = tokens[:, t+1]`` and -1 at the
 last position (ignored).
 
+``superclass:K`` and ``subclass:K`` need a label hierarchy: CIFAR-100's (the catalogue dataset,
+official fine/coarse names and ids below), or an image folder's ``coarse_labels.json`` (see
+:mod:`imu_jax.data.image_folder`; superclass ids = indices of the sorted superclass names, fine
+ids = of the sorted class folders; on the shared CIFAR-100 zip both equal CIFAR-100's). ``K`` is an
+id or a name: ``superclass:vehicles_2`` = ``superclass:19``, ``subclass:rocket`` = ``subclass:69``.
+Labels are then the coarse ones; ``subclass:K`` forgets fine class K, and retain and test are
+restricted to the other fine classes of its superclass (the paper's setting), while Retrain
+trains on everything but K (``Splits.retrain_set``).
+
 Examples:
   >>> import tempfile
   >>> s = make_splits("digits", "class:3", data_dir=tempfile.mkdtemp())
@@ -11,11 +20,14 @@ Examples:
   {'train': 1437, 'forget': 146, 'retain': 1291, 'test': 323, 'forget_test': 37}
   >>> s.num_classes, s.input_shape
   (10, (8, 8, 1))
+  >>> resolve_coarse_spec(parse_forget_spec("subclass:rocket"), "cifar100").classes
+  (69,)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import pathlib
 
 import numpy as np
@@ -37,6 +49,29 @@ NORMALIZATION = {
 }
 NUM_CLASSES = {"digits": 10, "mnist1d": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 NUM_COARSE = 20
+# Official CIFAR-100 label names (fine_label_names.txt / coarse_label_names.txt, both sorted): a
+# class's id is its index here, as in TFDS's cifar100 and in the shared CIFAR-100 JPEG zip.
+CIFAR100_FINE_NAMES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar",
+    "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile",
+    "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster",
+    "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster",
+    "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange",
+    "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
+    "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
+    "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
+    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman",
+    "worm",
+)
+CIFAR100_COARSE_NAMES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes",
+    "large_omnivores_and_herbivores", "medium_mammals", "non-insect_invertebrates", "people",
+    "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2",
+)
 # Official CIFAR-100 fine -> coarse (superclass) map.
 CIFAR100_COARSE_OF_FINE = np.array([
     4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
@@ -146,6 +181,53 @@ def _check_ids(spec: ForgetSpec, upper: int, what: str) -> None:
         raise ValueError(f"Forget spec {spec.text!r}: {what} {bad} out of range [0, {upper - 1}].")
 
 
+def _hierarchy(dataset: str) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray]:
+    """``(fine names, superclass names, superclass id of each fine class)`` of a dataset with
+    coarse labels (CIFAR-100, or an image folder with ``coarse_labels.json``)."""
+    base, config = canonical_name(dataset)
+    if base == FOLDER:
+        layout = image_folder.scan(config)
+        return layout.classes, layout.superclasses, layout.coarse_of_fine
+    return CIFAR100_FINE_NAMES, CIFAR100_COARSE_NAMES, CIFAR100_COARSE_OF_FINE
+
+
+def _listing(names, limit: int = 20) -> str:
+    """``names`` with their ids, the first ``limit`` of them, then how many there are."""
+    shown = ", ".join(f"{i} {n}" for i, n in enumerate(names[:limit]))
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def resolve_coarse_spec(spec: ForgetSpec, dataset: str) -> ForgetSpec:
+    """``superclass:NAME`` / ``subclass:NAME`` with ``classes`` set to the named class's id on
+    ``dataset``; ids are checked against the dataset's range. Other specs are returned as is.
+
+    Raises:
+      ValueError: unknown name (the message lists the names), an id out of range, or a
+        subclass that is the only fine class of its superclass.
+    """
+    if spec.kind not in ("superclass", "subclass"):
+        return spec
+    fine, coarse, coarse_of = _hierarchy(dataset)
+    names = coarse if spec.kind == "superclass" else fine
+    what = "superclass" if spec.kind == "superclass" else "subclass (fine class)"
+    if spec.name is None:
+        _check_ids(spec, len(names), spec.kind)
+    elif spec.name not in names:
+        close = difflib.get_close_matches(spec.name, names, n=3, cutoff=0.7)
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise ValueError(f"Forget spec {spec.text!r}: unknown {what} {spec.name!r} on "
+                         f"{dataset!r}; {hint}{spec.kind}es (id name): {_listing(names)}.")
+    else:
+        spec = dataclasses.replace(spec, classes=(names.index(spec.name),))
+    k = spec.classes[0]
+    if spec.kind == "subclass" and np.sum(coarse_of == coarse_of[k]) < 2:
+        raise ValueError(  # retain and test (its superclass's other fine classes) would be empty
+            f"Forget spec {spec.text!r}: fine class {k} ({fine[k]}) is the only one of its "
+            f"superclass {coarse[coarse_of[k]]!r} on {dataset!r}; subclass forgetting keeps that "
+            "superclass's other fine classes as retain and test data.")
+    return spec
+
+
 def _read_indices(path: str, n: int) -> np.ndarray:
     p = pathlib.Path(path).expanduser()
     if not p.exists():
@@ -167,18 +249,25 @@ def _read_indices(path: str, n: int) -> np.ndarray:
 
 
 def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Splits:
-    base, _ = canonical_name(dataset)
+    base, config = canonical_name(dataset)
     kind = spec.kind if spec else None
     has_coarse = "coarse_label" in raw["train"]
     if kind in ("superclass", "subclass") and not has_coarse:
+        if base == FOLDER:
+            raise ValueError(f"Forget spec {spec.text!r} needs coarse labels: "
+                             + image_folder.missing_coarse_message(image_folder.scan(config)))
         raise ValueError(
-            f"Forget spec {spec.text!r} needs coarse labels (CIFAR-100); {dataset!r} has none."
+            f"Forget spec {spec.text!r} needs coarse labels (CIFAR-100, or an image folder with "
+            f"{image_folder.COARSE_FILE}); {dataset!r} has none."
         )
     if kind == "chain":
         raise ValueError(f"Forget spec {spec.text!r} applies to the Markov data only.")
     coarse = kind in ("superclass", "subclass")
+    if coarse:
+        spec = resolve_coarse_spec(spec, dataset)
+        _, coarse_names, coarse_of_fine = _hierarchy(dataset)
     label_key = "coarse_label" if coarse else "label"
-    num_classes = NUM_COARSE if coarse else _class_count(dataset)
+    num_classes = len(coarse_names) if coarse else _class_count(dataset)
     stats = channel_stats(raw["train"]["image"]) if base == FOLDER else None
 
     def arrays(split):
@@ -200,14 +289,12 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
         in_test = np.isin(test["label"], spec.classes)
         extra["forget_test"], test = take(test, in_test), take(test, ~in_test)
     elif kind == "superclass":
-        _check_ids(spec, NUM_COARSE, "superclass")
         mask = train["label"] == spec.classes[0]
         in_test = test["label"] == spec.classes[0]
         extra["forget_test"], test = take(test, in_test), take(test, ~in_test)
     elif kind == "subclass":
-        _check_ids(spec, len(CIFAR100_COARSE_OF_FINE), "subclass")
         k = spec.classes[0]
-        siblings = np.flatnonzero(CIFAR100_COARSE_OF_FINE == CIFAR100_COARSE_OF_FINE[k])
+        siblings = np.flatnonzero(coarse_of_fine == coarse_of_fine[k])
         others = siblings[siblings != k]
         mask = fine_tr == k
         extra["forget_test"] = take(test, fine_te == k)
@@ -305,11 +392,20 @@ def make_splits(dataset: str, forget: str | ForgetSpec | None = None, *, seed: i
     Markov data defaults to ``chain:1``). ``seed`` drives ``random:`` and ``mislabeled:``.
 
     Raises:
-      ValueError: bad spec (kind, range, fraction, empty forget set, wrong dataset).
+      ValueError: bad spec (kind, range, fraction, empty forget set, wrong dataset, unknown
+        superclass/subclass name, ``superclass:``/``subclass:`` on an image folder without
+        ``coarse_labels.json``).
       DataDirError: missing/corrupt data, with a rebuild hint.
     """
     spec = parse_forget_spec(forget) if isinstance(forget, str) else forget
     base, config = canonical_name(dataset)
+    coarse = spec is not None and spec.kind in ("superclass", "subclass")
+    if coarse and base in (FOLDER, "cifar100"):
+        # fail before a (possibly long) build or load: no map, unknown name, id out of range
+        if base == FOLDER and not image_folder.scan(config).coarse:
+            raise ValueError(f"Forget spec {spec.text!r} needs coarse labels: "
+                             + image_folder.missing_coarse_message(image_folder.scan(config)))
+        resolve_coarse_spec(spec, dataset)
     raw = load(dataset, data_dir=data_dir, download=download)
     if base == "markov":
         from imu_jax.data.sources import local_builder
