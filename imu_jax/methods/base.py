@@ -215,28 +215,36 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
     return jax.block_until_ready(params), monitor.steps
 
 
-def monitor_for(task: "UnlearnTask", label: str = "") -> "stopping.Monitor | None":
-    """The stopping-rule monitor a method's loop should use for ``task``: one over
-    ``task.forget`` and ``task.held_out`` when ``task.stop_rule`` is set, else ``None`` (fixed
-    length).
+def monitor_for(task: "UnlearnTask", label: str = "") -> "stopping.Monitor":
+    """The monitor a method's loop should use for ``task``: the stopping rule's over
+    ``task.forget`` and ``task.held_out`` when ``task.stop_rule`` is set, else
+    ``stopping.Monitor.fixed()`` (fixed length, divergence guard only). Either way the method
+    hands it to :func:`stop_info`, so a fixed-length run that goes non-finite is recorded as
+    ``stop_reason="diverged"`` (``diverged: True``, ``stopped_at`` = the step that went
+    non-finite, ``steps`` = the step rolled back to) exactly as a monitored one.
 
     >>> task = UnlearnTask(model=None, params={}, state={}, forget={}, num_classes=2)
-    >>> monitor_for(task) is None
-    True
+    >>> monitor = monitor_for(task)
+    >>> monitor.monitoring, monitor.rule.eval_every
+    (False, 1)
     """
     if task.stop_rule is None:
-        return None
+        return stopping.Monitor.fixed()
     return stopping.Monitor(task.model, task.forget, require(task, "held_out", label or "rule"),
                             task.stop_rule, num_classes=task.num_classes, progress=task.progress,
                             label=label)
 
 
 def stop_info(monitor: "stopping.Monitor | None", steps: int) -> dict[str, Any]:
-    """What a method records about its loop's length: ``steps`` and, when monitored, the rule's
-    summary (``stop_reason``, ``curve``, ...).
+    """What a method records about its loop's length: ``steps`` (those handed back) and the
+    monitor's summary (``stop_reason`` — ``"fixed"`` or ``"diverged"`` for a fixed-length run —
+    ``stopped_at``, ``diverged``, ``cap``, and when monitored ``curve``, ...).
 
     >>> stop_info(None, 5)
     {'steps': 5}
+    >>> info = stop_info(stopping.Monitor.fixed(), 0)
+    >>> info["steps"], info["diverged"]
+    (0, False)
     """
     return {"steps": int(steps)} if monitor is None else {"steps": int(steps),
                                                           **monitor.result()}
