@@ -60,3 +60,54 @@ def test_fixed_length_run_that_stays_finite_is_recorded_as_fixed(trained):
         out = _run("ga", task, epochs=3, max_steps=2)
     assert out.info["stop_reason"] == "fixed" and out.info["diverged"] is False
     assert out.info["steps"] == out.info["stopped_at"] == 2
+
+
+# --- SCAR: a class the original model never predicts on the noise images -----------------
+
+def test_scar_distance_gradient_is_finite_when_a_class_has_no_statistics():
+    """On CIFAR-10 the original model predicted 6 of the 10 classes on the Gaussian noise, so 4
+    classes had no statistics (zero mean). Normalising a zero mean gave NaN columns, and the
+    einsum's backward pass turned every gradient into NaN (0 · NaN): step 1 went non-finite."""
+    from imu_jax.methods import scar
+
+    rng = np.random.default_rng(0)
+    feats = np.abs(rng.normal(size=(60, 5)))
+    means, inverses, valid = scar.class_statistics(feats, np.repeat([0, 1, 2], 20), 4, delta=0.5,
+                                                   gamma1=3.0, gamma2=3.0)
+    assert valid.tolist() == [True, True, True, False]
+    h = jnp.asarray(np.abs(rng.normal(size=(3, 5))), jnp.float32)
+    targets = jnp.array([[1], [0], [1]])
+
+    def loss(h):
+        d = scar.mahalanobis(h, means, inverses, delta=0.5)
+        return jnp.mean(jnp.take_along_axis(d, targets, axis=1))
+
+    distances = np.asarray(scar.mahalanobis(h, means, inverses, delta=0.5))
+    assert np.all(np.isfinite(distances)) and np.all(np.isfinite(np.asarray(jax.grad(loss)(h))))
+    # the valid columns are unchanged: (u − v)ᵀ Σ⁻¹ (u − v) with u, v unit vectors
+    u = np.sqrt(np.asarray(h, np.float64))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    v = means[1] / np.linalg.norm(means[1])
+    np.testing.assert_allclose(distances[:, 1], np.einsum("nd,de,ne->n", u - v, inverses[1],
+                                                          u - v), rtol=1e-4)
+    # a zero feature vector (normalised to zero, as torch's F.normalize) has a finite gradient
+    zero = jax.grad(lambda h: scar.mahalanobis(h, means, inverses, delta=0.5)[:, 0].sum())(
+        jnp.zeros((1, 5)))
+    assert np.all(np.isfinite(np.asarray(zero)))
+
+
+def test_scar_trains_when_the_original_model_misses_classes_on_the_noise(trained):
+    model, params, state, data = trained
+    # class 2 is never predicted (on the noise or anywhere): it gets no statistics
+    params = {**params, "head": {**params["head"],
+                                 "bias": params["head"]["bias"].at[2].set(-100.0)}}
+    task = methods.UnlearnTask(model=model, params=params, state=state, forget=data["forget"],
+                               num_classes=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", stopping.DivergenceWarning)
+        out = _run("scar", task, epochs=1, num_auxiliary=300, batch_size=64)
+    assert out.info["auxiliary_classes"] < 4
+    assert out.info["stop_reason"] == "fixed" and out.info["steps"] == 6
+    assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(out.params))
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(out.params),
+                                                        jax.tree.leaves(params)))
