@@ -111,3 +111,37 @@ def test_scar_trains_when_the_original_model_misses_classes_on_the_noise(trained
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(out.params))
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(out.params),
                                                         jax.tree.leaves(params)))
+
+
+# --- SSD: full-set importance over a split stored in class order -------------------------
+
+def test_ssd_full_set_importance_sees_mixed_batches_of_a_class_ordered_split(trained):
+    """The training split is stored in class order (as the image-folder splits). Read in order
+    with batches of one class (40 examples a class, batch 40), the forgotten class's own batch is
+    one of the 4 full-set batches, so I_D ≥ I_f / 4 for every parameter and α = 4 dampened
+    nothing. Over a seeded random order the batches mix the classes and SSD dampens the
+    parameters specific to the forgotten class (its head column among them)."""
+    from imu_jax.methods import ssd
+
+    model, params, state, data = trained
+    labels = data["train"]["label"]
+    assert np.all(np.diff(labels) >= 0) and np.bincount(labels).tolist() == [40] * 4
+    task = methods.UnlearnTask(model=model, params=params, state=state, forget=data["forget"],
+                               train=data["train"], num_classes=4)
+    hparams = {"alpha": 4.0, "dampening": 1.0, "batch_size": 40}
+    arrays, forget = base.xy(data["train"]), base.xy(data["forget"])
+    in_order = ssd.importance(model, params, state, arrays, batch_size=40)
+    forget_imp = ssd.importance(model, params, state, forget, batch_size=40)
+    old = ssd.dampen(params, in_order, forget_imp, alpha=4.0, dampening=1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(params)))
+    out = _run("ssd", task, **hparams)
+    assert out.info["dampened_parameters"] > 0
+    head = np.asarray(out.params["head"]["kernel"]) != np.asarray(params["head"]["kernel"])
+    assert head[:, 3].any()
+    # the order is the seed's: the same seed gives the same importance, another seed another
+    shuffled = ssd.importance(model, params, state, arrays, batch_size=40, seed=0)
+    perm = np.random.default_rng(0).permutation(len(labels))
+    by_hand = ssd.importance(model, params, state, {k: v[perm] for k, v in arrays.items()},
+                             batch_size=40)
+    for a, b in zip(jax.tree.leaves(shuffled), jax.tree.leaves(by_hand)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
