@@ -145,3 +145,31 @@ def test_ssd_full_set_importance_sees_mixed_batches_of_a_class_ordered_split(tra
                              batch_size=40)
     for a, b in zip(jax.tree.leaves(shuffled), jax.tree.leaves(by_hand)):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+# --- Boundary Shrink at the reference code's learning rate ---------------------------------
+
+def test_boundary_shrink_reference_is_the_method_with_the_reference_optimiser(trained):
+    """The authors' ``boundary_unlearning.py``: SGD(lr=0.00001, momentum=0.9), no weight decay,
+    10 epochs of batches of 64. The default keeps this library's recipe (lr 1e-2)."""
+    model, params, state, data = trained
+    ours, reference = (methods.get_method(n) for n in ("boundary_shrink",
+                                                       "boundary_shrink_reference"))
+    expected = {"learning_rate": 1e-5, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 64,
+                "epochs": 10}
+    assert {k: reference.defaults[k] for k in expected} == expected
+    assert ours.defaults["learning_rate"] == 1e-2 and reference.needs == ours.needs
+    assert reference.grid == {} and set(reference.defaults) == set(ours.defaults)
+    task = methods.UnlearnTask(model=model, params=params, state=state, forget=data["forget"],
+                               num_classes=4)
+    out = reference.run(task, reference.hparams(), 0)
+    same = ours.run(task, ours.hparams(expected), 0)
+    assert out.info["steps"] == 10 * 1 == same.info["steps"]  # 40 forget examples: 1 batch
+    for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(same.params)):
+        np.testing.assert_array_equal(a, b)
+    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(out.params),
+                                                               jax.tree.leaves(params)))
+    default = ours.run(task, ours.hparams(), 0)
+    moved_default = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+        jax.tree.leaves(default.params), jax.tree.leaves(params)))
+    assert 0 < moved < 1e-2 * moved_default
