@@ -199,3 +199,39 @@ def test_scrub_defaults_take_the_authors_number_of_max_steps():
     out = _run("scrub", task)
     # epochs 1-2: ⌈1100/512⌉ = 3 max-steps then ⌈600/256⌉ = 3 min-steps; epoch 3: 3 min-steps
     assert out.info["steps"] == 2 * (3 + 3) + 3 == len(seen)
+
+
+# --- GradDiff: the public code's ascent per forget example ---------------------------------
+
+def test_graddiff_default_length_does_not_exceed_the_public_ascent_per_forget_example():
+    """The public run: 50 ascent steps over 8,000 forget sequences (1/160 of a step per
+    example). GA's 20 passes gave 400 steps on a 5,000-image CIFAR-10 class and collapsed it;
+    the default is now one pass (20 steps there)."""
+    from imu_jax.methods import graddiff
+
+    d = graddiff.DEFAULTS
+    assert graddiff.PUBLIC_STEPS_PER_FORGET_EXAMPLE == 50 / 8000
+    steps = d["epochs"] * -(-5000 // d["batch_size"])
+    assert steps == 20 and steps / 5000 <= graddiff.PUBLIC_STEPS_PER_FORGET_EXAMPLE
+    model = tiny_models.TinyClassifier()
+    params, state = model.init(0)
+    data = tiny_models.blobs(num_per_class=300, seed=2)
+    task = methods.UnlearnTask(model=model, params=params, state=state,
+                               forget={k: v[:600] for k, v in data.items()},
+                               retain={k: v[600:] for k, v in data.items()}, num_classes=4)
+    out = _run("graddiff", task)
+    assert out.info["steps"] == 3 and out.info["stop_reason"] == "fixed"  # ⌈600 / 256⌉
+
+
+# --- collapse --------------------------------------------------------------------------------
+
+def test_is_collapsed_flags_test_accuracy_below_twice_the_majority_rate():
+    nine = np.repeat(np.arange(1, 10), 1000)  # CIFAR-10 test split after forgetting class 0
+    assert base.majority_rate(nine) == pytest.approx(1 / 9)
+    # the recorded CIFAR-10 class-0 runs: SCRUB / GradDiff at 11.1 %, Fine-tune at 77.7 %
+    assert base.is_collapsed(0.111, nine) and not base.is_collapsed(0.777, nine)
+    assert base.is_collapsed(0.2221, nine) and not base.is_collapsed(0.2223, nine)
+    skewed = np.array([0] * 40 + [1] * 30 + [2] * 30)  # predicting class 0 scores 40 %: bar 80 %
+    assert base.is_collapsed(0.9, skewed) is False and base.is_collapsed(0.75, skewed) is True
+    with pytest.raises(ValueError, match="at least one"):
+        base.is_collapsed(0.5, np.array([-1, -1]))
