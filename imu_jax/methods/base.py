@@ -250,6 +250,35 @@ def stop_info(monitor: "stopping.Monitor | None", steps: int) -> dict[str, Any]:
                                                           **monitor.result()}
 
 
+def majority_rate(labels: np.ndarray) -> float:
+    """The fraction of ``labels`` (class ids; negative = padding, ignored) that are the most
+    frequent class: the accuracy of a model that predicts one class for everything.
+
+    >>> majority_rate(np.array([0, 1, 1, 2])), majority_rate(np.array([[3, 3, -1]]))
+    (0.5, 1.0)
+    """
+    labels = np.asarray(labels).ravel()
+    labels = labels[labels >= 0]
+    if labels.size == 0:
+        raise ValueError("majority_rate needs at least one (non-padding) label.")
+    return float(np.bincount(labels.astype(np.int64)).max() / labels.size)
+
+
+def is_collapsed(test_accuracy: float, test_labels: np.ndarray) -> bool:
+    """True when a model's test accuracy (TA) is below twice the majority-class rate of the test
+    split it was measured on (``test_labels``): the model is no better than about two constant
+    predictors, whatever it forgot. Report such a run as collapsed rather than as unlearning.
+
+    On a balanced 10-class split the bar is 20 %; after forgetting one class of CIFAR-10, TA is
+    measured on the 9 others and the bar is 22.2 % (a constant predictor scores 11.1 %).
+
+    >>> labels = np.repeat(np.arange(9), 1000)
+    >>> is_collapsed(0.111, labels), is_collapsed(0.77, labels), is_collapsed(0.222, labels)
+    (True, False, True)
+    """
+    return bool(float(test_accuracy) < 2.0 * majority_rate(test_labels))
+
+
 def model_loss(model, params, state, x, y) -> jax.Array:
     """Mean cross-entropy of a batch, inference mode."""
     logits, _ = model.apply(params, state, x, train=False)
