@@ -14,7 +14,7 @@ Default length: ONE pass over D_f (``epochs=1``), the public code's single unlea
 Scaled to the forget set, the public run takes 50 ascent steps over its 8,000 forget sequences
 (``--max_iterations 50``), 1/160 of a step per forget example; one pass of batches of 256 takes
 1/256, the nearest whole number of passes that does not exceed it. GA's default of 20 passes
-took 400 steps on a 5,000-image CIFAR-10 class (12.5× the public ascent per example): every
+took 400 steps on a 5,000-image CIFAR-10 class (12.8× the public ascent per example): every
 CIFAR-10 run collapsed to test accuracy 10-11 % (docs/DEVIATIONS.md). Markov runs use the public
 setting itself (``experiments/configs/unlearn_markov.py``).
 
