@@ -1,4 +1,4 @@
-"""The retain-free stopping rule and the divergence guard (imu_jax.stopping) on constructed cases."""
+"""The retain-free stopping rule and the divergence guard (imu_jax.unlearning.stopping) on constructed cases."""
 
 
 import jax

@@ -23,7 +23,7 @@ SELECTION_RULE = ("every method gets the same budget: a grid of the same size ov
 
 
 RETAIN_FREE_RULE = ("retain-free: each method runs its default hyperparameters at a constant lr "
-                    "and stops by the rule of imu_jax.stopping on the forget set vs the held-out "
+                    "and stops by the rule of imu_jax.unlearning.stopping on the forget set vs the held-out "
                     "split (class removal: forget accuracy ≤ 1/#classes; sample removal: "
                     "loss-membership AUC at chance, or earlier when held-out accuracy falls "
                     "below its start by more than its 5 % noise level, handing back the last "

@@ -24,6 +24,7 @@ _REGISTERED = (
     random_label.METHOD,
     boundary_shrink.METHOD,
     boundary_shrink.RUNNER_UP,
+    boundary_shrink.REFERENCE,
     npo.METHOD,
     ssd.METHOD,
     salun.METHOD,

@@ -48,7 +48,7 @@ class UnlearnTask:
     on_step: Callable[[int, PyTree, PyTree], None] | None = None
     # Per-channel (mean, std) the inputs were standardised with (pixels in [0, 1]); None: unknown.
     input_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-    # The retain-free stopping rule (imu_jax.stopping): with ``stop_rule`` set, methods stop by
+    # The retain-free stopping rule (imu_jax.unlearning.stopping): with ``stop_rule`` set, methods stop by
     # the rule on ``forget`` vs ``held_out`` (data the model never trained on) instead of running
     # a fixed length.
     held_out: Mapping[str, np.ndarray] | None = None
@@ -239,31 +239,68 @@ def gradient_loop(model, params: PyTree, state: PyTree, arrays: Mapping[str, np.
     return jax.block_until_ready(params), monitor.steps
 
 
-def monitor_for(task: "UnlearnTask", label: str = "") -> "monitor_lib.Monitor | None":
-    """The stopping-rule monitor a method's loop should use for ``task``: one over
-    ``task.forget`` and ``task.held_out`` when ``task.stop_rule`` is set, else ``None`` (fixed
-    length).
+def monitor_for(task: "UnlearnTask", label: str = "") -> "monitor_lib.Monitor":
+    """The monitor a method's loop should use for ``task``: the stopping rule's over
+    ``task.forget`` and ``task.held_out`` when ``task.stop_rule`` is set, else
+    ``monitor_lib.Monitor.fixed()`` (fixed length, divergence guard only). Either way the method
+    hands it to :func:`stop_info`, so a fixed-length run that goes non-finite is recorded as
+    ``stop_reason="diverged"`` (``diverged: True``, ``stopped_at`` = the step that went
+    non-finite, ``steps`` = the step rolled back to) exactly as a monitored one.
 
     >>> task = UnlearnTask(model=None, params={}, state={}, forget={}, num_classes=2)
-    >>> monitor_for(task) is None
-    True
+    >>> monitor = monitor_for(task)
+    >>> monitor.monitoring, monitor.rule.eval_every
+    (False, 1)
     """
     if task.stop_rule is None:
-        return None
+        return monitor_lib.Monitor.fixed()
     return monitor_lib.Monitor(task.model, task.forget, require(task, "held_out", label or "rule"),
                             task.stop_rule, num_classes=task.num_classes, progress=task.progress,
                             label=label)
 
 
 def stop_info(monitor: "monitor_lib.Monitor | None", steps: int) -> dict[str, Any]:
-    """What a method records about its loop's length: ``steps`` and, when monitored, the rule's
-    summary (``stop_reason``, ``curve``, ...).
+    """What a method records about its loop's length: ``steps`` (those handed back) and the
+    monitor's summary (``stop_reason`` — ``"fixed"`` or ``"diverged"`` for a fixed-length run —
+    ``stopped_at``, ``diverged``, ``cap``, and when monitored ``curve``, ...).
 
     >>> stop_info(None, 5)
     {'steps': 5}
+    >>> info = stop_info(monitor_lib.Monitor.fixed(), 0)
+    >>> info["steps"], info["diverged"]
+    (0, False)
     """
     return {"steps": int(steps)} if monitor is None else {"steps": int(steps),
                                                           **monitor.result()}
+
+
+def majority_rate(labels: np.ndarray) -> float:
+    """The fraction of ``labels`` (class ids; negative = padding, ignored) that are the most
+    frequent class: the accuracy of a model that predicts one class for everything.
+
+    >>> majority_rate(np.array([0, 1, 1, 2])), majority_rate(np.array([[3, 3, -1]]))
+    (0.5, 1.0)
+    """
+    labels = np.asarray(labels).ravel()
+    labels = labels[labels >= 0]
+    if labels.size == 0:
+        raise ValueError("majority_rate needs at least one (non-padding) label.")
+    return float(np.bincount(labels.astype(np.int64)).max() / labels.size)
+
+
+def is_collapsed(test_accuracy: float, test_labels: np.ndarray) -> bool:
+    """True when a model's test accuracy (TA) is below twice the majority-class rate of the test
+    split it was measured on (``test_labels``): the model is no better than about two constant
+    predictors, whatever it forgot. Report such a run as collapsed rather than as unlearning.
+
+    On a balanced 10-class split the bar is 20 %; after forgetting one class of CIFAR-10, TA is
+    measured on the 9 others and the bar is 22.2 % (a constant predictor scores 11.1 %).
+
+    >>> labels = np.repeat(np.arange(9), 1000)
+    >>> is_collapsed(0.111, labels), is_collapsed(0.77, labels), is_collapsed(0.222, labels)
+    (True, False, True)
+    """
+    return bool(float(test_accuracy) < 2.0 * majority_rate(test_labels))
 
 
 def model_loss(model, params, state, x, y) -> jax.Array:

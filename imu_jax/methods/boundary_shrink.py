@@ -8,6 +8,13 @@ plain arg-max of the frozen model on the perturbed image, which is the true clas
 does not cross the boundary. The model is then fine-tuned on the CLEAN images toward those
 targets, in train mode (``model.train()`` in the reference; ``bn_mode``).
 
+Optimiser: this library's shared recipe by default (SGD momentum 0.9, weight decay 5e-4, batch
+256, lr 1e-2 for 5 epochs, tuned over lr {3e-3, 1e-2} × epochs {2, 5, 10}).
+``boundary_shrink_reference`` is the same method with the reference code's optimiser and length
+(``REFERENCE_DEFAULTS``: SGD lr 1e-5, momentum 0.9, no weight decay, batches of 64, 10 epochs;
+``boundary_unlearning.py`` of the authors' code), not tuned, so that both can be reported
+(docs/DEVIATIONS.md).
+
 ``boundary_shrink_runner_up`` keeps this library's earlier variant under its own name: ε in
 standardised units, the true class excluded from the target (so it is always the runner-up class
 after the step), no clamping, BatchNorm frozen — in effect "fine-tune toward the runner-up class".
@@ -15,6 +22,8 @@ after the step), no clamping, BatchNorm frozen — in effect "fine-tune toward t
 >>> from imu_jax.methods import get_method
 >>> get_method("boundary_shrink").defaults["epsilon"], get_method("boundary_shrink").defaults["bn_mode"]
 (0.1, 'train')
+>>> get_method("boundary_shrink_reference").defaults["learning_rate"]
+1e-05
 """
 
 from __future__ import annotations
@@ -32,6 +41,10 @@ from imu_jax.methods.grids import GRIDS, gradient_defaults
 
 DEFAULTS = gradient_defaults(learning_rate=1e-2, epochs=5, bn_mode="train", epsilon=0.1)
 RUNNER_UP_DEFAULTS = {**DEFAULTS, "bn_mode": "frozen"}
+# The reference code's fine-tuning: torch.optim.SGD(lr=0.00001, momentum=0.9) (no weight decay),
+# poison_epoch=10 passes over the forget loader, batch_size 64 (its main.py default).
+REFERENCE_DEFAULTS = {**DEFAULTS, "learning_rate": 1e-5, "momentum": 0.9, "weight_decay": 0.0,
+                      "batch_size": 64, "epochs": 10}
 PIXEL_LEVELS = 255.0  # the reference's discretize(): round(x * 255) / 255
 
 
@@ -132,3 +145,7 @@ RUNNER_UP = dataclasses.replace(
     summary="variant: fine-tune D_f toward the runner-up class after an FGSM step (true class "
     "excluded, standardised ε, BN frozen)", run=run_runner_up, defaults=RUNNER_UP_DEFAULTS,
     grid=GRIDS["boundary_shrink_runner_up"])
+REFERENCE = dataclasses.replace(
+    METHOD, name="boundary_shrink_reference",
+    summary="Boundary Shrink with the reference code's optimiser (SGD lr 1e-5, no weight "
+    "decay, batch 64, 10 epochs), not tuned", defaults=REFERENCE_DEFAULTS, grid={})

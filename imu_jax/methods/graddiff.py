@@ -10,6 +10,14 @@ forget example is paired once per run with a distinct random retain example (see
 as GA, BatchNorm in train mode (``model.train()``: the forget pass, then the retain pass,
 update the running statistics in that order); ``bn_mode="frozen"`` keeps inference mode.
 
+Default length: ONE pass over D_f (``epochs=1``), the public code's single unlearning epoch.
+Scaled to the forget set, the public run takes 50 ascent steps over its 8,000 forget sequences
+(``--max_iterations 50``), 1/160 of a step per forget example; one pass of batches of 256 takes
+1/256, the nearest whole number of passes that does not exceed it. GA's default of 20 passes
+took 400 steps on a 5,000-image CIFAR-10 class (12.8× the public ascent per example): every
+CIFAR-10 run collapsed to test accuracy 10-11 % (docs/DEVIATIONS.md). Markov runs use the public
+setting itself (``experiments/configs/unlearn_markov.py``).
+
 >>> import numpy as np
 >>> pairs = pair_with_retain({"x": np.zeros(3), "y": np.arange(3)},
 ...                          {"x": np.ones(5), "y": np.arange(5) + 10}, seed=0)
@@ -31,7 +39,9 @@ from imu_jax.methods.grids import GRIDS
 from imu_jax.methods.likelihood import token_cross_entropy
 from imu_jax.methods.phases import mode_loss
 
-DEFAULTS = dict(ga.DEFAULTS)
+# The public Markov run: 50 ascent steps (``--max_iterations 50``) over 8,000 forget sequences.
+PUBLIC_STEPS_PER_FORGET_EXAMPLE = 50 / 8000
+DEFAULTS = {**ga.DEFAULTS, "epochs": 1}
 GRID = GRIDS["graddiff"]
 
 

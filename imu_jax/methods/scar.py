@@ -14,6 +14,8 @@ input of the head, at the original model), shrunk twice with
 ``Σ + γ₁ V₁ I + γ₂ V₂ (1 − I)`` (V₁ = mean diagonal, V₂ = mean non-zero off-diagonal), turned into
 a correlation matrix and pseudo-inverted. Distance of a feature ``h`` to class ``c``:
 ``d_c(h) = (u − v_c)ᵀ Σ_c⁺ (u − v_c)`` with ``u = φ(h)/‖φ(h)‖``, ``v_c = μ_c/‖μ_c‖``.
+Vectors are normalised as ``torch.nn.functional.normalize`` does (``x / max(‖x‖, 1e-12)``), so
+a class without statistics (zero mean) gives a finite distance column and finite gradients.
 Each forget example's target is its closest class other than its label (at the original model).
 
 Each epoch goes through the forget batches in order; each forget batch is paired with
@@ -71,7 +73,8 @@ def class_statistics(features: np.ndarray, labels: np.ndarray, num_classes: int,
                      delta: float, gamma1: float, gamma2: float
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(means [C, D], inverse correlation matrices [C, D, D], valid [C])``; a class with fewer
-    than two examples is not valid (never chosen as a target)."""
+    than two examples, or whose features are all constant (zero variance after shrinkage), is
+    not valid: zero mean, identity inverse, never chosen as a target."""
     transformed = np.asarray(tukey(jnp.asarray(features, jnp.float32), delta), np.float64)
     dim = transformed.shape[1]
     means = np.zeros((num_classes, dim))
@@ -83,17 +86,34 @@ def class_statistics(features: np.ndarray, labels: np.ndarray, num_classes: int,
             continue
         cov = shrink_covariance(shrink_covariance(np.cov(samples.T), gamma1, gamma2),
                                 gamma1, gamma2)
+        if not np.all(np.diag(cov) > 0):  # every feature constant over the class: no metric
+            continue
         sigma = np.sqrt(np.diag(cov))
         corr = cov / np.outer(sigma, sigma)
         means[c], inverses[c], valid[c] = samples.mean(0), np.linalg.pinv(corr), True
     return means.astype(np.float32), inverses.astype(np.float32), valid
 
 
+def normalize(vectors, eps: float = 1e-12):
+    """``x / max(‖x‖, eps)`` along the last axis (``torch.nn.functional.normalize``, as the
+    reference code): a zero vector stays zero, and the gradient is finite everywhere.
+
+    >>> normalize(jnp.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
+    squared = jnp.sum(jnp.square(vectors), axis=-1, keepdims=True)
+    return vectors / jnp.sqrt(jnp.maximum(squared, eps * eps))
+
+
 def mahalanobis(features, means, inverses, *, delta: float):
-    """``[N, C]`` distances between normalised Tukey features and normalised class means."""
-    u = tukey(features, delta)
-    u = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
-    v = means / jnp.linalg.norm(means, axis=-1, keepdims=True)
+    """``[N, C]`` distances between normalised Tukey features and normalised class means.
+
+    Classes without statistics have a zero mean: normalised to zero (not 0/0), their column is
+    finite and so is the gradient of any other column (a NaN column would make every gradient
+    NaN through the einsum's backward pass, ``0 · NaN``: SCAR diverged at step 1 on CIFAR-10,
+    where the original model predicts 6 of the 10 classes on the noise images)."""
+    u = normalize(tukey(features, delta))
+    v = normalize(jnp.asarray(means))
     diff = u[:, None, :] - v[None]                              # [N, C, D]
     return jnp.einsum("ncd,cde,nce->nc", diff, inverses, diff)
 

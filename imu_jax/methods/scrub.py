@@ -9,9 +9,12 @@ divergence ``KL_T(s, t) = T² · mean_batch KL(softmax(t/T) ‖ softmax(s/T))`` 
 * a min-pass over shuffled D_r batches of ``batch_size``, minimising
   ``γ · CE(student, y) + α · KL_T(student, teacher)``.
 
-Defaults are the authors' (``large_scale_unlearning.ipynb``): γ 0.99, α 0.001, T 4, msteps 2,
-3 epochs, lr 5e-4 × 0.1 after epochs 3, 5 and 9, SGD momentum 0.9, weight decay 5e-4, batches
-32 (D_f) and 128 (D_r). The student is in train mode (BatchNorm on batch statistics, running
+Defaults are the authors' (``large_scale_unlearning.ipynb``, CIFAR-10 class forgetting): γ 0.99,
+α 0.001, T 4, msteps 2, 3 epochs, lr 5e-4 × 0.1 after epochs 3, 5 and 9, SGD momentum 0.9,
+weight decay 5e-4, batches of 512 (D_f) and 256 (D_r): the loaders that notebook builds and
+trains with (its ``del_batch_size = 32`` and ``sgda_batch_size = 128`` are set but never read).
+So a max-pass takes ``⌈|D_f| / 512⌉`` steps: 20 max-steps in all for a 5,000-image class, as
+the authors' run (batches of 32 gave 314, and the model collapsed; docs/DEVIATIONS.md). The student is in train mode (BatchNorm on batch statistics, running
 statistics updated: the reference's ``model_s.train()``); the teacher in inference mode.
 ``bn_mode="frozen"`` keeps the student in inference mode.
 
@@ -32,8 +35,8 @@ from imu_jax.methods.phases import Phase, fit_phases, mode_loss, shuffled_batche
 from imu_jax.unlearning.losses import batch_loss
 
 
-DEFAULTS = gradient_defaults(learning_rate=5e-4, epochs=3, bn_mode="train", batch_size=128,
-                             forget_batch_size=32, msteps=2, gamma=0.99, alpha=0.001,
+DEFAULTS = gradient_defaults(learning_rate=5e-4, epochs=3, bn_mode="train", batch_size=256,
+                             forget_batch_size=512, msteps=2, gamma=0.99, alpha=0.001,
                              temperature=4.0, lr_decay_epochs=(3, 5, 9))
 GRID = GRIDS["scrub"]
 

@@ -215,7 +215,7 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
       on_step: optional ``on_step(step, params, state)`` called after every optimizer step with
         the full parameters (per-step evaluation, e.g. the Markov KL curves).
       held_out: data the model never trained on (a validation/test split). When given, the
-        retain-free stopping rule of :mod:`imu_jax.stopping` decides the length (constant lr,
+        retain-free stopping rule of :mod:`imu_jax.unlearning.stopping` decides the length (constant lr,
         checks every ``stop_rule.eval_every`` steps, capped at ``stop_rule.max_epochs``);
         ``epochs`` and ``milestones`` are then unused. Without it the run has the fixed length
         ``epochs`` (``max_steps``), as in the public code.

@@ -14,7 +14,7 @@ REPORTED_ROLES = ("eval", "retain_free")
 
 def reported_runs(runs: Sequence[Mapping]) -> list[Mapping]:
     """The runs that go into the tables: ``role`` ``"eval"`` (defaults or oracle-tuned) and
-    ``"retain_free"`` (the stopping rule of ``imu_jax.stopping``)."""
+    ``"retain_free"`` (the stopping rule of ``imu_jax.unlearning.stopping``)."""
     return [r for r in runs if r.get("role", "eval") in REPORTED_ROLES]
 
 
