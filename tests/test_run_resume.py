@@ -7,8 +7,11 @@ line and exit status 130."""
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -106,7 +109,7 @@ def test_unusable_cache_entry_is_rebuilt_with_a_notice(break_it, splits, tmp_pat
 
 
 def test_interrupted_save_leaves_no_cache_entry(splits, tmp_path, monkeypatch):
-    """A crash inside the save leaves only a hidden partial folder, never the model folder."""
+    """An interruption inside the save leaves neither the model folder nor a partial one."""
     real = checkpoint.save
 
     def crash_after_writing(directory, *args, **kwargs):
@@ -117,6 +120,7 @@ def test_interrupted_save_leaves_no_cache_entry(splits, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         models_cache.cached_trainer(splits, CFG, tmp_path, progress=False)(False, 0)
     assert not (tmp_path / "models" / "original_seed0").exists()
+    assert list((tmp_path / "models").iterdir()) == []  # the partial folder is gone too
     monkeypatch.setattr(checkpoint, "save", real)
     model = models_cache.cached_trainer(splits, CFG, tmp_path, progress=False)(False, 0)
     assert model.info["cached"] is False
@@ -163,7 +167,7 @@ def test_tune_methods_tunes_only_those(finished, tmp_path, data_dir):
     row; results.md says which were tuned."""
     out = tmp_path / "tuned"
     shutil.copytree(finished[0] / "models", out / "models")
-    args = ["run", *TINY, "--methods", "retrain,ga,imu", "--seeds", "0", "--tune-seeds", "0",
+    args = ["run", *TINY, "--methods", "retrain,ga,imu", "--seeds", "0", "--tune-seeds", "1",
             "--tune-methods", "imu", "--grid", "imu.learning_rate=0.01",
             "--grid", "imu.epochs=1", "--grid", "imu.top_fraction=0.5", "--out", str(out),
             "--data-dir", data_dir]
@@ -177,7 +181,7 @@ def test_tune_methods_tunes_only_those(finished, tmp_path, data_dir):
 
 
 @pytest.mark.parametrize("extra,problem", [
-    (["--tune-seeds", "0", "--tune-methods", "npo"], "'npo' is not among the methods"),
+    (["--tune-seeds", "1", "--tune-methods", "npo"], "'npo' is not among the methods"),
     (["--tune-methods", "imu"], "only means something with --tune-seeds"),
 ])
 def test_tune_methods_errors_are_one_line(extra, problem, tmp_path, data_dir, capsys):
@@ -358,3 +362,31 @@ def test_real_ctrl_c_during_training(tmp_path, data_dir):
     assert all("building imu_digits" in line or "dataset_info.json" in line
                for line in lines[:-1]), err  # only the first build of the data came before
     assert not (out / "models" / "original_seed0").exists()  # nothing half-written is visible
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_out_keep_every_run(tmp_path, data_dir, splits):  # data built first
+    """Seeds run in parallel into one --out (two processes at once): results.json ends with the
+    runs of both, and the second's start does not wipe the first's."""
+    out = tmp_path / "shared"
+    base = [sys.executable, "-m", "imu_jax.lab.cli", "run", *TINY, "--methods", "retrain,imu",
+            "--out", str(out), "--data-dir", data_dir]
+    procs = [subprocess.Popen(base + ["--seeds", seed], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for seed in ("0", "1")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert {(r["method"], r["seed"]) for r in runs} >= {
+        (m, s) for m in ("original", "retrain", "imu") for s in (0, 1)}
+    assert not list((out / ".writers").iterdir())  # both writers signed off
+
+
+def test_a_second_writer_with_other_settings_is_refused(tmp_path):
+    from imu_jax.lab.store import WRITERS, SharedResults
+
+    out = tmp_path / "o"
+    (out / WRITERS).mkdir(parents=True)
+    (out / WRITERS / str(os.getppid())).write_text(json.dumps({"forget": "class:3"}))
+    with pytest.raises(ValueError, match=r"another imu-jax run .*forget: 'class:3' → 'class:4'"):
+        SharedResults(out, {"config": {"forget": "class:4"}, "runs": []}, resume=False)

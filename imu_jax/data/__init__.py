@@ -13,7 +13,7 @@ from imu_jax import _extras
 
 _extras.require("tensorflow_datasets", "data", "imu_jax.data (datasets through TFDS)")
 
-from imu_jax.data.forget_spec import KINDS, ForgetSpec, parse_forget_spec
+from imu_jax.data.forget_spec import KINDS, ForgetSpec, ForgetSpecError, parse_forget_spec
 from imu_jax.data.markov import MarkovConfig, transition_matrix
 from imu_jax.data.paths import DataDirError, resolve_data_dir
 from imu_jax.data.pipeline import batches, num_batches, random_crop_flip
@@ -25,6 +25,7 @@ __all__ = [
     "KINDS",
     "DataDirError",
     "ForgetSpec",
+    "ForgetSpecError",
     "MarkovConfig",
     "Splits",
     "batches",

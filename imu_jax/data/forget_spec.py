@@ -41,6 +41,13 @@ _FRACTION_KINDS = ("random", "mislabeled")
 _NAMED_KINDS = ("superclass", "subclass")  # the argument may be a class name instead of an id
 
 
+class ForgetSpecError(ValueError):
+    """A forget spec that is malformed or does not fit the dataset; ``imu-jax`` names the flag
+    (``flag``) in its one-line message."""
+
+    flag = "--forget"
+
+
 @dataclasses.dataclass(frozen=True)
 class ForgetSpec:
     """A parsed forget specification; ``classes`` also holds superclass/subclass/chain ids.
@@ -69,11 +76,11 @@ def parse_forget_spec(spec: str) -> ForgetSpec:
     kind, sep, arg = spec.strip().partition(":")
     kind = kind.strip().lower()
     if kind not in KINDS:
-        raise ValueError(
+        raise ForgetSpecError(
             f"Unknown forget spec kind {kind!r} in {spec!r}; valid kinds: {', '.join(KINDS)}."
         )
     if not sep or not arg.strip():
-        raise ValueError(f"Forget spec {spec!r} needs an argument, e.g. '{kind}:...'.")
+        raise ForgetSpecError(f"Forget spec {spec!r} needs an argument, e.g. '{kind}:...'.")
     arg = arg.strip()
     if kind in _INT_KINDS:
         try:
@@ -81,21 +88,21 @@ def parse_forget_spec(spec: str) -> ForgetSpec:
         except ValueError:
             if kind in _NAMED_KINDS and "," not in arg:
                 return ForgetSpec(kind, text=spec, name=arg)
-            raise ValueError(f"Forget spec {spec!r}: expected integer ids, got {arg!r}.") from None
+            raise ForgetSpecError(f"Forget spec {spec!r}: expected integer ids, got {arg!r}.") from None
         if kind == "chain" and ids == (1, 2):
             return ForgetSpec(kind, classes=ids, text=spec)
         if kind != "classes" and len(ids) != 1:
-            raise ValueError(f"Forget spec {spec!r}: {kind} takes exactly one id.")
+            raise ForgetSpecError(f"Forget spec {spec!r}: {kind} takes exactly one id.")
         if not ids:
-            raise ValueError(f"Forget spec {spec!r}: no class ids given.")
+            raise ForgetSpecError(f"Forget spec {spec!r}: no class ids given.")
         return ForgetSpec(kind, classes=ids, text=spec)
     if kind in _FRACTION_KINDS:
         try:
             fraction = float(arg)
         except ValueError:
-            raise ValueError(f"Forget spec {spec!r}: expected a fraction, got {arg!r}.") from None
+            raise ForgetSpecError(f"Forget spec {spec!r}: expected a fraction, got {arg!r}.") from None
         if not 0.0 < fraction < 1.0:
-            raise ValueError(
+            raise ForgetSpecError(
                 f"Fraction in {spec!r} must lie strictly between 0 and 1, got {fraction}."
             )
         return ForgetSpec(kind, fraction=fraction, text=spec)

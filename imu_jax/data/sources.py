@@ -73,7 +73,8 @@ class _OwnBuilderNotices(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         ours = "/imu_" in message or "ImageFolderConfig(" in message  # our builders' names
-        return not (ours and any(n in message for n in self.NOTICES))
+        unprepared = "has no dataset_info.json" in message  # load() says what to do instead
+        return not ((ours or unprepared) and any(n in message for n in self.NOTICES))
 
 
 logging.getLogger("absl").addFilter(_OwnBuilderNotices())
@@ -167,6 +168,40 @@ def _local_sources(dataset: str, data_dir, download: bool):
     return {split: builder.as_data_source(split=split) for split in ("train", "test")}
 
 
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)  # TFDS's metadata and most of its mirrors
+
+
+def online(host: tuple[str, int] = DOWNLOAD_HOST, timeout: float = 3.0) -> bool:
+    """Whether ``host`` answers within ``timeout`` seconds (TFDS would otherwise retry a
+    download for minutes before failing)."""
+    import socket
+
+    try:
+        socket.create_connection(host, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _catalogue_sources(base: str, dataset: str, explicit_dir, download: bool):
+    """The catalogue dataset's train/test sources; missing data fails at once, naming the folder
+    TFDS reads and writes (``--data-dir``/``$IMU_JAX_DATA_DIR`` if given, else TFDS's own)."""
+    kwargs = {"data_dir": os.fspath(explicit_dir)} if explicit_dir else {}
+    builder = tfds.builder(base, **kwargs)
+    root = pathlib.Path(builder.data_dir).parents[1]  # <root>/<name>/<version>
+    if not builder.is_prepared() and (not download or not online()):
+        why = ("is not prepared" if not download else
+               "is not prepared and the network cannot be reached to download it")
+        raise DataDirError(
+            f"Dataset {dataset!r} {why} in {root}: prepare it where the network works (`tfds "
+            f"build {base} --file_format=array_record --data_dir {root}`, which needs `pip "
+            f"install tensorflow`) and copy that folder here, or give the images as a folder: "
+            f"--dataset imagefolder:PATH (PATH/train/<class>/*.jpg, PATH/test/<class>/*.jpg, "
+            f"or a .zip of them).")
+    sources = tfds.data_source(base, split=["train", "test"], download=download, **kwargs)
+    return dict(zip(("train", "test"), sources)), root
+
+
 def load(dataset: str, *, data_dir=None, download: bool = True) -> dict[str, dict[str, np.ndarray]]:
     """Loads ``{"train": arrays, "test": arrays}`` (raw values: uint8 images, int labels).
 
@@ -183,10 +218,8 @@ def load(dataset: str, *, data_dir=None, download: bool = True) -> dict[str, dic
         if base in LOCAL or base == FOLDER:
             sources = _local_sources(dataset, data_dir, download)
         else:
-            explicit = data_dir or os.environ.get(ENV_VAR)
-            kwargs = {"data_dir": os.fspath(dd)} if explicit else {}  # else TFDS's default dir
-            sources = tfds.data_source(base, split=["train", "test"], download=download, **kwargs)
-            sources = dict(zip(("train", "test"), sources))
+            explicit = data_dir or os.environ.get(ENV_VAR)  # else TFDS's default dir
+            sources, dd = _catalogue_sources(base, dataset, dd if explicit else None, download)
         out = {split: read_split(src) for split, src in sources.items()}
     except DataDirError:
         raise
@@ -195,7 +228,7 @@ def load(dataset: str, *, data_dir=None, download: bool = True) -> dict[str, dic
             rebuild_hint(dataset, dd)
             if base in LOCAL or base == FOLDER
             else f"Prepare it once with `tfds build {base} --file_format=array_record"
-            + (f" --data_dir {dd}`" if explicit else "`")
+            + f" --data_dir {dd}`"
             + " (TFDS's builder needs TensorFlow for this step: `pip install tensorflow`)."
         )
         raise DataDirError(

@@ -33,7 +33,7 @@ import pathlib
 import numpy as np
 
 from imu_jax.data import markov as markov_lib
-from imu_jax.data.forget_spec import ForgetSpec, parse_forget_spec
+from imu_jax.data.forget_spec import ForgetSpec, ForgetSpecError, parse_forget_spec
 from imu_jax.data import image_folder
 from imu_jax.data.sources import FOLDER, canonical_name, load
 
@@ -178,7 +178,8 @@ def _counts(**splits) -> dict[str, int]:
 def _check_ids(spec: ForgetSpec, upper: int, what: str) -> None:
     bad = [k for k in spec.classes if not 0 <= k < upper]
     if bad:
-        raise ValueError(f"Forget spec {spec.text!r}: {what} {bad} out of range [0, {upper - 1}].")
+        raise ForgetSpecError(
+            f"Forget spec {spec.text!r}: {what} {bad} out of range [0, {upper - 1}].")
 
 
 def _hierarchy(dataset: str) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray]:
@@ -215,13 +216,13 @@ def resolve_coarse_spec(spec: ForgetSpec, dataset: str) -> ForgetSpec:
     elif spec.name not in names:
         close = difflib.get_close_matches(spec.name, names, n=3, cutoff=0.7)
         hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
-        raise ValueError(f"Forget spec {spec.text!r}: unknown {what} {spec.name!r} on "
+        raise ForgetSpecError(f"Forget spec {spec.text!r}: unknown {what} {spec.name!r} on "
                          f"{dataset!r}; {hint}{spec.kind}es (id name): {_listing(names)}.")
     else:
         spec = dataclasses.replace(spec, classes=(names.index(spec.name),))
     k = spec.classes[0]
     if spec.kind == "subclass" and np.sum(coarse_of == coarse_of[k]) < 2:
-        raise ValueError(  # retain and test (its superclass's other fine classes) would be empty
+        raise ForgetSpecError(  # retain and test (its superclass's other fine classes) would be empty
             f"Forget spec {spec.text!r}: fine class {k} ({fine[k]}) is the only one of its "
             f"superclass {coarse[coarse_of[k]]!r} on {dataset!r}; subclass forgetting keeps that "
             "superclass's other fine classes as retain and test data.")
@@ -231,7 +232,7 @@ def resolve_coarse_spec(spec: ForgetSpec, dataset: str) -> ForgetSpec:
 def _read_indices(path: str, n: int) -> np.ndarray:
     p = pathlib.Path(path).expanduser()
     if not p.exists():
-        raise ValueError(f"indices file {str(p)!r} does not exist.")
+        raise ForgetSpecError(f"indices file {str(p)!r} does not exist.")
     if p.suffix == ".npy":
         idx = np.asarray(np.load(p)).ravel()
         bad = [] if np.issubdtype(idx.dtype, np.integer) else [str(v) for v in idx[:3]]
@@ -240,11 +241,12 @@ def _read_indices(path: str, n: int) -> np.ndarray:
         bad = [w for w in words if not w.lstrip("+-").isdigit()][:3]
         idx = np.array([int(w) for w in words] if not bad else [], np.int64)
     if bad:
-        raise ValueError(f"indices file {str(p)!r}: indices must be integers (.npy of an integer "
-                         f"dtype, or integers separated by commas or spaces); found {bad}.")
+        raise ForgetSpecError(
+            f"indices file {str(p)!r}: indices must be integers (.npy of an integer "
+            f"dtype, or integers separated by commas or spaces); found {bad}.")
     idx = np.unique(idx.astype(np.int64))
     if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"indices in {str(p)!r} must lie in [0, {n - 1}].")
+        raise ForgetSpecError(f"indices in {str(p)!r} must lie in [0, {n - 1}].")
     return idx
 
 
@@ -254,14 +256,14 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
     has_coarse = "coarse_label" in raw["train"]
     if kind in ("superclass", "subclass") and not has_coarse:
         if base == FOLDER:
-            raise ValueError(f"Forget spec {spec.text!r} needs coarse labels: "
+            raise ForgetSpecError(f"Forget spec {spec.text!r} needs coarse labels: "
                              + image_folder.missing_coarse_message(image_folder.scan(config)))
-        raise ValueError(
+        raise ForgetSpecError(
             f"Forget spec {spec.text!r} needs coarse labels (CIFAR-100, or an image folder with "
             f"{image_folder.COARSE_FILE}); {dataset!r} has none."
         )
     if kind == "chain":
-        raise ValueError(f"Forget spec {spec.text!r} applies to the Markov data only.")
+        raise ForgetSpecError(f"Forget spec {spec.text!r} applies to the Markov data only.")
     coarse = kind in ("superclass", "subclass")
     if coarse:
         spec = resolve_coarse_spec(spec, dataset)
@@ -312,9 +314,10 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
         mask = np.zeros(n, bool)
         mask[_read_indices(spec.path, n)] = True
     else:  # pragma: no cover - parse_forget_spec rejects unknown kinds
-        raise ValueError(f"Unsupported forget spec {spec.text!r}.")
+        raise ForgetSpecError(f"Unsupported forget spec {spec.text!r}.")
     if spec is not None and not mask.any():
-        raise ValueError(f"Forget spec {spec.text!r} leaves the forget set empty on {dataset!r}.")
+        raise ForgetSpecError(
+            f"Forget spec {spec.text!r} leaves the forget set empty on {dataset!r}.")
     forget, retain = take(train, mask), take(train, ~mask)
     if kind == "subclass":
         retain = take(train, np.isin(fine_tr, others))
@@ -343,14 +346,15 @@ def _markov_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw, cfg) -
     forget set is forget1 + forget2, forget2 (never seen) is also reported alone as ``control``."""
     spec = spec or parse_forget_spec("chain:1")
     if spec.kind != "chain":
-        raise ValueError(
+        raise ForgetSpecError(
             f"Forget spec {spec.text!r} does not apply to Markov data; use 'chain:1', 'chain:2' "
             "or 'chain:1,2'."
         )
     _check_ids(spec, 3, "chain")
     k = spec.classes[0]
     if k == 0:
-        raise ValueError(f"Forget spec {spec.text!r}: chain 0 is the retain chain; use 1 or 2.")
+        raise ForgetSpecError(
+            f"Forget spec {spec.text!r}: chain 0 is the retain chain; use 1 or 2.")
     paper = spec.classes == (1, 2)
     other = 2 if paper else 3 - k
     tr, te = raw["train"], raw["test"]
@@ -403,7 +407,7 @@ def make_splits(dataset: str, forget: str | ForgetSpec | None = None, *, seed: i
     if coarse and base in (FOLDER, "cifar100"):
         # fail before a (possibly long) build or load: no map, unknown name, id out of range
         if base == FOLDER and not image_folder.scan(config).coarse:
-            raise ValueError(f"Forget spec {spec.text!r} needs coarse labels: "
+            raise ForgetSpecError(f"Forget spec {spec.text!r} needs coarse labels: "
                              + image_folder.missing_coarse_message(image_folder.scan(config)))
         resolve_coarse_spec(spec, dataset)
     raw = load(dataset, data_dir=data_dir, download=download)

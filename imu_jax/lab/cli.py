@@ -229,10 +229,23 @@ def print_summary(out: pathlib.Path) -> None:
 
 
 def run_interrupted(args) -> str:
-    """The line printed when ``imu-jax run`` is interrupted (Ctrl-C)."""
+    """The line printed when ``imu-jax run`` is interrupted (Ctrl-C): what was saved, if any."""
     out = pathlib.Path(args.out)
-    return (f"interrupted. Finished runs are in {out / 'results.json'} and trained models in "
-            f"{out / 'models'}; rerun the same command with --resume to continue.")
+    try:
+        runs = len(json.loads((out / "results.json").read_text()).get("runs", []))
+    except (OSError, ValueError, AttributeError):
+        runs = 0
+    models = sorted(p.name for p in (out / "models").glob("*_seed*")
+                    if p.is_dir() and any(p.iterdir())) if (out / "models").is_dir() else []
+    if not runs and not models:
+        return ("interrupted before anything finished: no model or run was saved; rerun the "
+                "same command to start again.")
+    saved = []
+    if runs:
+        saved.append(f"{runs} finished run(s) in {out / 'results.json'}")
+    if models:
+        saved.append(f"{len(models)} trained model(s) in {out / 'models'} ({', '.join(models)})")
+    return f"interrupted. Saved: {'; '.join(saved)}; rerun the same command with --resume."
 
 
 # Other subcommands (``run``, ``demo``) are registered by appending their add_*_command here.
@@ -271,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (ValueError, OSError) as err:
         if is_user_error(err):  # one line, exit status 2
-            print(f"imu-jax {args.command}: error: {err}", file=sys.stderr)
+            flag = f"{err.flag}: " if getattr(err, "flag", None) else ""  # e.g. ForgetSpecError
+            print(f"imu-jax {args.command}: error: {flag}{err}", file=sys.stderr)
             return 2
         traceback.print_exception(err)
         print(f"imu-jax {args.command}: internal error: {type(err).__name__}: {err} (raised "

@@ -25,9 +25,9 @@ from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, evaluate
                                     held_out_for, model_outputs, predict, trace_metrics, trace_rows)
 from imu_jax.lab.models_cache import TrainedModel, Trainer, cached_trainer
 from imu_jax.lab.selection import RETAIN_FREE_RULE, SELECTION_RULE, plan_jobs, select_hparams
-from imu_jax.lab.store import (check_resume, load_results, run_key, save_results, write_curve,
-                               write_reports)
+from imu_jax.lab.store import (check_resume, load_results, run_key, write_curve, write_reports)
 from imu_jax.unlearning.losses import input_and_labels
+from imu_jax.lab.store import SharedResults
 
 
 FLOOR_SEED_OFFSET = 1000  # retrain_floor: Retrain of seed + 1000 against Retrain of seed
@@ -63,9 +63,11 @@ RETRAIN_FLOOR = methods_lib.Method(
 class _Runner:
     """Holds the state of one experiment; see :func:`run_experiment`."""
 
-    def __init__(self, splits, trainer: Trainer, out: pathlib.Path, results: dict, progress,
-                 trace_every: int = 0, held_out=None):
-        self.splits, self.trainer, self.out, self.results = splits, trainer, out, results
+    def __init__(self, splits, trainer: Trainer, out: pathlib.Path, store: SharedResults,
+                 progress, trace_every: int = 0, held_out=None):
+        self.splits, self.trainer, self.out = splits, trainer, out
+        self.store, self.results = store, store.results
+        results = store.results
         self.trace_every = int(trace_every)
         self.held_out = held_out  # (held-out arrays, removal) of the retain-free rule
         self.done = {run_key(r["method"], r["seed"], r.get("role", "eval"), r["hparams"])
@@ -90,9 +92,8 @@ class _Runner:
         return self._evaluated[(retrain, seed)]
 
     def record(self, run: dict) -> None:
-        self.results["runs"].append(run)
+        self.store.add(run)  # saved at once, merged with what other writers saved
         self.done.add(run_key(run["method"], run["seed"], run["role"], run["hparams"]))
-        save_results(self.out, self.results)
 
     def run(self, method: methods_lib.Method, seed: int, role: str, hparams: dict) -> None:
         if run_key(method.name, seed, role, hparams) in self.done:
@@ -139,6 +140,9 @@ class _Runner:
             run["trace"] = trace
         if info.get("diverged"):  # scored nowhere: the tables show it as diverged
             run["diverged"] = True
+        test_labels = np.asarray(self.splits.test["label"])
+        if test_labels.ndim == 1 and "ta" in metrics:  # TA under twice the majority-class rate
+            run["collapsed"] = bool(methods_lib.base.is_collapsed(metrics["ta"], test_labels))
         config = self.results["config"]
         if (role == "eval" and config.get("tune_seeds") and method.grid
                 and method.name in (config.get("tune_methods") or [method.name])):
@@ -285,9 +289,6 @@ def run_experiment(
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(out) if resume else {"runs": []}
-    if not resume:  # a fresh run: the previous run's curves would sit beside it unreferenced
-        for stale in (out / "curves").glob("*_seed*.*"):
-            stale.unlink()
     record = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
               "tune_seeds": list(tune_seeds), "hparams": hparams, "grids": grids,
               "tune_methods": None if tune_methods is None else list(tune_methods),
@@ -306,8 +307,23 @@ def run_experiment(
     retain_free = retain_free and held_out is not None
     results["config"]["retain_free_rule"] = (
         {"rule": RETAIN_FREE_RULE, "removal": held_out[1]} if retain_free else None)
-    runner = _Runner(splits, trainer, out, results, progress, trace_every,
-                     held_out if retain_free else None)
+    store = SharedResults(out, results, resume=resume)  # other runs may write into out too
+    if not resume and not store.joined:  # a fresh run: old curves would sit beside it
+        for stale in (out / "curves").glob("*_seed*.*"):
+            stale.unlink()
+    try:
+        return _run_all(store, splits, trainer, out, progress, trace_every,
+                        held_out if retain_free else None, chosen, seeds, tune_seeds, tuned,
+                        hparams, grids, retain_free)
+    finally:
+        store.close()
+
+
+def _run_all(store, splits, trainer, out, progress, trace_every, held_out, chosen, seeds,
+             tune_seeds, tuned, hparams, grids, retain_free) -> dict:
+    """Every (method, seed) job of :func:`run_experiment`, in order, each saved as it ends."""
+    results = store.results
+    runner = _Runner(splits, trainer, out, store, progress, trace_every, held_out)
 
     plans = {m.name: plan_jobs(m, tune_seeds if m.name in tuned else (),
                                overrides=hparams.get(m.name, {}), grid=grids.get(m.name))
@@ -339,6 +355,7 @@ def run_experiment(
                 runner.run(method, seed, "eval", defaults if selected is None else selected)
                 bar.update()
             write_reports(out, results)
+    store.add()  # the final report shows what every writer into out saved
     write_reports(out, results)
     return results
 

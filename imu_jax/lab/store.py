@@ -3,10 +3,16 @@ resume and its refusal on changed settings, the per-run curves, and the reports 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 from typing import Mapping
+
+try:  # file locks for concurrent writers (POSIX)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 import numpy as np
 
@@ -155,3 +161,116 @@ def write_curve(out: pathlib.Path, run: Mapping) -> None:
 def _normalized(value):
     """Through JSON (tuples become lists), as values are stored."""
     return json.loads(json.dumps(value, default=_json_default, sort_keys=True))
+
+
+WRITERS = ".writers"  # OUT/.writers/<pid>: the settings of each imu-jax run writing into OUT
+LOCK = ".results.lock"
+
+
+@contextlib.contextmanager
+def _locked(out: pathlib.Path):
+    """An exclusive lock on ``OUT`` (``OUT/.results.lock``), held while one writer reads, merges
+    and writes ``results.json``. Without ``fcntl`` (Windows) there is no lock: run seeds one
+    after another there."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _live_writers(out: pathlib.Path) -> dict[int, dict]:
+    """``{pid: settings}`` of the other processes writing into ``out`` now (stale files of
+    processes that died are removed)."""
+    live = {}
+    for path in (out / WRITERS).glob("*"):
+        pid = int(path.name) if path.name.isdigit() else -1
+        if pid == os.getpid():
+            continue
+        if pid < 0 or not _alive(pid):
+            path.unlink(missing_ok=True)
+            continue
+        try:
+            live[pid] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            live[pid] = {}
+    return live
+
+
+def _key(run: Mapping) -> str:
+    return run_key(run["method"], run["seed"], run.get("role", "eval"), run["hparams"])
+
+
+class SharedResults:
+    """``OUT/results.json`` shared by every ``imu-jax run`` writing into ``OUT`` at once (say one
+    process per seed): each save merges, under a lock, the runs the others saved since.
+
+    A run that starts while another writes into ``OUT`` joins it (its settings must be the
+    same, else a one-line ``ValueError``); a run that starts alone without ``resume`` starts
+    over, as before: the runs already on disk are dropped at its first save.
+
+    Examples:
+      >>> import tempfile, pathlib
+      >>> out = pathlib.Path(tempfile.mkdtemp())
+      >>> a = SharedResults(out, {"config": {"forget": "class:3"}, "runs": []}, resume=False)
+      >>> b = SharedResults(out, {"config": {"forget": "class:3"}, "runs": []}, resume=False)
+      >>> run = {"hparams": {}, "metrics": {}, "avg_gap": 0.0, "role": "eval"}
+      >>> a.add({**run, "method": "imu", "seed": 0}); b.add({**run, "method": "imu", "seed": 1})
+      >>> sorted(r["seed"] for r in load_results(out)["runs"])
+      [0, 1]
+      >>> a.close(); b.close()
+    """
+
+    def __init__(self, out: str | os.PathLike, results: dict, *, resume: bool):
+        self.out, self.results = pathlib.Path(out), results
+        settings = {k: results.get("config", {}).get(k) for k in RESULT_SETTINGS}
+        with _locked(self.out):
+            others = _live_writers(self.out)
+            for pid, theirs in others.items():
+                conflicts = resume_conflicts(theirs, settings)
+                if conflicts:
+                    raise ValueError(
+                        f"another imu-jax run (process {pid}) is writing into {self.out} with "
+                        f"other settings ({'; '.join(conflicts)}); use another --out.")
+            joined = bool(others) or resume
+            stale = [] if joined else load_results(self.out)["runs"] if (
+                self.out / RESULTS_JSON).exists() else []
+            self.stale = {_key(r) for r in stale}  # a fresh start replaces these
+            (self.out / WRITERS).mkdir(exist_ok=True)
+            (self.out / WRITERS / str(os.getpid())).write_text(
+                json.dumps(settings, default=_json_default))
+        self.joined = bool(others)
+
+    def add(self, run: dict | None = None) -> None:
+        """Adds ``run`` (if any) and saves, merging the runs other writers saved meanwhile."""
+        if run is not None:
+            self.results["runs"].append(run)
+        with _locked(self.out):
+            mine = {_key(r) for r in self.results["runs"]}
+            path = self.out / RESULTS_JSON
+            disk = load_results(self.out)["runs"] if path.exists() else []
+            theirs = [r for r in disk if _key(r) not in mine and _key(r) not in self.stale]
+            self.results["runs"].extend(theirs)
+            config = self.results.setdefault("config", {})
+            for run in theirs:  # the merged file names every seed and method it holds
+                for field, value in (("seeds", run["seed"]), ("methods", run["method"])):
+                    if isinstance(config.get(field), list) and value not in config[field]:
+                        config[field].append(value)
+            save_results(self.out, self.results)
+
+    def close(self) -> None:
+        (self.out / WRITERS / str(os.getpid())).unlink(missing_ok=True)

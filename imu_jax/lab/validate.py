@@ -147,6 +147,16 @@ def _methods(values) -> str | None:
     return None
 
 
+def _tune_seeds_apart(values) -> str | None:
+    """Tuning on a seed that is also reported selects on the numbers it then reports."""
+    both = sorted(set(values.get("tune_seeds") or []) & set(values.get("seeds") or []))
+    if both:
+        return (f"seed(s) {both} are also in --seeds: tuning there would select each method on "
+                f"the runs it then reports; use tuning seeds apart from the evaluated ones "
+                f"(e.g. --tune-seeds 100)")
+    return None
+
+
 def _tune_methods(values) -> str | None:
     chosen = values.get("tune_methods")
     if chosen is None:
@@ -310,6 +320,7 @@ RUN_CHECKS: list[tuple[str, Check]] = [
     ("--methods", _methods),
     ("--seeds", _seed_list("seeds", required=True)),
     ("--tune-seeds", _seed_list("tune_seeds", required=False)),
+    ("--tune-seeds", _tune_seeds_apart),
     ("--tune-methods", _tune_methods),
     ("--split-seed", _integer("split_seed", 0)),
     ("--hparam", _method_values("hparams", sweep=False)),

@@ -124,7 +124,9 @@ def table(results: Mapping, columns: Sequence[tuple[str, str]], *, with_needs: b
         stats = summary.get(method, {})
         mine = [r for r in reported_runs(runs) if row_label(r) == method]
         diverged = sum(bool(r.get("diverged")) for r in mine)
-        row = [method] + ([needs.get(method, "")] if with_needs else [])
+        collapsed = sum(bool(r.get("collapsed")) for r in mine)
+        label = method + (f" (collapsed ×{collapsed})" if collapsed else "")
+        row = [label] + ([needs.get(method, "")] if with_needs else [])
         row += [format_cell(stats.get(key), key) if key in stats or not diverged
                 else "diverged" for key, _ in columns]
         if with_needs:
