@@ -63,6 +63,13 @@ RUN_CASES = [
     ("--hparam", {"--hparam": (ADD, "imu.max_steps=abc")}, "expected an integer"),
     ("--hparam", {"--hparam": (ADD, "imu.max_steps=0")}, "must be > 0"),
     ("--hparam", {"--hparam": (ADD, "imu.alpha=-1")}, "must be >= 0"),
+    # values only the method itself knows are out of range: checked before training too
+    ("--hparam", {"--hparam": (ADD, "imu.top_fraction=2")}, "top_fraction must be in (0, 1]"),
+    ("--hparam", {"--hparam": (ADD, "imu.clip_quantile=1.5")}, "clip_quantile must be in"),
+    ("--hparam", {"--hparam": (ADD, "imu.milestones=[5]")}, "fractions of the run in (0, 1)"),
+    ("--hparam", {"--hparam": (ADD, 'imu.optimizer="adam"')}, "optimizer must be"),
+    ("--grid", {"--grid": (ADD, "imu.top_fraction=0.5,3")}, "top_fraction=3"),
+    ("--tune-seeds", {"--tune-seeds": "0"}, "also in --seeds"),
     ("--grid", {"--grid": (ADD, "imu.epochs=10,abc")}, "expected an integer"),
     ("--grid", {"--grid": (ADD, "imu.learning_rate=0")}, "must be > 0"),
     ("--train-option", {"--train-option": (ADD, "epochs=-1")}, "must be > 0"),

@@ -42,7 +42,8 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
                    "or .zip) (default: the config's, else digits)")
     p.add_argument("--model", help=f"{MODEL_NAMES} (default: the recipe's)")
     p.add_argument("--forget", help="forget spec: class:K, classes:K1,K2, random:F, "
-                   "superclass:K, subclass:K, indices:FILE, mislabeled:F, chain:K (default: none; "
+                   "superclass:K|NAME, subclass:K|NAME (CIFAR-100, or an image folder with "
+                   "coarse_labels.json), indices:FILE, mislabeled:F, chain:K (default: none; "
                    "Markov data: chain:1)")
     p.add_argument("--retrain", action="store_true",
                    help="train the Retrain reference on the retain set only")
@@ -141,7 +142,8 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
                    "mnist, fashion_mnist, imagefolder:PATH (default: digits)")
     p.add_argument("--model", help=f"{MODEL_NAMES} (default: the dataset's recipe)")
     p.add_argument("--forget", help="forget spec: class:K, classes:K1,K2, random:F, "
-                   "superclass:K, subclass:K, indices:FILE, mislabeled:F, chain:K, chain:1,2 (Markov "
+                   "superclass:K|NAME, subclass:K|NAME (CIFAR-100, or an image folder with "
+                   "coarse_labels.json), indices:FILE, mislabeled:F, chain:K, chain:1,2 (Markov "
                    "default: chain:1)")
     p.add_argument("--methods", help="comma-separated methods (default: retrain,ga,ga_head,imu)")
     p.add_argument("--seeds", type=_csv_ints,
