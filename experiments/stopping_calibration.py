@@ -1,4 +1,4 @@
-"""Calibrates the retain-free stopping rule (imu_jax.stopping) on the TUNING seeds only.
+"""Calibrates the retain-free stopping rule (imu_jax.unlearning.stopping) on the TUNING seeds only.
 
 For each forget spec and tuning seed (their own original and Retrain models, cached under OUT),
 every method runs its defaults at each learning rate and stops by the rule at each threshold

@@ -25,7 +25,8 @@ def test_run_commands_parse():
     from imu_jax.methods import get_method
 
     lines = [l for l in README.splitlines() if "imu-jax run " in l and not l.startswith(("`", "|"))]
-    assert any(l.startswith("pip install -e . && imu-jax run") for l in lines)  # the demo
+    assert any(l.startswith('pip install -e ".[experiments]" && imu-jax run')
+               for l in lines)  # the demo
     for line in lines:
         argv = shlex.split(line.split("imu-jax", 1)[1])
         args = cli.build_parser().parse_args(argv)

@@ -7,7 +7,13 @@ select hyperparameters (:mod:`.selection`), report (:mod:`.report`), and the ``i
 (:mod:`.cli` over :mod:`.arguments` and :mod:`.validate`). It needs the ``[experiments]`` extra.
 """
 
+from imu_jax.lab import report
+from imu_jax.lab.evaluation import evaluate, gap_to_retrain, held_out_for, model_outputs
+from imu_jax.lab.models_cache import TrainedModel, cached_trainer
 from imu_jax.lab.runner import run, run_experiment, runnable_methods
+from imu_jax.lab.store import RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG, load_results
 
 
-__all__ = ["run", "run_experiment", "runnable_methods"]
+__all__ = ["RESULTS_JSON", "RESULTS_MD", "TRADEOFF_PNG", "TrainedModel", "cached_trainer",
+           "evaluate", "gap_to_retrain", "held_out_for", "load_results", "model_outputs",
+           "report", "run", "run_experiment", "runnable_methods"]

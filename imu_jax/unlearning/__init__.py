@@ -11,9 +11,11 @@ sharded step loop for users who write their own; :mod:`~imu_jax.unlearning.run_c
 
 from imu_jax.unlearning.config import UnlearnConfig, UnlearnReport
 from imu_jax.unlearning.loop import unlearn
+from imu_jax.unlearning.loop_checkpoint import LoopCheckpoint, use_run_checkpoints
 from imu_jax.unlearning.monitor import Monitor
+from imu_jax.unlearning.run_checkpoint import RunCheckpointer
 from imu_jax.unlearning.stopping import DivergenceWarning, StopRule, membership_auc
 
 
-__all__ = ["DivergenceWarning", "Monitor", "StopRule", "UnlearnConfig", "UnlearnReport",
-           "membership_auc", "unlearn"]
+__all__ = ["DivergenceWarning", "LoopCheckpoint", "Monitor", "RunCheckpointer", "StopRule",
+           "UnlearnConfig", "UnlearnReport", "membership_auc", "unlearn", "use_run_checkpoints"]
