@@ -9,8 +9,9 @@ optax and numpy; :func:`unlearn` runs the whole IMU loop on a model; ``imu_jax.d
     indices, weights = imu.influence_weights(scores, top_fraction=0.5)
 """
 
-from imu_jax.heads import (frozen_mask, head_labels, head_mask, merge_head, param_paths,
-                           split_head)
+from imu_jax.heads import (DenseHead, check_head_selector, dense_softmax_head, frozen_mask,
+                           head_candidates, head_labels, head_mask, merge_head, param_paths,
+                           path_prefix, split_head)
 from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
                                NoNegativeInfluenceWarning, auto_chunk_size,
                                classifier_influence, influence_from_grads, influence_scores,
@@ -18,8 +19,8 @@ from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_T
                                select_and_weight)
 from imu_jax.accumulation import AccumulateState, accumulate
 from imu_jax.lm_head import sequence_influence
-from imu_jax.transforms import (InfluenceWeightedAscentState, imu_sgd, influence_weighted_ascent,
-                                l1_penalty, weighted_ascent)
+from imu_jax.transforms import (InfluenceWeightedAscentState, WeightedAscentState, imu_sgd,
+                                influence_weighted_ascent, l1_penalty, weighted_ascent)
 from imu_jax.unlearn import UnlearnConfig, UnlearnReport, unlearn
 from imu_jax.stopping import DivergenceWarning, Monitor, StopRule, membership_auc
 from imu_jax.metrics import (accuracy, avg_gap, classification_metrics, mia_efficacy,
@@ -48,6 +49,7 @@ __all__ = [
     "sequence_influence",
     # optax transforms (spec §3)
     "InfluenceWeightedAscentState",
+    "WeightedAscentState",
     "imu_sgd",
     "influence_weighted_ascent",
     "l1_penalty",
@@ -55,11 +57,16 @@ __all__ = [
     "AccumulateState",
     "accumulate",
     # head selection
+    "DenseHead",
+    "check_head_selector",
+    "dense_softmax_head",
     "frozen_mask",
+    "head_candidates",
     "head_labels",
     "head_mask",
     "merge_head",
     "param_paths",
+    "path_prefix",
     "split_head",
     # the high-level loop, methods and metrics (spec §3–6)
     "UnlearnConfig",
