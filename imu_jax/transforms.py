@@ -141,10 +141,29 @@ def weighted_ascent(*, inner: optax.GradientTransformation | None = None
       >>> int(optimizer.opt_state[0].count[...])
       1
 
-      Linen's ``TrainState.apply_gradients`` passes no extra arguments; call ``tx`` yourself:
-      ``updates, opt_state = state.tx.update(grads, state.opt_state, state.params,
-      weights=w)``, then ``state = state.replace(step=state.step + 1,
-      params=optax.apply_updates(state.params, updates), opt_state=opt_state)``.
+      Linen's ``TrainState.apply_gradients`` passes no extra arguments; call ``tx`` yourself
+      and ``replace`` what it would have:
+
+      >>> import flax.linen as nn
+      >>> from flax.training.train_state import TrainState
+      >>> class Mlp(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         return nn.Dense(3)(nn.relu(nn.Dense(8)(x)))  # Dense_1 is the classifier
+      >>> variables = Mlp().init(jax.random.key(0), jnp.ones((1, 4)))
+      >>> head, rest = imu.split_head(variables, imu.path_prefix("params/Dense_1"))
+      >>> state = TrainState.create(apply_fn=Mlp().apply, params=head,
+      ...                           tx=imu.weighted_ascent(inner=optax.sgd(0.1)))
+      >>> def loss(head, example):
+      ...     logits = state.apply_fn(imu.merge_head(head, rest), example["x"])
+      ...     return optax.softmax_cross_entropy_with_integer_labels(logits, example["y"])
+      >>> grads = imu.per_example_grads(loss, state.params, batch)
+      >>> updates, opt_state = state.tx.update(grads, state.opt_state, state.params,
+      ...                                      weights=jnp.linspace(1.0, 2.0, 5))
+      >>> state = state.replace(step=state.step + 1, opt_state=opt_state,
+      ...                       params=optax.apply_updates(state.params, updates))
+      >>> int(state.step), int(state.opt_state[0].count)
+      (1, 1)
     """
 
     def init_fn(params):
