@@ -61,6 +61,10 @@ def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
     Returns:
       A pytree shaped like ``params`` whose leaves have an extra leading axis ``N``.
 
+    Not jitted here: call it inside your jitted step. (``jax.jit(per_example_grads,
+    static_argnums=0)`` would cache by the function object and keep the arrays ``loss_fn``
+    closes over at their first values; :func:`influence_scores` avoids that, see its doc.)
+
     Examples:
       >>> import jax.numpy as jnp, imu_jax as imu
       >>> loss = lambda w, ex: 0.5 * jnp.sum((ex["x"] @ w - ex["y"]) ** 2)

@@ -143,6 +143,11 @@ def influence_weights(
       >>> idx.tolist(), w.round(3).tolist()
       ([3, 0, 2], [2.86, 2.0, 1.0])
     """
+    if not _checks.is_concrete(scores):
+        raise TypeError(
+            "influence_weights runs on the host (its output's length depends on the values) and "
+            "got traced scores (inside jax.jit / vmap): call it outside the trace, or use "
+            "imu_jax.select_and_weight, its fixed-shape form, inside.")
     scores = np.asarray(scores)
     if scores.ndim != 1:
         raise ValueError(f"scores must be one-dimensional [N], got shape {scores.shape}.")
@@ -154,8 +159,9 @@ def influence_weights(
             "check the model and the forget inputs.")
     _checks.check_fraction(top_fraction, "top_fraction")
     _checks.check_fraction(clip_quantile, "clip_quantile")
-    order, num_kept, weights, fell_back = select_and_weight(
-        scores, top_fraction=float(top_fraction), clip_quantile=float(clip_quantile))
+    with jax.ensure_compile_time_eval():  # host values also inside a caller's jit
+        order, num_kept, weights, fell_back = select_and_weight(
+            scores, top_fraction=float(top_fraction), clip_quantile=float(clip_quantile))
     if bool(fell_back):
         warnings.warn(
             f"No forget example has negative influence (all {scores.size} scores >= 0); "
