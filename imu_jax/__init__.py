@@ -12,7 +12,9 @@ data. **The lab** (``imu_jax.lab``, the ``[experiments]`` extra): the experiment
 """
 
 from imu_jax.accumulation import AccumulateState, accumulate
-from imu_jax.heads import frozen_mask, head_labels, head_mask, merge_head, param_paths, split_head
+from imu_jax.heads import (DenseHead, check_head_selector, dense_softmax_head, frozen_mask,
+                           head_candidates, head_labels, head_mask, merge_head, param_paths,
+                           path_prefix, split_head)
 from imu_jax.influence import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING, DEFAULT_TOP_FRACTION,
                                NoNegativeInfluenceWarning, auto_chunk_size, classifier_influence,
                                influence_from_grads, influence_scores, influence_weights,
@@ -23,8 +25,8 @@ from imu_jax.methods import available as available_methods
 from imu_jax.methods import get_method
 from imu_jax.metrics import (accuracy, avg_gap, classification_metrics, mia_efficacy, mia_features,
                              prediction_wasserstein, token_kl, transition_kl)
-from imu_jax.transforms import (InfluenceWeightedAscentState, imu_sgd, influence_weighted_ascent,
-                                l1_penalty, weighted_ascent)
+from imu_jax.transforms import (InfluenceWeightedAscentState, WeightedAscentState, imu_sgd,
+                                influence_weighted_ascent, l1_penalty, weighted_ascent)
 from imu_jax.unlearning.config import UnlearnConfig, UnlearnReport
 from imu_jax.unlearning.loop import unlearn
 from imu_jax.unlearning.monitor import Monitor
@@ -65,6 +67,7 @@ __all__ = [
     "sequence_influence",
     # optax transforms (spec §3)
     "InfluenceWeightedAscentState",
+    "WeightedAscentState",
     "imu_sgd",
     "influence_weighted_ascent",
     "l1_penalty",
@@ -72,11 +75,16 @@ __all__ = [
     "AccumulateState",
     "accumulate",
     # head selection
+    "DenseHead",
+    "check_head_selector",
+    "dense_softmax_head",
     "frozen_mask",
+    "head_candidates",
     "head_labels",
     "head_mask",
     "merge_head",
     "param_paths",
+    "path_prefix",
     "split_head",
     # the high-level loop, methods and metrics (spec §3–6)
     "UnlearnConfig",

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 __all__ = ["explicit_spec", "leading_shards", "leading_is_sharded", "tensordot",
-           "constrain_leading", "leading_sharding", "shard_like"]
+           "constrain_leading", "leading_sharding", "shard_like", "replicate"]
 
 
 def explicit_spec(x: Any) -> PartitionSpec | None:
@@ -118,3 +118,12 @@ def shard_like(x: jax.Array, like: jax.Array) -> jax.Array:
         return x
     mesh = jax.typeof(like).sharding.mesh
     return jax.sharding.reshard(x, NamedSharding(mesh, PartitionSpec(*spec[:jnp.ndim(x)])))
+
+
+def replicate(x: jax.Array) -> jax.Array:
+    """On an Explicit mesh, ``x`` resharded to fully replicated (for ops such as ``sort`` that
+    need a whole axis on every device); unchanged elsewhere."""
+    spec = explicit_spec(x)
+    if spec is None or all(entry is None for entry in spec):
+        return x
+    return jax.sharding.reshard(x, NamedSharding(jax.typeof(x).sharding.mesh, PartitionSpec()))

@@ -15,6 +15,11 @@ and calls it once per ``k`` micro-batches with what one step over their union wo
   optimizer their concatenation (with the weights, when given).
 
 Between the ``k``-th calls it returns zero updates and leaves the optimizer's state untouched.
+
+Weights as in :mod:`imu_jax.transforms`: negative or non-finite weights raise eagerly; under
+``jit`` that micro-batch contributes nothing (as if its weights were zero) and is counted in
+``state.invalid_weights``. A window whose weights sum to zero is a no-op step: zero update, the
+optimizer's state untouched. Every leaf of the state has a non-zero size (Orbax saves it).
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imu_jax import _layout
-from imu_jax.transforms import InfluenceWeightedAscentState, _check_per_example, _check_weights
+from imu_jax import _chain_order, _layout, _per_example
+from imu_jax.transforms import InfluenceWeightedAscentState
 
 __all__ = ["accumulate", "AccumulateState"]
 
@@ -36,13 +41,17 @@ PyTree = Any
 
 class AccumulateState(NamedTuple):
     """State of :func:`accumulate`: micro-batches seen in the current window, the running sums
-    (global mode) or buffered per-example gradients (per-batch mode), the optimizer's state."""
+    (global mode; ``()`` in per-batch mode) or buffered per-example gradients and weights
+    (per-batch mode; ``()`` in global mode), the optimizer's state, and ``invalid_weights``, the
+    number of micro-batches whose weights were negative or non-finite (under ``jit``; they
+    contributed nothing)."""
     mini_step: jax.Array
     sum_weighted: PyTree
     sum_weights: jax.Array
     buffer: PyTree
-    buffer_weights: jax.Array
+    buffer_weights: Any
     inner_state: Any
+    invalid_weights: jax.Array
 
 
 def _is_per_batch(inner_state: Any) -> bool:
@@ -88,6 +97,7 @@ def accumulate(optimizer: optax.GradientTransformation, every_k: int, *,
     inner = optax.with_extra_args_support(optimizer)
 
     def init_fn(params):
+        _chain_order.check_first("accumulate", init_fn)
         inner_state = inner.init(params)
         if not buffered and _is_per_batch(inner_state):
             raise ValueError(
@@ -95,24 +105,28 @@ def accumulate(optimizer: optax.GradientTransformation, every_k: int, *,
                 "mode), which needs the union's per-example gradients; pass micro_batch_size=B "
                 "(the examples per micro-batch).")
         sums = jax.tree.map(lambda p: jnp.zeros(np.shape(p), _accumulator_dtype(p)), params)
-        buffer = ()
+        buffer, buffer_weights = (), ()  # empty subtrees, not zero-size arrays (Orbax)
         if buffered:
             buffer = jax.tree.map(
                 lambda p: jnp.zeros((k, micro_batch_size) + np.shape(p), p.dtype), params)
+            buffer_weights = jnp.zeros((k, micro_batch_size), jnp.float32)
         return AccumulateState(
             mini_step=jnp.zeros([], jnp.int32),
             sum_weighted=() if buffered else sums, sum_weights=jnp.zeros([], jnp.float32),
-            buffer=buffer,
-            buffer_weights=jnp.zeros((k, micro_batch_size or 0), jnp.float32),
-            inner_state=inner_state)
+            buffer=buffer, buffer_weights=buffer_weights, inner_state=inner_state,
+            invalid_weights=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None, *, weights=None, **extra_args):
         if params is None:
             raise ValueError("accumulate needs params in update (to shape the zero updates).")
+        invalid = jnp.zeros([], bool)
         if weights is not None:
-            _check_weights(weights)
-            weights = jnp.asarray(weights, jnp.float32)
-        _check_per_example(updates, params, None if weights is None else weights.shape[0])
+            _per_example.check_weights(weights)
+            weighed = _per_example.weigh(jnp.asarray(weights, jnp.float32))
+            weights, invalid = weighed.weights, weighed.invalid
+        _per_example.check_per_example(updates, params,
+                                       None if weights is None else weights.shape[0])
+        state = state._replace(invalid_weights=state.invalid_weights + invalid.astype(jnp.int32))
         if buffered:
             return _update_buffered(updates, state, params, weights, extra_args)
         if weights is None:
@@ -127,19 +141,19 @@ def accumulate(optimizer: optax.GradientTransformation, every_k: int, *,
         sum_weights = state.sum_weights + jnp.sum(weights)
 
         def fire(inner_state):
-            mean = jax.tree.map(lambda s, p: (s / sum_weights.astype(s.dtype))[None].astype(
+            total = jnp.where(sum_weights > 0, sum_weights, 1.0)
+            mean = jax.tree.map(lambda s, p: (s / total.astype(s.dtype))[None].astype(
                 p.dtype), sum_weighted, params)
             return inner.update(mean, inner_state, params, weights=jnp.ones(1, jnp.float32),
                                 **extra_args)
 
-        out, inner_state = _fire_every_k(fire, state, params)
+        out, inner_state = _fire_every_k(fire, state, params, sum_weights > 0)
         fired = state.mini_step + 1 == k
-        return out, AccumulateState(
+        return out, state._replace(
             mini_step=jnp.where(fired, 0, state.mini_step + 1),
             sum_weighted=jax.tree.map(lambda s: jnp.where(fired, jnp.zeros_like(s), s),
                                       sum_weighted),
-            sum_weights=jnp.where(fired, 0.0, sum_weights), buffer=(),
-            buffer_weights=state.buffer_weights, inner_state=inner_state)
+            sum_weights=jnp.where(fired, 0.0, sum_weights), inner_state=inner_state)
 
     def _update_buffered(updates, state, params, weights, extra_args):
         sizes = {g.shape[0] for g in jax.tree.leaves(updates)}
@@ -160,21 +174,24 @@ def accumulate(optimizer: optax.GradientTransformation, every_k: int, *,
                 extra["weights"] = buffer_weights.reshape(-1)
             return inner.update(union, inner_state, params, **extra)
 
-        out, inner_state = _fire_every_k(fire, state, params)
+        has_weight = True if weights is None else jnp.sum(buffer_weights) > 0
+        out, inner_state = _fire_every_k(fire, state, params, has_weight)
         fired = state.mini_step + 1 == k
-        return out, AccumulateState(
-            mini_step=jnp.where(fired, 0, state.mini_step + 1), sum_weighted=(),
-            sum_weights=state.sum_weights, buffer=buffer, buffer_weights=buffer_weights,
-            inner_state=inner_state)
+        return out, state._replace(
+            mini_step=jnp.where(fired, 0, state.mini_step + 1), buffer=buffer,
+            buffer_weights=buffer_weights, inner_state=inner_state)
 
-    def _fire_every_k(fire, state, params):
+    def _fire_every_k(fire, state, params, has_weight):
+        """The optimizer's step on the k-th micro-batch of a window with some weight; zero
+        updates (and its state untouched) otherwise."""
         shapes = jax.eval_shape(fire, state.inner_state)
 
         def skip(inner_state):
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0])
             return zeros, inner_state
 
-        return jax.lax.cond(state.mini_step + 1 == k, fire, skip, state.inner_state)
+        return jax.lax.cond((state.mini_step + 1 == k) & has_weight, fire, skip,
+                            state.inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -18,14 +18,23 @@ aggregated the per-example gradients (global mode; exact, tested):
 :func:`head_mask` / :func:`head_labels` plug into ``optax.masked`` / ``optax.partition`` for
 ordinary (already aggregated) gradients; IMU's per-example transforms raise a ``ValueError``
 inside them, because the leaves outside the mask would keep their example axis.
+
+A regular expression matches anywhere in a path, so ``"head"`` also selects ``pre_head/kernel``.
+:func:`path_prefix` selects exactly the subtree at a path (``path_prefix("head")``: ``head/...``
+only); :func:`head_candidates` lists the layers a selector picks and :func:`check_head_selector`
+raises when a plain-word selector picks layers whose names merely contain the word.
+:func:`dense_softmax_head` recognises a single dense layer (kernel ``[D, C]`` + bias ``[C]``)
+whatever its name (Linen ``params/Dense_2``, NNX ``classifier``), the case of IMU's closed form.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Union
+from typing import Any, Callable, NamedTuple, Union
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "Selector",
@@ -36,6 +45,11 @@ __all__ = [
     "head_labels",
     "split_head",
     "merge_head",
+    "path_prefix",
+    "head_candidates",
+    "check_head_selector",
+    "DenseHead",
+    "dense_softmax_head",
 ]
 
 PyTree = Any
@@ -169,3 +183,150 @@ def merge_head(head: PyTree, rest: PyTree) -> PyTree:
         return r if h is None else h
 
     return jax.tree.map(pick, head, rest, is_leaf=lambda x: x is None)
+
+
+def path_prefix(prefix: str) -> Callable[[str, Any], bool]:
+    """A selector for exactly the subtree at ``prefix``: its path or a path below it.
+
+    Unlike the regular expression ``"head"`` (``re.search``), ``path_prefix("head")`` selects
+    ``head/kernel`` but not ``pre_head/kernel`` nor ``blocks/head/kernel``; it is
+    ``r"^head(/|$)"`` without the regex syntax.
+
+    Examples:
+      >>> import imu_jax as imu
+      >>> params = {"pre_head": {"kernel": 1.0}, "head": {"kernel": 2.0, "bias": 0.0}}
+      >>> imu.param_paths(imu.split_head(params, "head")[0])
+      ['head/bias', 'head/kernel', 'pre_head/kernel']
+      >>> imu.param_paths(imu.split_head(params, imu.path_prefix("head"))[0])
+      ['head/bias', 'head/kernel']
+    """
+    prefix = prefix.strip("/")
+    if not prefix:
+        raise ValueError("path_prefix needs a non-empty path, e.g. 'head' or 'params/Dense_2'.")
+
+    def selector(path: str, leaf: Any) -> bool:
+        del leaf
+        return path == prefix or path.startswith(prefix + "/")
+
+    selector.__qualname__ = selector.__name__ = f"path_prefix({prefix!r})"
+    return selector
+
+
+def _selected_paths(params: PyTree, selector: Selector) -> list[str]:
+    chosen = _predicate(selector)
+    return [param_path(p) for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+            if chosen(param_path(p), leaf)]
+
+
+def _layer(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def head_candidates(params: PyTree, selector: Selector) -> list[str]:
+    """The layers (paths of the selected leaves' parents) that ``selector`` picks, in tree order.
+
+    Examples:
+      >>> import imu_jax as imu
+      >>> params = {"pre_head": {"kernel": 1.0}, "head": {"kernel": 2.0, "bias": 0.0}}
+      >>> imu.head_candidates(params, "head")
+      ['head', 'pre_head']
+    """
+    layers: list[str] = []
+    for path in _selected_paths(params, selector):
+        if _layer(path) not in layers:
+            layers.append(_layer(path))
+    return layers
+
+
+def check_head_selector(params: PyTree, selector: Selector) -> None:
+    """Raises ``ValueError`` when ``selector`` matches nothing, or is a plain word (no regex
+    syntax) that picks several layers of which some only contain the word inside a name
+    (``"head"`` picking ``head`` and ``pre_head``): the user most likely meant one of them.
+
+    Several layers that all have the word as a whole path component (``"attn"`` picking
+    ``blocks/0/attn/q`` and ``blocks/1/attn/q``) are a deliberate multi-layer head and pass, as
+    do regular expressions and predicates.
+
+    Examples:
+      >>> import imu_jax as imu
+      >>> params = {"pre_head": {"kernel": 1.0}, "head": {"kernel": 2.0}}
+      >>> imu.check_head_selector(params, "head")
+      Traceback (most recent call last):
+      ...
+      ValueError: head selector 'head' is ambiguous: it matches 2 layers, head, pre_head ...
+      >>> imu.check_head_selector(params, imu.path_prefix("head"))   # one layer: fine
+    """
+    head_mask(params, selector)  # raises, listing the paths, when nothing matches
+    if not isinstance(selector, str) or not re.fullmatch(r"[\w/-]+", selector):
+        return  # a regular expression or a predicate says what it means
+    layers = head_candidates(params, selector)
+    words = selector.strip("/").split("/")
+
+    def whole(path: str) -> bool:  # the words appear as whole path components
+        parts = path.split("/")
+        return any(parts[i:i + len(words)] == words for i in range(len(parts)))
+
+    if len(layers) > 1 and not all(whole(path) for path in _selected_paths(params, selector)):
+        exact = sorted((layer for layer in layers if whole(layer)),
+                       key=lambda layer: (layer != selector.strip("/"), layer.count("/")))
+        hint = (f"imu_jax.path_prefix({exact[0]!r}) or r'^{re.escape(exact[0])}/'" if exact
+                else "imu_jax.path_prefix('<layer>') with one of them")
+        raise ValueError(
+            f"head selector {selector!r} is ambiguous: it matches {len(layers)} layers, "
+            f"{', '.join(layers)} (a selector is a regular expression searched anywhere in the "
+            f"path). Select one layer exactly, e.g. {hint}; to mean all of them, use a regular "
+            "expression or a predicate.")
+
+
+class DenseHead(NamedTuple):
+    """The paths of a dense layer's kernel ``[D, C]`` and bias ``[C]`` in a parameter tree."""
+    kernel_path: str
+    bias_path: str
+
+    def take(self, tree: PyTree) -> dict[str, jax.Array]:
+        """``{"kernel": [D, C], "bias": [C]}`` arrays read from ``tree`` at these paths (a
+        parameter tree or the head of :func:`split_head`; NNX variables become arrays)."""
+        flat = {param_path(p): leaf
+                for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+        missing = [path for path in self if path not in flat]
+        if missing:
+            raise ValueError(f"the tree has no parameter at {', '.join(missing)}.")
+        return {"kernel": jnp.asarray(flat[self.kernel_path]),
+                "bias": jnp.asarray(flat[self.bias_path])}
+
+
+def dense_softmax_head(head_tree: PyTree) -> DenseHead | None:
+    """The dense layer that ``head_tree`` consists of, found by structure, or ``None``.
+
+    ``head_tree`` (a parameter tree, or the ``None``-filled head of :func:`split_head`; dicts,
+    Linen variables and ``nnx.State`` alike) qualifies when its leaves are exactly two arrays of
+    one layer: a kernel ``[D, C]`` and a bias ``[C]``, whatever the names (Linen ``Dense_2``,
+    NNX ``classifier``, Haiku ``w``/``b``). This is the shape of IMU's closed form
+    (:func:`imu_jax.classifier_influence`); that the layer's output is the model's logits (a
+    softmax over ``C`` classes) is the caller's to check, e.g. on a few examples.
+
+    Examples:
+      >>> import jax.numpy as jnp, imu_jax as imu
+      >>> params = {"params": {"Dense_0": {"kernel": jnp.ones((4, 8)), "bias": jnp.ones(8)},
+      ...                      "Dense_1": {"kernel": jnp.ones((8, 3)), "bias": jnp.zeros(3)}}}
+      >>> head, rest = imu.split_head(params, imu.path_prefix("params/Dense_1"))
+      >>> dense = imu.dense_softmax_head(head)
+      >>> dense
+      DenseHead(kernel_path='params/Dense_1/kernel', bias_path='params/Dense_1/bias')
+      >>> {k: v.shape for k, v in dense.take(head).items()}
+      {'kernel': (8, 3), 'bias': (3,)}
+      >>> imu.dense_softmax_head(params) is None   # two layers: not one dense head
+      True
+    """
+    leaves = [(param_path(p), leaf)
+              for p, leaf in jax.tree_util.tree_flatten_with_path(head_tree)[0]]
+    if len(leaves) != 2 or _layer(leaves[0][0]) != _layer(leaves[1][0]):
+        return None
+    (path_a, a), (path_b, b) = leaves
+    if np.ndim(a) == 1 and np.ndim(b) == 2:
+        (path_a, a), (path_b, b) = (path_b, b), (path_a, a)
+    if np.ndim(a) != 2 or np.ndim(b) != 1 or np.shape(a)[1] != np.shape(b)[0]:
+        return None
+    if not all(jnp.issubdtype(jnp.result_type(x), jnp.floating) for x in (a, b)):
+        return None
+    return DenseHead(kernel_path=path_a, bias_path=path_b)

@@ -6,22 +6,24 @@ This is spec §1–2 and nothing else. With per-example head gradients ``g_i`` o
     ḡ   = mean_i g_i                      (mean forget gradient)
     I_i = −(g_i ⊙ F⁻¹) · ḡ                (influence; negative = aligned with forgetting)
 
-The examples with ``I_i < 0`` are kept, strongest first, and weighted by ``sqrt|I_i|`` clipped at a
-quantile. Everything here imports only jax, numpy and chex, so it can be copied into any codebase.
+The weights derived from ``I`` (spec §2) live in :mod:`imu_jax.weights` and are re-exported here.
+Everything here imports only jax and numpy, so it can be copied into any codebase.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import warnings
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imu_jax import _checks, _layout
+from imu_jax import _checks, _layout, _traced
+from imu_jax.weights import (DEFAULT_CLIP_QUANTILE, DEFAULT_TOP_FRACTION,
+                               NoNegativeInfluenceWarning, influence_weights, keep_count,
+                               select_and_weight)
 
 __all__ = [
     "DEFAULT_DAMPING",
@@ -42,20 +44,10 @@ PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]
 
 DEFAULT_DAMPING = 0.01
-# The public code's CLI default is 0.1, its README ablates 0.5, its synthetic experiment uses 1.0.
-# We keep 0.5: with 0.1 a forgotten digits class (~146 examples) leaves ~7 examples to ascend on,
-# the worst setting of our ablation (experiments/results/digits_class3_ablations: Avg. Gap
-# 2.3 / 1.0 / 0.7 for 0.1 / 0.5 / 1.0).
-DEFAULT_TOP_FRACTION = 0.5
-DEFAULT_CLIP_QUANTILE = 0.93
 # influence_scores(chunk_size=None): bytes of per-example gradients held at once, per backend
 # (see auto_chunk_size), and the smallest automatic chunk.
 AUTO_CHUNK_BYTES = {"cpu": 8 * 2**20, "default": 2**30}
 AUTO_MIN_CHUNK = 8
-
-
-class NoNegativeInfluenceWarning(UserWarning):
-    """No forget example has negative influence; IMU fell back to uniform weights."""
 
 
 def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
@@ -68,6 +60,10 @@ def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
 
     Returns:
       A pytree shaped like ``params`` whose leaves have an extra leading axis ``N``.
+
+    Not jitted here: call it inside your jitted step. (``jax.jit(per_example_grads,
+    static_argnums=0)`` would cache by the function object and keep the arrays ``loss_fn``
+    closes over at their first values; :func:`influence_scores` avoids that, see its doc.)
 
     Examples:
       >>> import jax.numpy as jnp, imu_jax as imu
@@ -144,8 +140,11 @@ def influence_scores(
     holds at most ``max(8 MiB, 8 × P × itemsize)`` of gradients on CPU. It is also the fastest
     setting measured on CPU (``experiments/bench_influence.py`` sweeps the chunk size).
 
-    The computation is jitted; ``loss_fn`` is a static argument, so reuse the same function object
-    across calls to hit the compilation cache.
+    The computation is jitted, and ``loss_fn`` may close over anything (the frozen body, an NNX
+    module updated in place): it is traced afresh on each call and the arrays it closes over are
+    passed to the compiled program as arguments, so the scores always use their current values.
+    Calls whose loss has the same program (same shapes, same Python constants) reuse one
+    compilation, whatever the function object (``imu_jax._traced``).
 
     Sharding: ``batch`` may be sharded over a mesh axis (``data``) and ``params`` replicated or
     sharded (``model``), on ``Auto`` or ``Explicit`` meshes; the per-example gradients then stay
@@ -194,12 +193,14 @@ def influence_scores(
 
 def _scores_args(loss_fn, params, batch, damping=DEFAULT_DAMPING, chunk_size=None,
                  out_sharding=None):
-    """The arguments :func:`influence_scores` jits with (also to ``lower`` it in benchmarks)."""
+    """The arguments :func:`influence_scores` jits with (also to ``lower`` it in benchmarks):
+    ``loss_fn`` traced now, its closed-over arrays as arguments (module ``_traced``)."""
     if out_sharding is None:
         out_sharding = _layout.leading_sharding(batch)
     n = jax.tree.leaves(batch)[0].shape[0]
     chunk_size = auto_chunk_size(n, params) if chunk_size is None else int(chunk_size)
-    return (loss_fn, params, batch, damping, chunk_size, out_sharding,
+    traced, consts = _traced.trace_example_loss(loss_fn, params, batch)
+    return (traced, consts, params, batch, damping, chunk_size, out_sharding,
             _layout.leading_is_sharded(batch))
 
 
@@ -232,10 +233,11 @@ def auto_chunk_size(num_examples: int, params: PyTree, *, chunk_bytes: int | Non
 
 
 @functools.partial(jax.jit,
-                   static_argnames=("loss_fn", "chunk_size", "out_sharding", "strided"))
-def _influence_scores(loss_fn, params, batch, damping, chunk_size, out_sharding=None,
+                   static_argnames=("traced", "chunk_size", "out_sharding", "strided"))
+def _influence_scores(traced, consts, params, batch, damping, chunk_size, out_sharding=None,
                       strided=False):
-    scores = _influence_scores_impl(loss_fn, params, batch, damping, chunk_size, strided)
+    scores = _influence_scores_impl(traced.bind(consts), params, batch, damping, chunk_size,
+                                    strided)
     return _layout.constrain_leading(scores, out_sharding)
 
 
@@ -389,125 +391,3 @@ def _classifier_influence(features, labels, kernel, bias, damping, out_sharding=
     bias_term = dot(errors, mean_bias / fisher_bias, 1)
     scores = -(kernel_term + bias_term).astype(jnp.float32)
     return _layout.constrain_leading(scores, out_sharding)
-
-
-# Relative tolerance of the keep count's floor: far above float32's rounding of n · top_fraction
-# (two roundings of 2^-24 each), far below the 1/n step between distinct counts for n < 2^19.
-_KEEP_COUNT_TOLERANCE = 2.0 ** -20
-
-
-def keep_count(num_negative, top_fraction):
-    """``max(1, floor(num_negative · top_fraction))``, robust to how ``top_fraction`` is stored.
-
-    The product is formed in float32 and floored with a relative tolerance of ``2^-20``, so a
-    fraction given as a Python float (float64), as a float32 array (``optax.inject_hyperparams``)
-    or as a traced value gives the same count: ``90 · 0.7`` keeps 63 everywhere (the public code's
-    ``int(90 * 0.7)`` in float64 gives 62; see docs/DEVIATIONS.md). Works on numpy and on ``jnp``
-    (traced) values: the same float32 operations in both.
-
-    Examples:
-      >>> import numpy as np
-      >>> import imu_jax as imu
-      >>> int(imu.keep_count(np.int32(90), 0.7)), int(imu.keep_count(np.int32(3), 0.1))
-      (63, 1)
-    """
-    xp = np if _checks.is_concrete(num_negative) and _checks.is_concrete(top_fraction) else jnp
-    product = xp.asarray(num_negative, xp.float32) * xp.asarray(top_fraction, xp.float32)
-    product = product * xp.float32(1.0 + _KEEP_COUNT_TOLERANCE)
-    return xp.maximum(1, xp.floor(product)).astype(xp.int32)
-
-
-def select_and_weight(
-    scores: jax.Array,
-    *,
-    top_fraction: float = DEFAULT_TOP_FRACTION,
-    clip_quantile: float = DEFAULT_CLIP_QUANTILE,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Spec §2 as fixed-shape arrays, so it runs inside ``jit`` (the per-batch variant uses it).
-
-    Returns ``(order, num_kept, weights, fell_back)``: ``order`` ranks the examples (negative
-    influence first, by ``|I|`` descending, ties by index), the first ``num_kept`` of it are kept,
-    ``weights`` is ``[N]`` with zeros for dropped examples, and ``fell_back`` is True when no score
-    was negative, in which case every example gets weight 1.
-
-    Examples:
-      >>> import jax.numpy as jnp, imu_jax as imu
-      >>> order, k, w, fell_back = imu.select_and_weight(jnp.array([-4.0, 1.0, -1.0]), top_fraction=1.0)
-      >>> order[:int(k)].tolist(), w.round(2).tolist(), bool(fell_back)
-      ([0, 2], [1.93, 0.0, 1.0], False)
-    """
-    scores = jnp.asarray(scores, jnp.float32)
-    n = scores.shape[0]
-    negative = scores < 0
-    num_negative = jnp.sum(negative)
-    fell_back = num_negative == 0
-    _checks.check_hyperparameter_precision(top_fraction, "top_fraction")
-    _checks.check_hyperparameter_precision(clip_quantile, "clip_quantile")
-    num_kept = jnp.where(fell_back, n, keep_count(num_negative, top_fraction))
-
-    order = jnp.argsort(jnp.where(negative, scores, jnp.inf), stable=True)
-    rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
-    kept = rank < num_kept
-    raw = jnp.where(fell_back, 1.0, jnp.sqrt(jnp.abs(scores)))
-    raw = jnp.where(kept, raw, 0.0)
-
-    # Quantile of the kept weights with linear interpolation (numpy's default method).
-    ascending = jnp.sort(jnp.where(kept, raw, jnp.inf))
-    position = clip_quantile * (num_kept - 1).astype(jnp.float32)
-    low = jnp.floor(position).astype(jnp.int32)
-    high = jnp.minimum(low + 1, num_kept - 1)
-    ceiling = ascending[low] + (position - low) * (ascending[high] - ascending[low])
-    weights = jnp.where(num_kept > 1, jnp.minimum(raw, ceiling), raw)
-    return order, num_kept, jnp.where(kept, weights, 0.0), fell_back
-
-
-def influence_weights(
-    scores: jax.Array,
-    *,
-    top_fraction: float = DEFAULT_TOP_FRACTION,
-    clip_quantile: float = DEFAULT_CLIP_QUANTILE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Which forget examples to unlearn and with what weight (spec §2).
-
-    Keeps examples with ``I_i < 0``, ordered by ``|I_i|`` descending, the first
-    ``max(1, floor(n_neg · top_fraction))`` (:func:`keep_count`); weights ``sqrt|I_i|`` clipped from above at their
-    ``clip_quantile`` quantile (linear interpolation) when more than one is kept. If no score is
-    negative, it warns (:class:`NoNegativeInfluenceWarning`) and returns every example with weight 1
-    (the public code crashes there).
-
-    Args:
-      scores: ``[N]`` influence scores (e.g. from :func:`influence_scores`).
-      top_fraction: fraction of the negatively influential examples to keep, in ``(0, 1]``.
-        Default 0.5 (the public code's CLI uses 0.1; see ``DEFAULT_TOP_FRACTION``).
-      clip_quantile: quantile at which the weights are clipped, in ``(0, 1]``.
-
-    Returns:
-      ``(indices, weights)``: int64 indices into the forget set, strongest first, and their
-      float32 weights.
-
-    Examples:
-      >>> import numpy as np, imu_jax as imu
-      >>> idx, w = imu.influence_weights(np.array([-4.0, 0.5, -1.0, -9.0]), top_fraction=1.0)
-      >>> idx.tolist(), w.round(3).tolist()
-      ([3, 0, 2], [2.86, 2.0, 1.0])
-    """
-    scores = np.asarray(scores)
-    if scores.ndim != 1:
-        raise ValueError(f"scores must be one-dimensional [N], got shape {scores.shape}.")
-    if scores.size == 0:
-        raise ValueError("scores is empty: the forget set has no examples.")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError(
-            f"scores contain NaN or inf ({int(np.sum(~np.isfinite(scores)))} of {scores.size}); "
-            "check the model and the forget inputs.")
-    _checks.check_fraction(top_fraction, "top_fraction")
-    _checks.check_fraction(clip_quantile, "clip_quantile")
-    order, num_kept, weights, fell_back = select_and_weight(
-        scores, top_fraction=float(top_fraction), clip_quantile=float(clip_quantile))
-    if bool(fell_back):
-        warnings.warn(
-            f"No forget example has negative influence (all {scores.size} scores >= 0); "
-            "falling back to uniform weights over all examples.",
-            NoNegativeInfluenceWarning, stacklevel=2)
-    indices = np.asarray(order)[: int(num_kept)].astype(np.int64)
-    return indices, np.asarray(weights)[indices].astype(np.float32)

@@ -2,6 +2,7 @@
 works exactly or fails with a ValueError naming the right pattern."""
 
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -348,3 +349,41 @@ def test_degenerate_metric_inputs_are_documented_values_or_clear_errors():
         metrics.classification_metrics({"forget": probs, "retain": probs, "test": empty_p},
                                        {"forget": labels, "retain": labels, "test": empty_y},
                                        mia_kinds=("confidence",))
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_accumulate_under_jit_skips_invalid_micro_batches_and_empty_windows(buffered):
+    """An invalid micro-batch (negative / NaN weights, under jit) contributes nothing and is
+    counted; a window whose weights sum to zero is a no-op step (state untouched); never NaN."""
+    k, b = 2, 4
+    params, grads, weights = _micro_batches(k, b)
+    make = lambda: imu.imu_sgd(0.1, alpha=0.05, momentum=0.9)
+    acc = imu.accumulate(make(), k, micro_batch_size=b if buffered else None)
+    step = jax.jit(acc.update)
+    g = grads[0]
+    first = jax.tree.map(lambda x: x[:b], g)
+    second = jax.tree.map(lambda x: x[b:], g)
+    w_good = weights[0][b:]
+    bad = jnp.array([1.0, -1.0, jnp.nan, 2.0])
+
+    state = acc.init(params)
+    _, state = step(first, state, params, weights=bad)          # invalid: contributes nothing
+    updates, state = step(second, state, params, weights=w_good)
+    assert int(state.invalid_weights) == 1
+    # = one step on the second micro-batch alone (the first had weight zero)
+    alone = make()
+    expected, _ = alone.update(second, alone.init(params), params, weights=w_good)
+    if buffered:  # the union with zero weights on the first half
+        expected, _ = alone.update(g, alone.init(params), params,
+                                   weights=jnp.concatenate([jnp.zeros(b), w_good]))
+    _tree_close(updates, expected, atol=1e-6)
+
+    # a window of zero weights: zero update, the optimizer's state untouched
+    before = state.inner_state
+    for micro in (first, second):
+        updates, state = step(micro, state, params, weights=jnp.zeros(b))
+        _tree_close(updates, jax.tree.map(jnp.zeros_like, params), atol=0)
+    chex.assert_trees_all_equal(state.inner_state, before)
+    chex.assert_tree_all_finite(state)
+    with pytest.raises(ValueError, match="weights"):  # eagerly, as before
+        acc.update(first, state, params, weights=bad)

@@ -80,10 +80,11 @@ def test_default_call_uses_the_automatic_chunk(problem):
     loss = head_loss_fn(jparams["body"])
     n = jbatch["x"].shape[0]
     args = imu.influence._scores_args(loss, jparams["head"], jbatch)
-    assert args[4] == imu.auto_chunk_size(n, jparams["head"])
+    chunk_size = args[5]  # (traced loss, its arrays, params, batch, damping, chunk_size, ...)
+    assert chunk_size == imu.auto_chunk_size(n, jparams["head"])
     np.testing.assert_array_equal(
         imu.influence_scores(loss, jparams["head"], jbatch),
-        imu.influence_scores(loss, jparams["head"], jbatch, chunk_size=args[4]))
+        imu.influence_scores(loss, jparams["head"], jbatch, chunk_size=chunk_size))
 
 
 def test_damping_changes_scores(problem):
@@ -223,3 +224,82 @@ def test_head_of_wrong_shape(problem):
         imu.classifier_influence(jnp.ones((3, 5)), jnp.zeros(3, jnp.int32), jparams["head"])
     with pytest.raises(ValueError, match="kernel"):
         imu.classifier_influence(jnp.ones((3, 8)), jnp.zeros(3, jnp.int32), {"w": jnp.ones(3)})
+
+
+# --- no silent staleness: what the loss closes over is read on every call ----------------------
+
+
+def test_reassigned_closure_gives_new_scores_without_recompiling(problem):
+    """A loss closing over the body: reassigning the body changes the scores (to the float64
+    reference for the new body), and does not compile again (the closure's arrays are arguments
+    of one compiled program); a changed Python constant does compile again."""
+    params, xs, ys, jparams, jbatch = problem
+    body = jparams["body"]
+    scale = 1.0
+
+    def loss(head, example):  # reads `body` and `scale` when traced
+        logits = features(body, example["x"]) @ head["kernel"] + head["bias"]
+        return -jax.nn.log_softmax(scale * logits)[example["y"]]
+
+    compiled = imu.influence._influence_scores._cache_size
+    for chunk_size in (None, 8):  # materialized and streaming (scan + JVP) paths
+        first = imu.influence_scores(loss, jparams["head"], jbatch, chunk_size=chunk_size)
+        assert_close(first, ref.influence(params, xs, ys, head_only=True))
+        before = compiled()
+        new_params = {**params, "body": {k: 2.0 * v for k, v in params["body"].items()}}
+        body = to_jax(new_params)["body"]
+        second = imu.influence_scores(loss, jparams["head"], jbatch, chunk_size=chunk_size)
+        assert_close(second, ref.influence(new_params, xs, ys, head_only=True))
+        assert np.max(np.abs(second - first)) > 1e-2 * np.max(np.abs(first))
+        assert compiled() == before  # same program, new arrays: no recompilation
+        body = jparams["body"]  # back, for the next chunk size
+
+    scale = 2.0  # a Python constant is part of the program: compiled anew, never stale
+    before = compiled()
+    scaled = imu.influence_scores(loss, jparams["head"], jbatch)
+    assert compiled() == before + 1
+    unscaled = imu.influence_scores(lambda h, e: full_loss({"body": body, "head": h}, e),
+                                    jparams["head"], jbatch)
+    assert not np.allclose(scaled, unscaled, rtol=1e-3)
+
+
+def test_loss_closing_over_an_nnx_module_updated_in_place(problem):
+    """The NNX pattern: the loss closes over a module whose parameters an optimizer updates in
+    place (``nnx.update``); the scores follow the module, equal to a fresh vmap(grad) reference."""
+    from flax import nnx
+
+    _, _, _, jparams, jbatch = problem
+
+    class Body(nnx.Module):
+        def __init__(self, rngs):
+            self.dense = nnx.Linear(6, 8, rngs=rngs)
+
+        def __call__(self, x):
+            return jnp.tanh(self.dense(x))
+
+    body = Body(nnx.Rngs(0))
+
+    def loss(classifier, example):
+        logits = body(example["x"]) @ classifier["kernel"] + classifier["bias"]
+        return -jax.nn.log_softmax(logits)[example["y"]]
+
+    def reference(classifier):  # per-example gradients materialized, float32, spec §1 by hand
+        g = jax.vmap(jax.grad(loss), in_axes=(None, 0))(classifier, jbatch)
+        flat = jnp.concatenate([g["kernel"].reshape(len(jbatch["y"]), -1), g["bias"]], axis=1)
+        direction = flat.mean(0) / ((flat * flat).mean(0) + imu.DEFAULT_DAMPING)
+        return -(flat @ direction)
+
+    head = jparams["head"]
+    before = imu.influence_scores(loss, head, jbatch, chunk_size=8)
+    np.testing.assert_allclose(before, reference(head), rtol=2e-5, atol=1e-6)
+    state = nnx.state(body, nnx.Param)
+    nnx.update(body, jax.tree.map(lambda p: p * -1.5, state))
+    after = imu.influence_scores(loss, head, jbatch, chunk_size=8)
+    np.testing.assert_allclose(after, reference(head), rtol=2e-5, atol=1e-6)
+    assert not np.allclose(after, before, rtol=1e-2)
+
+
+def test_scores_of_a_loss_that_is_not_a_scalar_are_refused(problem):
+    _, _, _, jparams, jbatch = problem
+    with pytest.raises(ValueError, match="must return a scalar"):
+        imu.influence_scores(lambda h, e: h["bias"] * e["x"][0], jparams["head"], jbatch)

@@ -186,11 +186,16 @@ def test_missing_example_axis(problem):
 
 
 def test_bad_weights_values(problem):
+    """Eagerly, negative or non-finite weights raise; all-zero weights are a no-op step."""
     head = problem[3]["head"]
     grads = jax.tree.map(lambda p: jnp.stack([p] * 2), head)
-    for weights in (jnp.array([1.0, jnp.nan]), jnp.array([0.0, 0.0]), jnp.array([-1.0, 2.0])):
+    for weights in (jnp.array([1.0, jnp.nan]), jnp.array([-1.0, 2.0]), jnp.array([1.0, jnp.inf])):
         with pytest.raises(ValueError, match="weights"):
             imu.weighted_ascent().update(grads, optax.EmptyState(), head, weights=weights)
+    zero, state = imu.weighted_ascent().update(grads, optax.EmptyState(), head,
+                                               weights=jnp.zeros(2))
+    chex.assert_trees_all_equal(zero, jax.tree.map(jnp.zeros_like, head))
+    assert int(state.zero_weights) == 1 and int(state.invalid_weights) == 0
 
 
 def test_imu_sgd_per_batch_uses_its_selection_arguments(problem):
@@ -202,3 +207,182 @@ def test_imu_sgd_per_batch_uses_its_selection_arguments(problem):
         _, state = opt.update(grads, opt.init(jparams["head"]), jparams["head"])
         kept[fraction] = int(state[0].last_num_kept)
     assert kept[0.2] < kept[1.0]
+
+
+# --- order cannot be wrong ---------------------------------------------------------------------
+
+UPSTREAM = {
+    "clip_by_global_norm": lambda: optax.clip_by_global_norm(0.1),
+    "scale": lambda: optax.scale(2.0),
+    "adam": lambda: optax.adam(0.1),
+    "add_decayed_weights": lambda: optax.add_decayed_weights(1e-3),
+}
+PER_EXAMPLE = {
+    "weighted_ascent": lambda: imu.weighted_ascent(),
+    "influence_weighted_ascent": lambda: imu.influence_weighted_ascent(),
+    "imu_sgd": lambda: imu.imu_sgd(0.1),
+    "accumulate": lambda: imu.accumulate(optax.chain(imu.weighted_ascent(), optax.sgd(1.0)), 2),
+}
+
+
+@pytest.mark.parametrize("per_example", sorted(PER_EXAMPLE))
+@pytest.mark.parametrize("upstream", sorted(UPSTREAM))
+def test_a_transform_before_a_per_example_transform_is_refused_at_init(upstream, per_example):
+    """The issue's chains: clip / scale / adam / decay first would transform the [N, ...] stack."""
+    head = {"kernel": jnp.zeros((3, 2)), "bias": jnp.zeros(2)}
+    opt = optax.chain(UPSTREAM[upstream](), PER_EXAMPLE[per_example](), optax.sgd(1.0))
+    with pytest.raises(ValueError, match=r"transformation 2 of an optax chain.*must come first"):
+        opt.init(head)
+    nested = optax.chain(UPSTREAM[upstream](), optax.chain(PER_EXAMPLE[per_example](),
+                                                           optax.sgd(1.0)))
+    with pytest.raises(ValueError, match="transformation 2 of an optax chain"):
+        jax.jit(nested.init)(head)
+    named = optax.named_chain(("first", UPSTREAM[upstream]()), ("imu", PER_EXAMPLE[per_example]()))
+    with pytest.raises(ValueError, match="transformation 2"):
+        named.init(head)
+    # first in the chain (also nested, also wrapped) is fine
+    optax.chain(PER_EXAMPLE[per_example](), UPSTREAM[upstream]()).init(head)
+    optax.chain(optax.chain(PER_EXAMPLE[per_example]()), UPSTREAM[upstream]()).init(head)
+    optax.inject_hyperparams(imu.imu_sgd)(learning_rate=0.1).init(head)
+
+
+def test_inner_owns_the_rest_of_the_chain_so_clipping_sees_the_aggregate():
+    """The issue's numbers: clip_by_global_norm(0.1) of the aggregated gradient gives an update
+    of norm 0.100 (clipping the [N, ...] stack gave 0.011)."""
+    rng = np.random.default_rng(0)
+    g = jnp.asarray(rng.normal(size=(16, 5)), jnp.float32)
+    w = jnp.asarray(rng.uniform(0.5, 2.0, 16), jnp.float32)
+    opt = imu.weighted_ascent(inner=optax.chain(optax.clip_by_global_norm(0.1), optax.sgd(1.0)))
+    updates, state = jax.jit(opt.update)(g, opt.init(jnp.zeros(5)), jnp.zeros(5), weights=w)
+    np.testing.assert_allclose(float(jnp.linalg.norm(updates)), 0.1, rtol=1e-5)
+    ascent = -(w @ g) / w.sum()  # weighted_ascent's output; sgd(1.0) then negates it
+    np.testing.assert_allclose(updates, -0.1 * ascent / jnp.linalg.norm(ascent), rtol=1e-5)
+    assert int(state[0].count) == 1
+    per_batch = imu.influence_weighted_ascent(top_fraction=1.0, inner=optax.sgd(1.0))
+    updates, state = per_batch.update(g, per_batch.init(jnp.zeros(5)), jnp.zeros(5))
+    assert int(state[0].count) == 1 and updates.shape == (5,)
+
+
+def test_multisteps_around_a_per_example_transform_says_what_to_do():
+    head = {"kernel": jnp.zeros((3, 2)), "bias": jnp.zeros(2)}
+    wrapped = optax.MultiSteps(optax.chain(imu.weighted_ascent(), optax.sgd(1.0)), 2)
+    with pytest.raises(ValueError, match=r"MultiSteps.*imu_jax.accumulate\(optimizer, k\).*"
+                                         r"gradient_transformation\(\)"):
+        wrapped.init(head)
+    # What MultiSteps hands the inner optimizer: parameter-shaped gradients. The message names
+    # the cause and the two fixes instead of blaming the shapes.
+    with pytest.raises(ValueError, match=r"shaped like the parameters.*MultiSteps.*"
+                                         r"imu_jax.accumulate"):
+        imu.weighted_ascent().update(head, optax.EmptyState(), head, weights=jnp.ones(3))
+    # The fix optax documents for its DP aggregate works: MultiSteps around the rest only.
+    ok = optax.chain(imu.weighted_ascent(),
+                     optax.MultiSteps(optax.sgd(1.0), 2).gradient_transformation())
+    ok.init(head)
+
+
+# --- weights checked under jit, without wrapping ---------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["zeros", "negative", "nan", "inf"])
+def test_no_op_weights_under_jit_give_zero_updates_and_a_flag(problem, bad):
+    _, _, _, jparams, jbatch = problem
+    head = jparams["head"]
+    grads = head_grads(jparams, head, jbatch, np.arange(4))
+    weights = {"zeros": jnp.zeros(4), "negative": jnp.array([1.0, -1.0, 2.0, 1.0]),
+               "nan": jnp.array([1.0, jnp.nan, 2.0, 1.0]),
+               "inf": jnp.array([1.0, jnp.inf, 2.0, 1.0])}[bad]
+    good = jnp.linspace(1.0, 2.0, 4)
+    counter = "zero_weights" if bad == "zeros" else "invalid_weights"
+
+    bare = imu.weighted_ascent()
+    updates, state = jax.jit(bare.update)(grads, bare.init(head), head, weights=weights)
+    chex.assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, head))
+    assert int(getattr(state, counter)) == 1 and int(state.count) == 1
+
+    # imu_sgd (and weighted_ascent(inner=...)) skip the whole chain: momentum, decay and the L1
+    # term do not move the head, the inner state is untouched; the next good batch proceeds.
+    opt = imu.imu_sgd(0.1, alpha=0.2, momentum=0.9, milestones=[2])
+
+    @jax.jit
+    def step(head, state, w):
+        updates, state = opt.update(grads, state, head, weights=w)
+        return optax.apply_updates(head, updates), state
+
+    state = opt.init(head)
+    moved, state = step(head, state, good)
+    kept, after = step(moved, state, weights)
+    chex.assert_trees_all_equal(kept, moved)
+    chex.assert_trees_all_equal(after[1:], state[1:])
+    assert int(getattr(after[0], counter)) == 1 and int(after[0].count) == 2
+    chex.assert_tree_all_finite(kept)
+    if bad != "zeros":
+        with pytest.raises(ValueError, match="weights"):  # eagerly it raises, as before
+            opt.update(grads, state, head, weights=weights)
+    else:
+        eager, _ = opt.update(grads, state, moved, weights=weights)
+        chex.assert_trees_all_equal(eager, jax.tree.map(jnp.zeros_like, head))
+
+
+def test_select_and_weight_zeros_for_dropped_examples_feed_weighted_ascent(problem):
+    """``select_and_weight``'s [N] weights (zeros for dropped examples) go straight in, and a
+    batch of dropped examples only is a no-op, not NaN."""
+    _, _, _, jparams, jbatch = problem
+    head = jparams["head"]
+    scores = imu.influence_scores(head_loss_fn(jparams["body"]), head, jbatch)
+    _, _, weights, _ = jax.jit(imu.select_and_weight)(scores)
+    dropped = np.flatnonzero(np.asarray(weights) == 0)[:4]
+    grads = head_grads(jparams, head, jbatch, dropped)
+    opt = imu.imu_sgd(0.1)
+    updates, state = jax.jit(opt.update)(grads, opt.init(head), head,
+                                         weights=weights[jnp.asarray(dropped)])
+    chex.assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, head))
+    assert int(state[0].zero_weights) == 1
+
+
+# --- schedules and milestones ------------------------------------------------------------------
+
+
+def test_milestones_multiply_a_schedule_and_are_steps():
+    params = jnp.zeros(2)
+    g = jnp.ones((1, 2))  # ascent on a loss of gradient 1: the update is +lr (no momentum)
+    warm = optax.linear_schedule(0.0, 1.0, transition_steps=4)
+    opt = imu.imu_sgd(warm, milestones=[2], gamma=0.1, alpha=0.0, weight_decay=0.0, momentum=0.0)
+    state, lrs = opt.init(params), []
+    for _ in range(4):
+        updates, state = opt.update(g, state, params, weights=jnp.ones(1))
+        lrs.append(float(updates[0]))
+    np.testing.assert_allclose(lrs, [0.0, 0.25, 0.05, 0.075], rtol=1e-6)
+    assert imu.imu_sgd(0.1, milestones=[5.0]) is not None  # an integral float is a step
+    for bad in ([0.5], [0], [1.5], [True]):
+        with pytest.raises(ValueError, match=r"milestones are optimizer steps.*round\(f \* "
+                                             r"total_steps\)"):
+            imu.imu_sgd(0.1, milestones=bad)
+
+
+# --- the per-batch variant on an Explicit mesh ---------------------------------------------------
+
+
+@pytest.mark.eight_devices
+def test_per_batch_variant_on_an_explicit_mesh_matches_one_device(problem):
+    """The batch on P("data") of an 8-device Explicit mesh: the sort of the scores needs them
+    whole (they are gathered); the step equals the one-device step."""
+    from jax.sharding import PartitionSpec as P
+
+    _, _, _, jparams, jbatch = problem
+    loss = head_loss_fn(jparams["body"])
+    examples = jax.tree.map(lambda a: a[:32], jbatch)
+    opt = imu.imu_sgd(0.1, per_batch=True, top_fraction=0.5)
+
+    def step(head, state, batch):
+        grads = imu.per_example_grads(loss, head, batch)
+        updates, state = opt.update(grads, state, head)
+        return optax.apply_updates(head, updates), state
+
+    expected, expected_state = jax.jit(step)(jparams["head"], opt.init(jparams["head"]), examples)
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    with jax.set_mesh(mesh):
+        batch = jax.device_put(examples, P("data"))
+        head = jax.device_put(jparams["head"], P())
+        new_head, state = jax.jit(step)(head, opt.init(head), batch)
+    chex.assert_trees_all_close(new_head, expected, rtol=1e-5, atol=1e-7)
+    assert int(state[0].last_num_kept) == int(expected_state[0].last_num_kept) > 0

@@ -92,14 +92,20 @@ def weighted_mean_grad(loss, head: PyTree, batch: PyTree, weights: jax.Array
     ([[-0.75, -0.25]], [1.0])
     """
     weights = jnp.asarray(weights)
+    valid = jnp.all(jnp.isfinite(weights) & (weights >= 0))
+    safe = jnp.where(valid, weights, 0)  # invalid weights: a zero gradient, flagged below
+    total = jnp.sum(safe)
 
     def weighted_mean_loss(head):
         losses = jax.vmap(loss, in_axes=(None, 0))(head, batch)
-        w = weights.astype(losses.dtype)
-        return jnp.sum(w * losses) / jnp.sum(w)
+        w = safe.astype(losses.dtype)
+        return jnp.sum(w * losses) / jnp.where(total > 0, total, 1)
 
     grads = jax.grad(weighted_mean_loss)(head)
-    return jax.tree.map(lambda g: g[None], grads), {"weights": jnp.ones(1, weights.dtype)}
+    # the transform sees one example whose weight is 1, or 0 (all-zero batch: a no-op step) or
+    # NaN (negative / non-finite weights: a no-op step counted in its state's invalid_weights)
+    one = jnp.where(valid, jnp.where(total > 0, 1.0, 0.0), jnp.nan).astype(weights.dtype)
+    return jax.tree.map(lambda g: g[None], grads), {"weights": one[None]}
 
 
 def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformation, *,
