@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import pathlib
 import time
 from collections.abc import Callable
 
@@ -28,7 +26,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from imu_jax import checkpoint, sharding
+from imu_jax import sharding
+from imu_jax.checkpoint import write_outputs
 from imu_jax._checks import check_model_fits
 from imu_jax.data import Splits, batches, num_batches
 from imu_jax.models import FunctionalModel, create, functional
@@ -383,61 +382,6 @@ def train_model(cfg: TrainConfig | dict, splits: Splits, *, retrain: bool = Fals
     if workdir is not None:
         write_outputs(workdir, fm, params, state, metrics)
     return fm, params, state, metrics
-
-
-def _os_error(err: BaseException) -> OSError | None:
-    """The ``OSError`` (disk full, permission, ...) behind ``err``, however a library wrapped it.
-
-    >>> wrapped = RuntimeError("save failed")
-    >>> wrapped.__cause__ = OSError(28, "No space left on device")
-    >>> _os_error(wrapped).strerror
-    'No space left on device'
-    """
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def write_outputs(workdir, fm: FunctionalModel, params, state, metrics: dict) -> pathlib.Path:
-    """Saves ``workdir/checkpoint`` (Orbax) and ``workdir/metrics.json``, atomically: both are
-    written into a temporary sibling folder first, then moved into place (the whole folder when
-    ``workdir`` holds nothing else, metrics.json last), so an interrupted save never leaves a
-    checkpoint without its metrics (readers treat ``metrics.json`` as the completion mark)."""
-    import os
-    import shutil
-
-    workdir = pathlib.Path(workdir).absolute()
-    workdir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in workdir.parent.glob(f".{workdir.name}.partial-*"):  # left by a killed process
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = workdir.parent / f".{workdir.name}.partial-{os.getpid()}"
-    tmp.mkdir()
-    meta = {k: metrics[k] for k in ("config", "splits", "retrain", "seed") if k in metrics}
-    try:
-        checkpoint.save(tmp / "checkpoint", fm, params, state, metadata=meta)
-        (tmp / "metrics.json").write_text(json.dumps(checkpoint._jsonable(metrics), indent=2))
-    except BaseException as err:  # a full disk, Ctrl-C, ...: leave nothing half-written behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        cause = _os_error(err)
-        if cause is None:
-            raise
-        raise OSError(cause.errno, f"could not save the model into {workdir}: "
-                      f"{cause.strerror or cause} (nothing was kept)") from err
-    ours = {"checkpoint", "metrics.json"}
-    if workdir.exists() and not {p.name for p in workdir.iterdir()} <= ours:
-        (workdir / "metrics.json").unlink(missing_ok=True)  # incomplete from here on
-        shutil.rmtree(workdir / "checkpoint", ignore_errors=True)
-        os.replace(tmp / "checkpoint", workdir / "checkpoint")
-        os.replace(tmp / "metrics.json", workdir / "metrics.json")
-        tmp.rmdir()
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-        os.replace(tmp, workdir)
-    return workdir
 
 
 __all__ = [
