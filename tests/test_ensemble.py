@@ -26,13 +26,15 @@ def _max_diff(a, b) -> float:
     return max((float(jnp.max(jnp.abs(x - y))) for x, y in pairs), default=0.0)
 
 
-def _assert_equals_loop(cfg, splits, *, retrain, max_steps, atol=1e-5):
-    ens = train_ensemble(cfg, splits, SEEDS, retrain=retrain, max_steps=max_steps)
-    assert ens.losses.shape == (len(SEEDS), max_steps)
+def _assert_equals_loop(cfg, splits, *, retrain, max_steps, atol=1e-5, mode="host", dtype=None,
+                        seeds=SEEDS):
+    ens = train_ensemble(cfg, splits, seeds, retrain=retrain, max_steps=max_steps, mode=mode,
+                         dtype=dtype)
+    assert ens.losses.shape == (len(seeds), max_steps)
     step = make_single_step(cfg, splits, retrain=retrain)  # one compilation for the loop
-    for i, seed in enumerate(SEEDS):
+    for i, seed in enumerate(seeds):
         _, params, state, losses = train_single(cfg, splits, seed, retrain=retrain,
-                                                max_steps=max_steps, step_fn=step)
+                                                max_steps=max_steps, step_fn=step, dtype=dtype)
         assert _max_diff(unstack(ens.params, i), params) <= atol
         assert _max_diff(unstack(ens.state, i), state) <= atol
         np.testing.assert_allclose(ens.losses[i], losses, atol=atol, rtol=0)
@@ -68,21 +70,34 @@ def test_vmapped_equals_loop_digits_recipe(digits):
 
 def test_vmapped_equals_loop_mnist1d_recipe_retrained(tmp_path_factory):
     """The MNIST-1D recipe (CNN1D, AdamW), retrained on the retain split, shrunk: 4 channels,
-    batch 1000 (3 steps per epoch of 3,600 retained signals), 7 steps."""
+    batch 1000 (3 steps per epoch of 3,600 retained signals), 7 steps, as one ``lax.scan``."""
     splits = make_splits("mnist1d", "random:0.1", data_dir=tmp_path_factory.mktemp("tfds1d"))
     cfg = {**recipe("mnist1d"), "model_options": {"channels": 4}, "batch_size": 1000}
-    ens = _assert_equals_loop(cfg, splits, retrain=True, max_steps=7)
+    ens = _assert_equals_loop(cfg, splits, retrain=True, max_steps=7, mode="scan", seeds=(0, 1))
     stats = statistics(ens, splits.forget)
-    assert stats.shape == (len(SEEDS), len(splits.forget["label"]))
-    logits, _ = ens.fm.apply(unstack(ens.params, 2), unstack(ens.state, 2),
+    assert stats.shape == (2, len(splits.forget["label"]))
+    logits, _ = ens.fm.apply(unstack(ens.params, 1), unstack(ens.state, 1),
                              jnp.asarray(splits.forget["image"]))
     np.testing.assert_allclose(
-        stats[2], logit_scaled_confidence(np.asarray(logits), splits.forget["label"]), atol=1e-4)
+        stats[1], logit_scaled_confidence(np.asarray(logits), splits.forget["label"]), atol=1e-4)
 
 
-def test_ensemble_logits_batches_and_rejects_augment(digits):
+def test_vmapped_equals_loop_exactly_in_float64(digits):
+    """In float64 the two paths agree to 1e-12 (float32 rounding differences, not the program,
+    are what separates them at float32)."""
+    cfg = {**recipe("digits"), "model_options": {"channels": (4,), "dense": 8},
+           "batch_size": 256, "epochs": 3, "milestones": (1,)}
+    with jax.enable_x64(True):
+        ens = _assert_equals_loop(cfg, digits, retrain=True, max_steps=12, atol=1e-12,
+                                  dtype="float64", seeds=(0, 1))
+        assert unstack(ens.params, 0)["head"]["kernel"].dtype == jnp.float64
+
+
+def test_ensemble_logits_loop_mode_and_rejects_augment(digits):
     cfg = {"model": "mlp", "model_options": {"hidden": (8,)}, "epochs": 1}
     ens = train_ensemble(cfg, digits, (3, 4), max_steps=2)
+    loop = train_ensemble(cfg, digits, (3, 4), max_steps=2, mode="loop")
+    assert _max_diff(ens.params, loop.params) <= 1e-6 and loop.losses.shape == (2, 2)
     x = digits.test["image"][:25]
     full = ensemble_logits(ens.fm, ens.params, ens.state, x)
     np.testing.assert_allclose(ensemble_logits(ens.fm, ens.params, ens.state, x, batch_size=7),
@@ -90,3 +105,5 @@ def test_ensemble_logits_batches_and_rejects_augment(digits):
     assert full.shape == (2, 25, 10)
     with pytest.raises(NotImplementedError, match="augment"):
         train_ensemble({**cfg, "augment": True}, digits, (0,), max_steps=1)
+    with pytest.raises(ValueError, match="mode"):
+        train_ensemble(cfg, digits, (0,), max_steps=1, mode="pmap")
