@@ -80,7 +80,7 @@ def _total_steps(cfg: TrainConfig, steps_per_epoch: int, max_steps: int | None) 
 
 def batch_indices(cfg: TrainConfig | dict, splits: Splits, seed: int, *, retrain: bool = False,
                   max_steps: int | None = None) -> np.ndarray:
-    """``[steps, batch]`` row indices of ``train_model``'s batches for ``seed`` (all epochs in order).
+    """``[steps, batch]`` row indices of ``train_model``'s batches for ``seed``, epochs in order.
 
     >>> import tempfile
     >>> from imu_jax.data import make_splits
@@ -100,7 +100,8 @@ def batch_indices(cfg: TrainConfig | dict, splits: Splits, seed: int, *, retrain
                          drop_remainder=drop, process_index=0, process_count=1):
             rows.append(b["i"])
     if len({len(r) for r in rows}) > 1:
-        raise ValueError("Batches of unequal size cannot be stacked.")  # not reachable: drop = n >= bs
+        # not reachable: drop_remainder = n >= batch_size leaves one batch size
+        raise ValueError("Batches of unequal size cannot be stacked.")
     return np.stack(rows[:total])
 
 
@@ -230,7 +231,8 @@ def prepare_ensemble(cfg: TrainConfig | dict, splits: Splits, seeds: Sequence[in
     """Builds the stacked initial parameters, the per-seed batch indices and the jitted programs
     (``vmap`` over models of :func:`imu_jax.train.make_train_step`, alone or under ``lax.scan``).
     ``dtype`` (e.g. ``"float64"`` under ``jax.enable_x64(True)``) casts parameters and data, for
-    exact comparisons; ``None`` trains in the models' own dtype (float32) as ``train_model`` does."""
+    exact comparisons; ``None`` trains in the models' own dtype (float32) as ``train_model``
+    does."""
     cfg = _config(cfg)
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
@@ -270,7 +272,8 @@ def prepare_ensemble(cfg: TrainConfig | dict, splits: Splits, seeds: Sequence[in
 @dataclasses.dataclass
 class Ensemble:
     """N trained models. ``params``/``state`` are stacked (leading axis = model, in ``seeds``
-    order); ``losses`` is ``[models, steps]``; ``fm`` applies any one of them (same architecture)."""
+    order); ``losses`` is ``[models, steps]``; ``fm`` applies any one of them (one
+    architecture)."""
 
     fm: FunctionalModel
     seeds: tuple[int, ...]

@@ -141,7 +141,8 @@ FPR_LEVELS = (0.01, 0.001)
 
 
 def logit_scaled_confidence(logits, labels):
-    """``log p_y - log(1 - p_y)`` of the true label, computed stably as ``z_y - logsumexp_{j≠y} z_j``.
+    """``log p_y - log(1 - p_y)`` of the true label, computed stably as
+    ``z_y - logsumexp_{j≠y} z_j``.
 
     ``logits``: ``[..., C]`` (C ≥ 2), ``labels``: ``[...]`` integers. NumPy inputs are computed
     in float64 and return a NumPy array; JAX inputs stay in JAX (jit/vmap-able) at their dtype.
@@ -271,7 +272,8 @@ def max_epsilon_for(num_models: int) -> float:
     (7.0, 5.0)
     """
     if num_models < 3:
-        raise ValueError(f"The forgetting score needs at least 3 models per side, got {num_models}.")
+        raise ValueError(
+            f"The forgetting score needs at least 3 models per side, got {num_models}.")
     return float(math.ceil(math.log(num_models - 1)))
 
 
