@@ -18,8 +18,9 @@ Sources
         and FNR (Eq. 1), Algorithm 1 (per-example ε), the scoring ``H(s) = 2 / 2^n(s)`` and
         ``F = mean_s H(s)`` (§4), the final score ``F · RA_U/RA_R · TA_U/TA_R`` (§5).
 [paper] Triantafillou et al. 2024, "Are we making progress in unlearning? Findings from the first
-        NeurIPS unlearning competition", arXiv:2406.09073 (which reports F computed as in [note]
-        and [code]; only its abstract was readable in the corpora available to us).
+        NeurIPS unlearning competition", arXiv:2406.09073. Only its abstract was readable in the
+        corpora available to us; every detail below comes from [note] and [code], the
+        organisers' own documents.
 [code]  The organisers' released metric, github.com/google-deepmind/unlearning_evaluation
         ``metric.py`` (commit ffae0ff): it fills in what [note] leaves to "after the competition"
         (the statistic ``f`` and the decision rules). This module re-implements it in vectorised
