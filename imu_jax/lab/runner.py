@@ -25,8 +25,8 @@ from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, evaluate
                                     held_out_for, model_outputs, predict, trace_metrics, trace_rows)
 from imu_jax.lab.models_cache import TrainedModel, Trainer, cached_trainer
 from imu_jax.lab.selection import RETAIN_FREE_RULE, SELECTION_RULE, plan_jobs, select_hparams
-from imu_jax.lab.store import (check_resume, load_results, run_key, save_results, write_curve,
-                               write_reports)
+from imu_jax.lab.curves import remove_curves, write_curve
+from imu_jax.lab.store import check_resume, load_results, run_key, save_results, write_reports
 from imu_jax.unlearning.losses import input_and_labels
 
 
@@ -219,7 +219,7 @@ def run_experiment(
       seeds: model and unlearning seeds; each seed has its own original and Retrain model.
       out: output directory.
       resume: keep the (method, seed) runs already in ``out/results.json`` and skip them;
-        without it the run starts afresh (the previous run's ``out/curves`` files are removed).
+        without it the run starts afresh (the previous run's ``out/curves.jsonl.xz`` is removed).
       tune_seeds: when given, each method's grid runs on these seeds (their own original and
         Retrain models) and the config with the smallest mean Avg. Gap is reported on ``seeds``
         (``SELECTION_RULE``). Empty: every method runs its defaults (plus ``hparams``).
@@ -286,8 +286,7 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(out) if resume else {"runs": []}
     if not resume:  # a fresh run: the previous run's curves would sit beside it unreferenced
-        for stale in (out / "curves").glob("*_seed*.*"):
-            stale.unlink()
+        remove_curves(out)
     record = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
               "tune_seeds": list(tune_seeds), "hparams": hparams, "grids": grids,
               "tune_methods": None if tune_methods is None else list(tune_methods),
