@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imu_jax import methods
-from imu_jax.lab import arguments, cli, selection
+from imu_jax.lab import arguments, cli, curves, selection
 
 
 TINY = ["--dataset", "digits", "--model", "mlp", "--forget", "class:3",
@@ -94,8 +94,10 @@ def test_results_json_schema_and_reports(finished):
                                                          for s in (0, 1)}
     for run in free:
         assert run["info"]["stop_reason"] in ("already-forgotten", "reached", "cap")
-        assert (finished / run["info"]["curve_file"]).exists()
-        assert (finished / run["info"]["curve_file"].replace(".json", ".png")).exists()
+        assert run["info"]["curve_file"] == f"curves.jsonl.xz#{curves.curve_name(run)}"
+        curve = curves.read_curve(finished, run["info"]["curve_file"])
+        assert curve["stop_reason"] == run["info"]["stop_reason"] and curve["curve"]
+    assert not (finished / "curves").exists()  # PNGs are drawn on demand: imu-jax plot
     assert (finished / "tradeoff.png").stat().st_size > 10_000
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from imu_jax import checkpoint, methods, metrics, train
 from imu_jax.data import make_splits
-from imu_jax.lab import cli, models_cache, report, runner
+from imu_jax.lab import cli, curves, models_cache, report, runner
 from imu_jax.unlearning import loop_checkpoint, run_checkpoint
 
 
@@ -232,16 +232,18 @@ def test_resume_with_more_seeds_and_methods_is_allowed(finished, tmp_path):
 
 def test_fresh_run_drops_the_previous_runs_curves_and_resume_keeps_them(finished, tmp_path):
     out, args = _copy(finished, tmp_path)
-    stale = out / "curves" / "ga_retain_free_seed0.json"  # a method the new run does not have
-    stale.write_text("{}")
-    stale.with_suffix(".png").write_bytes(b"png")
+    stale = "ga_retain_free_seed0"  # a method the new run does not have
+    curves.add_curves(out, {stale: {"stop_reason": "cap", "curve": [{"step": 0}]}})
+    drawn = out / "curves" / f"{stale}.png"  # what imu-jax plot drew
+    drawn.parent.mkdir(exist_ok=True)
+    drawn.write_bytes(b"png")
     assert cli.main(args + ["--resume"]) == 0
-    assert stale.exists() and stale.with_suffix(".png").exists()  # resume: other runs' files
+    assert stale in curves.read_curves(out) and drawn.exists()  # resume: other runs' curves
     assert cli.main(args) == 0
     runs = json.loads((out / "results.json").read_text())["runs"]
     referenced = {r["info"]["curve_file"] for r in runs if "curve_file" in r.get("info", {})}
-    assert referenced and sorted(p.name for p in (out / "curves").iterdir()) == sorted(
-        f for c in referenced for f in (pathlib.Path(c).name, pathlib.Path(c).stem + ".png"))
+    assert referenced and {curves.curve_ref(n) for n in curves.read_curves(out)} == referenced
+    assert not drawn.exists()
 
 
 @pytest.mark.parametrize("content,problem", [

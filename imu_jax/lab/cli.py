@@ -227,7 +227,8 @@ def print_summary(out: pathlib.Path) -> None:
     print(report.table(results, columns))
     print(f"wrote {out / 'results.md'} (all tables and the command), {out / 'results.json'}, "
           f"{out / 'tradeoff.png'} (forget vs test accuracy of every method) and, for runs "
-          f"stopped by the retain-free rule, {out / 'curves'}/ (each check)", file=sys.stderr)
+          f"stopped by the retain-free rule, {out / 'curves.jsonl.xz'} (each check; draw them "
+          f"with: imu-jax plot {out})", file=sys.stderr)
 
 
 def run_interrupted(args) -> str:
@@ -250,8 +251,46 @@ def run_interrupted(args) -> str:
     return f"interrupted. Saved: {'; '.join(saved)}; rerun the same command with --resume."
 
 
+def add_plot_command(subparsers) -> argparse.ArgumentParser:
+    """Registers ``imu-jax plot`` (figures drawn on demand; the work is
+    :func:`imu_jax.lab.figures.draw`)."""
+    p = subparsers.add_parser(
+        "plot", help="draw the stopping-curve PNGs (and summary figures) of a run's output",
+        description="Draw the per-check stopping curve of runs in OUT/curves.jsonl.xz as "
+        "<name>.png (forget accuracy, held-out accuracy and the stopping statistic against the "
+        "optimizer step; the threshold and the utility guard's floor as lines), and with "
+        "--summary OUT/tradeoff.png (and steps.png) from OUT/results.json. With neither --run, "
+        "--all nor --summary every curve is drawn.",
+        epilog="Example: imu-jax plot experiments/results/digits_class/class3 "
+        "--run imu_retain_free_seed0 --into /tmp/curves")
+    p.add_argument("out", metavar="OUT", help="the --out folder of an imu-jax run")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--run", action="append", metavar="NAME",
+                       help="a run's curve, named <method>_<role>_seed<S> as in "
+                       "OUT/curves.jsonl.xz (repeatable)")
+    which.add_argument("--all", action="store_true", help="every run's curve")
+    p.add_argument("--summary", action="store_true",
+                   help="also (or, without --run / --all, only) the summary figures "
+                   "tradeoff.png and steps.png")
+    p.add_argument("--into", metavar="DIR", help="folder of the PNGs (default: OUT/curves/ for "
+                   "curves, OUT for the summary figures)")
+    p.set_defaults(func=run_plot)
+    return p
+
+
+def run_plot(args) -> int:
+    """``imu-jax plot``: the paths written on stdout; a folder without results or an unknown
+    run name is one line and exit status 2 (:func:`main`)."""
+    from imu_jax.lab import figures
+
+    runs = args.run if args.run else (None if args.all or not args.summary else [])
+    for path in figures.draw(args.out, runs, summary=args.summary, into=args.into):
+        print(path)
+    return 0
+
+
 # Other subcommands (``run``, ``demo``) are registered by appending their add_*_command here.
-SUBCOMMANDS = [add_train_command, add_data_command, add_run_command]
+SUBCOMMANDS = [add_train_command, add_data_command, add_run_command, add_plot_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

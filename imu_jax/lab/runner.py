@@ -25,7 +25,8 @@ from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, evaluate
                                     held_out_for, model_outputs, predict, trace_metrics, trace_rows)
 from imu_jax.lab.models_cache import TrainedModel, Trainer, cached_trainer
 from imu_jax.lab.selection import RETAIN_FREE_RULE, SELECTION_RULE, plan_jobs, select_hparams
-from imu_jax.lab.store import (check_resume, load_results, run_key, write_curve, write_reports)
+from imu_jax.lab.curves import remove_curves, write_curve
+from imu_jax.lab.store import check_resume, load_results, run_key, write_reports
 from imu_jax.unlearning.losses import input_and_labels
 from imu_jax.lab.store import SharedResults
 
@@ -147,7 +148,8 @@ class _Runner:
         if (role == "eval" and config.get("tune_seeds") and method.grid
                 and method.name in (config.get("tune_methods") or [method.name])):
             run["selection"] = "oracle-tuned"
-        write_curve(self.out, run)
+        with self.store.lock():  # curves.jsonl.xz is shared with other writers into out
+            write_curve(self.out, run)
         self.record(run)
 
     def _tracer(self, original: TrainedModel, seed: int, trace: list, clock: dict):
@@ -223,7 +225,7 @@ def run_experiment(
       seeds: model and unlearning seeds; each seed has its own original and Retrain model.
       out: output directory.
       resume: keep the (method, seed) runs already in ``out/results.json`` and skip them;
-        without it the run starts afresh (the previous run's ``out/curves`` files are removed).
+        without it the run starts afresh (the previous run's ``out/curves.jsonl.xz`` is removed).
       tune_seeds: when given, each method's grid runs on these seeds (their own original and
         Retrain models) and the config with the smallest mean Avg. Gap is reported on ``seeds``
         (``SELECTION_RULE``). Empty: every method runs its defaults (plus ``hparams``).
@@ -309,8 +311,7 @@ def run_experiment(
         {"rule": RETAIN_FREE_RULE, "removal": held_out[1]} if retain_free else None)
     store = SharedResults(out, results, resume=resume)  # other runs may write into out too
     if not resume and not store.joined:  # a fresh run: old curves would sit beside it
-        for stale in (out / "curves").glob("*_seed*.*"):
-            stale.unlink()
+        remove_curves(out)
     try:
         return _run_all(store, splits, trainer, out, progress, trace_every,
                         held_out if retain_free else None, chosen, seeds, tune_seeds, tuned,

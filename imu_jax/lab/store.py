@@ -1,5 +1,6 @@
 """The results store of an experiment: ``OUT/results.json`` (written after every finished run),
-resume and its refusal on changed settings, the per-run curves, and the reports drawn from them."""
+resume and its refusal on changed settings, and the reports drawn from it. The per-run curves
+are in ``OUT/curves.jsonl.xz`` (:mod:`imu_jax.lab.curves`)."""
 
 from __future__ import annotations
 
@@ -109,10 +110,36 @@ def resume_conflicts(saved: Mapping, wanted: Mapping) -> list[str]:
 
 
 def save_results(out: pathlib.Path, results: Mapping) -> None:
-    """Atomic write of ``results.json`` (a crash never leaves a half-written file)."""
+    """Atomic write of ``results.json`` (a crash never leaves a half-written file), laid out by
+    :func:`results_text`."""
     tmp = out / (RESULTS_JSON + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=_json_default))
+    tmp.write_text(results_text(results))
     os.replace(tmp, out / RESULTS_JSON)
+
+
+def results_text(results: Mapping) -> str:
+    """``results.json``'s text: one compact line per run (a run added or changed is one line of
+    diff; a third of the size of an indented file), then the other keys (``config``) indented.
+
+    >>> print(results_text({"runs": [{"method": "imu", "seed": 0}], "config": {"seeds": [0]}}))
+    {"runs": [
+    {"method":"imu","seed":0}
+    ],
+    "config": {
+     "seeds": [
+      0
+     ]
+    }}
+    <BLANKLINE>
+    >>> json.loads(results_text({"runs": []}))
+    {'runs': []}
+    """
+    runs = [json.dumps(run, separators=(",", ":"), default=_json_default)
+            for run in results.get("runs", [])]
+    parts = ['"runs": [' + ("\n" + ",\n".join(runs) + "\n" if runs else "") + "]"]
+    parts += [f"{json.dumps(key)}: {json.dumps(value, indent=1, default=_json_default)}"
+              for key, value in results.items() if key != "runs"]
+    return "{" + ",\n".join(parts) + "}\n"
 
 
 def _json_default(value):
@@ -131,31 +158,6 @@ def write_reports(out: pathlib.Path, results: Mapping) -> None:
     report.tradeoff_plot(results, str(out / TRADEOFF_PNG))
     if any(r.get("trace") for r in results["runs"]):
         report.trace_plot(results, str(out / STEPS_PNG))
-
-
-def write_curve(out: pathlib.Path, run: Mapping) -> None:
-    """``OUT/curves/<method>_<role>_seed<S>.{json,png}``: the per-check curve of a monitored run
-    (moved out of ``run["info"]``, which keeps the file name)."""
-    from imu_jax.lab import report
-
-    info = run["info"]
-    curve = info.pop("curve", None)
-    if not curve:
-        return
-    folder = out / "curves"
-    folder.mkdir(exist_ok=True)
-    name = f"{run['method']}_{run['role']}_seed{run['seed']}"
-    (folder / f"{name}.json").write_text(json.dumps(
-        {**{k: v for k, v in info.items() if k in ("stop_reason", "stopped_at", "cap",
-                                                    "removal", "threshold", "statistic",
-                                                    "utility_floor")},
-         "curve": curve}, indent=1, default=_json_default))
-    report.plot_curve(curve, str(folder / f"{name}.png"), threshold=info.get("threshold"),
-                        statistic=info.get("statistic", "statistic"),
-                        utility_floor=info.get("utility_floor"),
-                        title=f"{run['method']} seed {run['seed']}: {info.get('stop_reason')} "
-                              f"at step {info.get('stopped_at')}")
-    info["curve_file"] = f"curves/{name}.json"
 
 
 def _normalized(value):
@@ -271,6 +273,10 @@ class SharedResults:
                     if isinstance(config.get(field), list) and value not in config[field]:
                         config[field].append(value)
             save_results(self.out, self.results)
+
+    def lock(self):
+        """The store's lock, for other files every writer into ``OUT`` updates (the curves)."""
+        return _locked(self.out)
 
     def close(self) -> None:
         (self.out / WRITERS / str(os.getpid())).unlink(missing_ok=True)
