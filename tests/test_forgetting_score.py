@@ -12,6 +12,7 @@ import pytest
 from scipy.stats import norm
 
 from imu_jax.lab import forgetting_score as fs
+from imu_jax.lab import ulira as ul
 
 DELTA = fs.DELTA
 
@@ -166,7 +167,7 @@ def test_gaussian_llr_matches_scipy():
     a, b, x = rng.normal(size=(30, 4)) + 1, rng.normal(size=(20, 4)) * 2, rng.normal(size=(5, 4))
     expected = (norm.logpdf(x, a.mean(0), a.std(0, ddof=1))
                 - norm.logpdf(x, b.mean(0), b.std(0, ddof=1)))
-    np.testing.assert_allclose(fs.gaussian_log_likelihood_ratio(x, a, b), expected, rtol=1e-10)
+    np.testing.assert_allclose(ul.gaussian_log_likelihood_ratio(x, a, b), expected, rtol=1e-10)
 
 
 def test_auc_and_tpr_match_sklearn():
@@ -176,17 +177,17 @@ def test_auc_and_tpr_match_sklearn():
     pos, neg = rng.normal(size=3000) + 0.7, rng.normal(size=5000)
     labels = np.r_[np.ones(3000), np.zeros(5000)]
     scores = np.r_[pos, neg]
-    assert fs.roc_auc(pos, neg) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert ul.roc_auc(pos, neg) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
     fpr, tpr, _ = roc_curve(labels, scores)
     for alpha in (0.01, 0.001, 0.1):
-        assert fs.tpr_at_fpr(pos, neg, alpha) == pytest.approx(tpr[fpr <= alpha].max())
-    ties = fs.roc_auc(np.array([[1.0, 2.0], [1.0, 3.0]]), np.array([[1.0, 2.0]]), axis=0)
+        assert ul.tpr_at_fpr(pos, neg, alpha) == pytest.approx(tpr[fpr <= alpha].max())
+    ties = ul.roc_auc(np.array([[1.0, 2.0], [1.0, 3.0]]), np.array([[1.0, 2.0]]), axis=0)
     np.testing.assert_allclose(ties, [0.5, 0.75])
 
 
 def test_ulira_identical_distributions_is_chance():
     models, examples = 128, 300  # 64 shadow + 64 target models per side
-    r = fs.ulira_split(*_populations(np.random.default_rng(8), 0.0, models, examples), seed=0)
+    r = ul.ulira_split(*_populations(np.random.default_rng(8), 0.0, models, examples), seed=0)
     t = models // 2
     se = _hanley_mcneil_se(0.5, t, t)
     assert abs(r.mean_example_auc - 0.5) < 4 * se / math.sqrt(examples)
@@ -198,7 +199,7 @@ def test_ulira_identical_distributions_is_chance():
 
 
 def test_ulira_separable_is_perfect():
-    r = fs.ulira_split(*_populations(np.random.default_rng(9), 20.0, 32, 10), seed=1)
+    r = ul.ulira_split(*_populations(np.random.default_rng(9), 20.0, 32, 10), seed=1)
     np.testing.assert_array_equal(r.per_example_auc, 1.0)
     np.testing.assert_array_equal(r.per_example_accuracy, 1.0)
     assert r.auc == 1.0 and r.accuracy == 1.0 and r.tpr_at_fpr[0.001] == 1.0
@@ -221,7 +222,7 @@ def test_ulira_gaussian_shift_matches_analytic_auc_tpr_and_accuracy(fixed_varian
     sd = np.ones(e) if fixed_variance else rng.uniform(0.5, 2.0, size=e)
     unlearned = mu + sd * (d + rng.normal(size=(s + t, e)))
     retrained = mu + sd * rng.normal(size=(s + t, e))
-    r = fs.ulira(unlearned[:s], retrained[:s], unlearned[s:], retrained[s:],
+    r = ul.ulira(unlearned[:s], retrained[:s], unlearned[s:], retrained[s:],
                  fixed_variance=fixed_variance)
     fit = math.sqrt(2 / s)
     auc = norm.cdf(d / math.sqrt(2))
@@ -242,6 +243,6 @@ def test_ulira_gaussian_shift_matches_analytic_auc_tpr_and_accuracy(fixed_varian
 def test_ulira_split_validates():
     u, r = np.zeros((4, 3)), np.zeros((4, 3))
     with pytest.raises(ValueError, match="num_shadow"):
-        fs.ulira_split(u, r, num_shadow=4)
+        ul.ulira_split(u, r, num_shadow=4)
     with pytest.raises(ValueError, match="same examples"):
-        fs.ulira_split(u, np.zeros((4, 2)))
+        ul.ulira_split(u, np.zeros((4, 2)))

@@ -96,11 +96,14 @@ HOST_ONLY = {  # host-side by design: numpy results of data-dependent size, skle
     "auto_chunk_size": "returns a Python int from shapes and dtypes only (static, no values)",
     "membership_auc": "numpy statistic of the stopping rule (host, between steps)",
     "unlearn": "the high-level host loop (it jits its own steps)",
-    "run_experiment": "the experiment driver (host)",
     "accuracy": "numpy metric", "avg_gap": "numpy metric",
     "classification_metrics": "numpy / sklearn metrics", "mia_efficacy": "sklearn SVC",
     "mia_features": "numpy metric", "prediction_wasserstein": "scipy metric",
     "token_kl": "numpy metric", "transition_kl": "numpy metric",
+    "path_prefix": "builds a head selector (a static predicate on parameter paths)",
+    "dense_softmax_head": "reads the head tree's structure and shapes (static), no values",
+    "head_candidates": "lists parameter paths (static structure)",
+    "check_head_selector": "checks a selector against parameter paths (static structure)",
 }
 
 NO_ARRAYS = {"available_methods", "get_method"}
