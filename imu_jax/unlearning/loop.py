@@ -277,7 +277,7 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray] | UnlearnCon
       "closed form: dense softmax top layer 'head' (kernel [4, 3], bias [3])"
     """
     if adapters.is_user_module(model):  # unlearn(module, forget, config)
-        if config is not None or not isinstance(params, Mapping):
+        if config is not None or not (forget is None or isinstance(forget, UnlearnConfig)):
             raise TypeError("with an nnx.Module or a (linen module, variables) pair, call "
                             "unlearn(module, forget, config): the module carries its params.")
         params, forget, config = None, params, forget
