@@ -21,7 +21,7 @@ import tiny_models
 
 
 class NNXNet(nnx.Module):
-    """Dense → ReLU → Dropout → BatchNorm → ``classifier`` (the head, not named ``head``)."""
+    """Dense → ReLU → Dropout → BatchNorm → ``classifier`` (the head, not named head)."""
 
     def __init__(self, rngs: nnx.Rngs, dim: int = 8, width: int = 16, classes: int = 4):
         self.body = nnx.Linear(dim, width, rngs=rngs)
@@ -34,7 +34,7 @@ class NNXNet(nnx.Module):
 
 
 class LinenNet(nn.Module):
-    """Dense_0 → Dropout → BatchNorm → Dense_1 → ``Dense_2`` (the head); mode by ``train``."""
+    """Dense_0 → Dropout → BatchNorm → Dense_1 → ``Dense_2`` (the head); mode: ``train``."""
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -302,3 +302,26 @@ def test_what_is_not_a_model_is_named():
         imu.unlearn(object(), {}, forget)
     with pytest.raises(TypeError, match=r"call unlearn\(module, forget, config\)"):
         imu.unlearn(NNXNet(nnx.Rngs(0)), {}, forget)
+
+
+@pytest.mark.eight_devices
+@pytest.mark.parametrize("closed_form", ["auto", "never"])
+def test_a_user_model_with_two_inputs_on_a_mesh_matches_one_device(closed_form):
+    from imu_jax import sharding
+
+    _, forget, _ = _data()
+    rng = np.random.default_rng(0)
+    masked = {**forget, "mask": (rng.random(forget["image"].shape) > 0.5).astype(np.float32)}
+    net = MaskedNet(nnx.Rngs(1))
+    config = imu.UnlearnConfig(head="^classifier/", epochs=2, batch_size=8,
+                               closed_form=closed_form)
+    one, report = imu.unlearn(net, masked, config)
+    with sharding.use_mesh(sharding.make_mesh("data=4,model=2", axis_types="explicit")):
+        many, report_mesh = imu.unlearn(net, masked, config)
+    assert report_mesh.closed_form_reason == report.closed_form_reason
+    assert report.closed_form is (closed_form == "auto")
+    for a, b in zip(jax.tree.leaves(nnx.state(one, nnx.Param)),
+                    jax.tree.leaves(nnx.state(many, nnx.Param))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    assert not np.allclose(np.asarray(one.classifier.kernel[...]),
+                           np.asarray(net.classifier.kernel[...]))

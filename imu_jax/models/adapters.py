@@ -1,4 +1,5 @@
-"""Your own Flax model in the protocol :func:`imu_jax.unlearn` uses: :func:`from_nnx`, :func:`from_linen`.
+"""Your own Flax model in the protocol :func:`imu_jax.unlearn` uses (:func:`from_nnx`,
+:func:`from_linen`).
 
 The protocol (``imu_jax.unlearning.loop``): a model object with
 

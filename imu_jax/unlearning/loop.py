@@ -14,9 +14,9 @@ module / new variables), or any object with
 ``imu.from_linen(module, variables)`` return such an object (``docs/YOUR_MODEL.md``). Data is a
 dict of numpy arrays with a ``"label"`` entry; every other key is an input, passed to the model
 as that array when there is one (``"image"``, ``"tokens"``) and as a dict when there are several.
-The model's logits decide the task: logits ``[N, C]`` take classes ``[N]`` or one-hot ``[N, C]`` labels (softmax cross-entropy),
-logits ``[N, T, V]`` take next tokens ``[N, T]`` with ``-1`` as padding (mean token
-cross-entropy).
+The model's logits decide the task: logits ``[N, C]`` take classes ``[N]`` or one-hot ``[N, C]``
+labels (softmax cross-entropy), logits ``[N, T, V]`` take next tokens ``[N, T]`` with ``-1`` as
+padding (mean token cross-entropy).
 """
 
 from __future__ import annotations

@@ -73,10 +73,12 @@ def _closed_form_features(model, params, state, x, y, layer, dense):
                       f"{np.shape(dense['kernel'])[0]}")
     out = features @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
     if out.shape != logits.shape or not np.allclose(out, logits, rtol=1e-4, atol=1e-4):
-        gap = float(np.max(np.abs(out - logits))) if out.shape == logits.shape else float("nan")
+        gap = (f"max difference {float(np.max(np.abs(out - logits))):.3g}"
+               if out.shape == logits.shape else
+               f"shape {list(out.shape[1:])} per example, the logits' {list(logits.shape[1:])}")
         return None, (f"the input of {layer!r} times its kernel plus bias is not the model's "
-                      f"logits (max difference {gap:.3g}): {layer!r} is not the model's output "
-                      "layer, or its output is transformed")
+                      f"logits ({gap}): {layer!r} is not the model's output layer, or its output "
+                      "is transformed")
     feature_fn = jax.jit(fn)
     return _batched(lambda xb: feature_fn(params, state, xb), x, 512 if y.ndim == 1 else 256), ""
 
