@@ -25,6 +25,7 @@ from imu_jax.methods import available as available_methods
 from imu_jax.methods import get_method
 from imu_jax.metrics import (accuracy, avg_gap, classification_metrics, mia_efficacy, mia_features,
                              prediction_wasserstein, token_kl, transition_kl)
+from imu_jax.models.adapters import from_linen, from_nnx
 from imu_jax.transforms import (InfluenceWeightedAscentState, WeightedAscentState, imu_sgd,
                                 influence_weighted_ascent, l1_penalty, weighted_ascent)
 from imu_jax.unlearning.config import UnlearnConfig, UnlearnReport
@@ -90,6 +91,9 @@ __all__ = [
     "UnlearnConfig",
     "UnlearnReport",
     "unlearn",
+    # your own Flax model (docs/YOUR_MODEL.md)
+    "from_linen",
+    "from_nnx",
     # the retain-free stopping rule and the divergence guard
     "DivergenceWarning",
     "Monitor",

@@ -19,7 +19,7 @@ nbclient = pytest.importorskip("nbclient")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLAB = ROOT / "colab"
-NOTEBOOKS = ("quickstart", "cifar10_resnet18", "compose_optax")
+NOTEBOOKS = ("quickstart", "cifar10_resnet18", "compose_optax", "your_model")
 COLAB_URL = re.compile(
     r"https://colab\.research\.google\.com/github/(?P<slug>[\w.-]+/[\w.-]+)/blob/main/colab/"
     r"(?P<name>[\w.-]+)\.ipynb")

@@ -26,6 +26,16 @@ def _pure(state: nnx.State) -> dict:
     return nnx.to_pure_dict(state) if len(state) else {}
 
 
+def reseed(module: nnx.Module, rng: jax.Array) -> None:
+    """Reseeds every RNG stream of ``module`` (Dropout's) from the key ``rng``, one key per
+    stream (``jax.random.fold_in``), so train-mode randomness is a function of ``rng`` alone."""
+    tags = sorted({v.tag for v in jax.tree.leaves(nnx.state(module, nnx.RngKey),
+                                                   is_leaf=lambda v: isinstance(v, nnx.Variable))})
+    if tags:
+        nnx.reseed(module, policy="match_shape",
+                   **{tag: jax.random.fold_in(rng, i) for i, tag in enumerate(tags)})
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class FunctionalModel:
     """A model as pure functions. ``params``/``state`` hold the initial values.
@@ -48,9 +58,13 @@ class FunctionalModel:
         """Re-assembles an ``nnx.Module`` holding ``params`` and ``state``."""
         return nnx.merge(self.graphdef, params, state)
 
-    def apply(self, params: PyTree, state: PyTree, x: jax.Array, *, train: bool = False):
-        """Returns ``(logits, new_state)``; ``train=True`` updates BatchNorm statistics."""
+    def apply(self, params: PyTree, state: PyTree, x: jax.Array, *, train: bool = False,
+              rng: jax.Array | None = None):
+        """Returns ``(logits, new_state)``; ``train=True`` updates BatchNorm statistics (and
+        draws from ``rng``, a ``jax.random`` key, where the model has RNG streams)."""
         model = self.module(params, state)
+        if rng is not None:
+            reseed(model, rng)
         logits = model(x, train=train)
         new_state = _pure(nnx.state(model, nnx.Not(nnx.Param))) if state else {}
         return logits, new_state

@@ -21,7 +21,12 @@ WEIGHTINGS = ("influence", "uniform", "shuffled")
 OPTIMIZERS = ("sgd", "adamw")
 
 
-INPUT_KEYS = ("image", "tokens")
+INPUT_KEYS = ("image", "tokens")  # the library's data; any other input key works too
+
+
+# Keys of a data dict that are not inputs: the labels, and the held-out labels of the stopping
+# rule's utility guard (imu_jax.unlearning.stopping.UTILITY_LABEL). Every other key is an input.
+LABEL_KEYS = ("label", "utility_label")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +37,11 @@ class UnlearnConfig:
     see ``docs/DEVIATIONS.md``.
 
     Attributes:
-      head: regex (``re.search`` on "/"-joined paths) selecting the parameters θ_h.
+      head: the parameters θ_h. The default ``"head"`` is the one layer named head (an error
+        lists the candidates when ``head`` occurs in several layers' paths, e.g. ``head`` and
+        ``pre_head``, or in none); any other string is a regex (``re.search`` on "/"-joined
+        paths: ``"^classifier/"``, ``"^Dense_2/"``); a callable is a predicate
+        ``fn(path, leaf) -> bool`` (``imu_jax.unlearning.head_choice``).
       influence_mode: ``"global"`` (one pass over D_f, spec §1–2) or ``"per_batch"`` (weights
         recomputed inside each mini-batch, the LLM variant; every forget example is iterated).
       weighting: ``"influence"`` (IMU), ``"uniform"`` (every forget example, weight 1: GA on the
@@ -50,11 +59,12 @@ class UnlearnConfig:
         mode). Off by default.
       influence_chunk_size: chunk size of the generic (streaming) influence path; ``None``
         (default) chooses it automatically (``imu_jax.auto_chunk_size``).
-      closed_form: ``"auto"`` uses the dense-softmax closed form when it applies; ``"never"``
-        forces the generic path.
+      closed_form: ``"auto"`` uses the dense-softmax closed form when it applies (the head is
+        one dense layer, kernel ``[D, C]`` + bias ``[C]``, whatever its name, whose output is
+        the logits); ``"never"`` forces the generic path. The report says which ran and why.
     """
 
-    head: str = "head"
+    head: Any = "head"  # str (regex) or a predicate fn(path, leaf) -> bool
     influence_mode: str = "global"
     weighting: str = "influence"
     top_fraction: float = DEFAULT_TOP_FRACTION
@@ -94,10 +104,9 @@ class UnlearnConfig:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and inside):
                 raise ValueError(f"{name} must be in {'(' if low_open else '['}{low:g}, "
                                  f"{high:g}], got {value!r}.")
-        for name in ("learning_rate", "gamma"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}.")
-        for name in ("damping", "alpha", "weight_decay"):
+        if not (math.isfinite(self.gamma) and self.gamma > 0):
+            raise ValueError(f"gamma must be a positive number, got {self.gamma!r}.")
+        for name in ("learning_rate", "damping", "alpha", "weight_decay"):  # lr 0: a no-op run
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
         if self.max_steps is not None and self.max_steps < 1:
@@ -112,7 +121,13 @@ class UnlearnConfig:
 @dataclasses.dataclass
 class UnlearnReport:
     """What :func:`unlearn` did. ``to_dict()`` is JSON-ready; ``state`` is the model state after
-    unlearning (BatchNorm statistics; unchanged unless ``update_batch_stats``)."""
+    unlearning (BatchNorm statistics; unchanged unless ``update_batch_stats``).
+
+    ``head_paths`` are the parameter paths unlearned; ``closed_form`` says which influence path
+    ran (True: the dense softmax closed form, False: the generic streaming path, None: no global
+    influence pass) and ``closed_form_reason`` why, e.g. ``"closed form: dense softmax top layer
+    'classifier' (kernel [64, 10], bias [10])"`` or ``"generic: the head has 2 layers (...)"``.
+    """
 
     influence_mode: str
     weighting: str
@@ -123,6 +138,7 @@ class UnlearnReport:
     seconds: float
     head_paths: list[str]
     closed_form: bool | None = None
+    closed_form_reason: str | None = None
     num_negative: int | None = None
     influence: dict[str, float] | None = None
     weights: dict[str, float] | None = None

@@ -1,17 +1,22 @@
 """The IMU unlearning loop: influence → selection → jitted head-only ascent → report (spec §1–3).
 
-:func:`unlearn` needs only the forget set and the trained model. The model is any object with
+:func:`unlearn` needs only the forget set and the trained model. The model is an ``nnx.Module``, a
+``(linen_module, variables)`` pair (``unlearn(module, forget, config)``: the result is a new
+module / new variables), or any object with
 
-* ``apply(params, state, x, *, train=False) -> (logits, new_state)`` (pure, jit-able), and
-  optionally
-* ``features(params, state, x) -> [N, D]``, the input of a dense softmax head; with it (and a head
-  ``{"kernel", "bias"}``) influence uses the closed form, otherwise the streaming generic path.
+* ``apply(params, state, x, *, train=False[, rng=None]) -> (logits, new_state)`` (pure,
+  jit-able; ``rng``, a ``jax.random`` key, reaches train-mode applies: Dropout), and optionally
+* ``head_input(params, state, x, layer)`` (or ``features(params, state, x)``), the input of the
+  head layer; with it, a head that is one dense softmax layer (kernel ``[D, C]`` + bias ``[C]``,
+  any name) gets the closed-form influence, otherwise the streaming generic path runs.
 
-``imu_jax.models.functional(model)`` returns such an object. Data is a dict of numpy arrays with a
-``"label"`` entry and one input (``"image"`` or ``"tokens"``). The model's logits decide the
-task: logits ``[N, C]`` take classes ``[N]`` or one-hot ``[N, C]`` labels (softmax cross-entropy),
-logits ``[N, T, V]`` take next tokens ``[N, T]`` with ``-1`` as padding (mean token
-cross-entropy).
+``imu_jax.models.functional(model)`` (the library's models), ``imu.from_nnx(module)`` and
+``imu.from_linen(module, variables)`` return such an object (``docs/YOUR_MODEL.md``). Data is a
+dict of numpy arrays with a ``"label"`` entry; every other key is an input, passed to the model
+as that array when there is one (``"image"``, ``"tokens"``) and as a dict when there are several.
+The model's logits decide the task: logits ``[N, C]`` take classes ``[N]`` or one-hot ``[N, C]``
+labels (softmax cross-entropy), logits ``[N, T, V]`` take next tokens ``[N, T]`` with ``-1`` as
+padding (mean token cross-entropy).
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ import optax
 
 from imu_jax import _checks, heads, sharding
 from imu_jax.influence import per_example_grads
+from imu_jax.models import adapters
 from imu_jax.transforms import imu_sgd, influence_weighted_ascent, l1_penalty, weighted_ascent
 from imu_jax.unlearning import monitor as monitor_lib
 from imu_jax.unlearning import stopping
-from imu_jax.unlearning.config import PyTree, UnlearnConfig, UnlearnReport
-from imu_jax.unlearning.losses import input_and_labels, labels_for_logits, make_example_loss
+from imu_jax.unlearning.config import LABEL_KEYS, PyTree, UnlearnConfig, UnlearnReport
+from imu_jax.unlearning.head_choice import resolve_head
+from imu_jax.unlearning.losses import (input_and_labels, labels_for_logits, make_example_loss,
+                                       output_shape, train_apply)
 from imu_jax.unlearning.selection import forget_influence, select_examples
 
 
@@ -110,12 +118,14 @@ def weighted_mean_grad(loss, head: PyTree, batch: PyTree, weights: jax.Array
 
 def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformation, *,
               place: sharding.Placement | None = None):
-    """The jitted step ``(head, opt_state, rest, state, x, y, weights) -> (head, opt_state, state)``."""
+    """The jitted step ``(head, opt_state, rest, state, x, y, weights[, rng]) -> (head, opt_state,
+    state)``; ``rng`` (a ``jax.random`` key) reaches the train-mode apply of
+    ``update_batch_stats`` where the model takes one (Dropout)."""
     uses_weights = not (config.influence_mode == "per_batch" and config.weighting == "influence")
 
-    def step(head, opt_state, rest, state, x, y, weights):
+    def step(head, opt_state, rest, state, x, y, weights, rng=None):
         if config.update_batch_stats:
-            _, state = model.apply(heads.merge_head(head, rest), state, x, train=True)
+            _, state = train_apply(model, heads.merge_head(head, rest), state, x, rng)
         loss = make_example_loss(model, rest, state)
         if uses_weights:  # the optimizer starts with weighted_ascent: one backward pass suffices
             grads, extra = weighted_mean_grad(loss, head, {"x": x, "y": y}, weights)
@@ -141,16 +151,29 @@ def _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights,
     if checkpointer is None and loop_checkpoint._SETTINGS.get() is None:  # not checkpointed
         return loop_checkpoint.LoopCheckpoint(None, total_steps=0)
     run_config = {**dataclasses.asdict(config), "seed": int(seed),
-                  "forget_set": fingerprint(x, y),
+                  "forget_set": fingerprint(*_input_parts(x), y),
                   "rng": "numpy default_rng(seed); selection and batch plan saved"}
     architecture = {"model": getattr(model, "config", type(model).__name__)}
+    if callable(config.head):  # a predicate: saved by name
+        run_config["head"] = getattr(config.head, "__qualname__", repr(config.head))
     if checkpointer is None:
-        key = "unlearn-" + fingerprint(run_config, architecture, x, y)
+        key = "unlearn-" + fingerprint(run_config, architecture, *_input_parts(x), y)
         checkpointer, default_resume = loop_checkpoint.for_run(key, architecture=architecture)
         resume = default_resume if resume is None else resume
     return loop_checkpoint.LoopCheckpoint(
         checkpointer, total_steps=0, resume=bool(resume), config=run_config,
         selection={"indices": indices, "weights": weights})
+
+
+def _input_parts(x: PyTree) -> list:
+    """The inputs as fingerprint parts: the array itself (as before), or keys and arrays."""
+    if isinstance(x, Mapping):
+        return [sorted(x), *(x[k] for k in sorted(x))]
+    return [x]
+
+
+def _take(x: PyTree, rows) -> PyTree:
+    return jax.tree.map(lambda a: a[rows], x)
 
 
 def _plan_array(plan: list, batch_size: int) -> np.ndarray:
@@ -193,7 +216,7 @@ def _monitored_plan(num_kept: int, config: UnlearnConfig, rule: stopping.StopRul
     return _plan_batches(num_kept, fixed, rng), fixed
 
 
-def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
+def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray] | UnlearnConfig | None = None,
             config: UnlearnConfig | None = None, *, state: PyTree = None,
             seed: int = 0, mesh=None, checkpointer=None,
             resume: bool | None = None, on_step=None,
@@ -202,10 +225,16 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
             progress: bool = False) -> tuple[PyTree, UnlearnReport]:
     """Unlearns ``forget`` from ``params`` with IMU (spec §1–3), using the forget set only.
 
+    Called as ``unlearn(model, params, forget, config, state=state)`` with a protocol object, or
+    as ``unlearn(module, forget, config)`` with an ``nnx.Module`` or a ``(linen_module,
+    variables)`` pair, which carry their params and state.
+
     Args:
-      model: has ``apply(params, state, x, *, train)`` and optionally ``features`` (module doc).
-      params: the trained parameters (a pure pytree).
-      forget: ``{"image"|"tokens": inputs, "label": labels}`` numpy arrays.
+      model: has ``apply(params, state, x, *, train)`` and optionally ``head_input`` or
+        ``features`` (module doc); or an ``nnx.Module`` / ``(linen_module, variables)``.
+      params: the trained parameters (a pure pytree); with a module: ``forget``.
+      forget: ``{"label": labels, **inputs}`` numpy arrays (``"image"``, ``"tokens"``, or
+        several inputs, which the model receives as a dict); with a module: ``config``.
       config: :class:`UnlearnConfig` (its defaults: the public code's optimizer recipe, spec §3).
       state: non-parameter model state (BatchNorm statistics), or ``None``/``{}``.
       seed: shuffling (and the shuffled-weights ablation).
@@ -229,8 +258,11 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
       progress: show a progress bar with the monitored quantities.
 
     Returns:
-      ``(new_params, report)``: only the head differs from ``params``; the report holds influence
-      statistics, the kept count, whether the no-negative-influence fallback fired, steps, seconds.
+      ``(new_params, report)``: only the head differs from ``params``; the report holds the head's
+      parameter paths, which influence path ran and why, influence statistics, the kept count,
+      whether the no-negative-influence fallback fired, steps, seconds. With an ``nnx.Module``
+      ``new_params`` is a new module, with ``(linen_module, variables)`` new variables (the
+      originals are untouched).
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np
@@ -247,23 +279,42 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
       >>> new, report = unlearn(Linear(), params, forget, UnlearnConfig(epochs=2, batch_size=4))
       >>> report.closed_form, report.num_forget, report.steps == 2 * -(-report.num_kept // 4)
       (True, 20, True)
+      >>> report.closed_form_reason
+      "closed form: dense softmax top layer 'head' (kernel [4, 3], bias [3])"
     """
+    if adapters.is_user_module(model):  # unlearn(module, forget, config)
+        if config is not None or not (forget is None or isinstance(forget, UnlearnConfig)):
+            raise TypeError("with an nnx.Module or a (linen module, variables) pair, call "
+                            "unlearn(module, forget, config): the module carries its params.")
+        params, forget, config = None, params, forget
+    if not isinstance(forget, Mapping):
+        raise TypeError(f"forget must be a dict of arrays with a 'label' entry, got "
+                        f"{type(forget).__name__}.")
+    model, params, state, hand_back = adapters.resolve(model, params, state)
     config = config or UnlearnConfig()
-    state = {} if state is None else state
     x, y = input_and_labels(forget)
     if len(y) == 0:
         raise ValueError("the forget set is empty: nothing to unlearn.")
     _checks.check_finite(forget, "forget")  # named by the user's keys, not the internal batch's
-    logits_shape = _checks.model_output_shape(model, params, state, x, "forget")
+    only = [k for k in forget if k not in LABEL_KEYS]
+    logits_shape = output_shape(model, params, state, x, "forget",
+                                key=only[0] if len(only) == 1 else None)
     y = labels_for_logits(logits_shape, y)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
-    head, rest = heads.split_head(params, config.head)
+    selector = resolve_head(params, config.head, logits_width=logits_shape[-1])
+    head, rest = heads.split_head(params, selector)
     place = sharding.Placement(mesh if mesh is not None else sharding.current_mesh())
 
-    scores, closed_form = None, None
+    scores, closed_form, reason = None, None, None
     if config.influence_mode == "global" and config.weighting != "uniform":
-        scores, closed_form = forget_influence(model, params, state, x, y, config, place=place)
+        result = forget_influence(model, params, state, x, y, config, place=place)
+        (scores, closed_form), reason = result, getattr(result, "reason", None)
+    elif config.weighting == "uniform":
+        reason = "no influence pass: weighting='uniform' (every forget example, weight 1)"
+    else:
+        reason = ("no global influence pass: influence_mode='per_batch' weighs each batch from "
+                  "its per-example gradients")
     if config.influence_mode == "per_batch":
         indices, weights, fallback = np.arange(len(y)), np.ones(len(y), np.float32), False
     else:
@@ -286,7 +337,8 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
     head, rest, state = place.params(head), place.replicate(rest), place.replicate(state)
     opt_state = place.init(optimizer, head)
     step = make_step(model, config, optimizer, place=place)
-    kept_x, kept_y = x[indices], y[indices]
+    kept_x, kept_y = _take(x, indices), y[indices]
+    train_key = jax.random.key(seed) if config.update_batch_stats else None
     first, saved = loop.start({"params": head, "opt_state": opt_state, "model_state": state})
     head, opt_state, state = saved["params"], saved["opt_state"], saved["model_state"]
     done = monitor.start(heads.merge_head(head, rest), state, total_steps=len(plan), step=first)
@@ -294,8 +346,10 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
         if done:
             break
         batch = plan[i]
+        key = None if train_key is None else jax.random.fold_in(train_key, i)
         head, opt_state, state = step(head, opt_state, rest, state,
-                                      *place.batch((kept_x[batch], kept_y[batch], weights[batch])))
+                                      *place.batch((_take(kept_x, batch), kept_y[batch],
+                                                    weights[batch])), key)
         loop.done(i + 1, {"params": head, "opt_state": opt_state, "model_state": state})
         if on_step is not None:
             on_step(i + 1, heads.merge_head(head, rest), state)
@@ -303,17 +357,18 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
     monitor.finish(len(plan))
     loop.finish()
     merged, state = monitor.params_to_return(heads.merge_head(head, rest), state)
-    head = heads.split_head(merged, config.head)[0]
+    head = heads.split_head(merged, selector)[0]
     if place:  # hand back ordinary single-device arrays, like the inputs
         head, state, opt_state = jax.tree.map(jnp.asarray, place.host((head, state, opt_state)))
-        rest = heads.split_head(params, config.head)[1]
+        rest = heads.split_head(params, selector)[1]
     new_params = jax.block_until_ready(heads.merge_head(head, rest))
     seconds = time.perf_counter() - start
 
     report = UnlearnReport(
         influence_mode=config.influence_mode, weighting=config.weighting, num_forget=int(len(y)),
         num_kept=int(len(indices)), fallback=bool(fallback), steps=monitor.steps,
-        seconds=seconds, head_paths=heads.param_paths(head), closed_form=closed_form, state=state,
+        seconds=seconds, head_paths=heads.param_paths(head), closed_form=closed_form,
+        closed_form_reason=reason, state=state,
         stop_reason=monitor.stop_reason, stopping=monitor.result())
     if scores is not None:
         report.num_negative = int(np.sum(scores < 0))
@@ -322,4 +377,4 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray],
     if config.influence_mode == "per_batch" and config.weighting == "influence" and plan:
         report.num_fallback_batches = int(opt_state[0].num_fallbacks)
         report.fallback = report.num_fallback_batches > 0
-    return new_params, report
+    return hand_back(new_params, state), report

@@ -8,6 +8,7 @@ padding (mean token cross-entropy).
 
 from __future__ import annotations
 
+import inspect
 from typing import Mapping
 
 import jax
@@ -16,27 +17,82 @@ import numpy as np
 import optax
 
 from imu_jax import heads
-from imu_jax.unlearning.config import INPUT_KEYS, PyTree
+from imu_jax.unlearning.config import LABEL_KEYS, PyTree
 
 
-def input_and_labels(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """``(inputs, labels)`` of a split dict (``"image"`` or ``"tokens"``, and ``"label"``).
+def input_and_labels(arrays: Mapping[str, np.ndarray]) -> tuple[PyTree, np.ndarray]:
+    """``(inputs, labels)`` of a split dict: the labels are ``"label"``, the inputs every other
+    key (``LABEL_KEYS`` aside): that array when there is one (``"image"``, ``"tokens"``, any
+    name), else a dict of them, which the model receives as it is.
 
     >>> x, y = input_and_labels({"tokens": np.zeros((2, 3), np.int32), "label": np.zeros((2, 3))})
     >>> x.shape, y.shape
     ((2, 3), (2, 3))
+    >>> x, _ = input_and_labels({"image": np.zeros((2, 4)), "mask": np.ones((2, 4)),
+    ...                          "label": np.zeros(2, np.int32)})
+    >>> sorted(x)
+    ['image', 'mask']
     """
-    for key in INPUT_KEYS:
-        if key in arrays:
-            if "label" not in arrays:
-                raise ValueError(f"data needs a 'label' array next to {key!r} (integer class or "
-                                 f"next-token labels); got keys {sorted(arrays)}.")
-            x, y = np.asarray(arrays[key]), np.asarray(arrays["label"])
-            if x.shape[:1] != y.shape[:1]:
-                raise ValueError(f"data has {x.shape[0] if x.ndim else 0} {key!r} rows but "
-                                 f"{y.shape[0] if y.ndim else 0} 'label' rows.")
-            return x, y
-    raise ValueError(f"data needs one of {INPUT_KEYS} and 'label'; got keys {sorted(arrays)}.")
+    keys = [k for k in arrays if k not in LABEL_KEYS]
+    if not keys:
+        raise ValueError(f"data needs input arrays next to 'label' (every key but "
+                         f"{list(LABEL_KEYS)} is an input); got keys {sorted(arrays)}.")
+    if "label" not in arrays:
+        raise ValueError(f"data needs a 'label' array next to {', '.join(map(repr, keys))} "
+                         f"(integer class or next-token labels); got keys {sorted(arrays)}.")
+    y = np.asarray(arrays["label"])
+    x = {k: np.asarray(arrays[k]) for k in keys}
+    for key, value in x.items():
+        if value.shape[:1] != y.shape[:1]:
+            raise ValueError(f"data has {value.shape[0] if value.ndim else 0} {key!r} rows but "
+                             f"{y.shape[0] if y.ndim else 0} 'label' rows.")
+    return (x[keys[0]] if len(keys) == 1 else x), y
+
+
+def describe_inputs(x: PyTree) -> str:
+    """``float32[7]`` (one array) or ``{'image': float32[7], 'mask': bool[7]}``: per example.
+
+    >>> describe_inputs({"image": np.zeros((5, 7), np.float32), "mask": np.ones((5, 7), bool)})
+    "{'image': float32[7], 'mask': bool[7]}"
+    """
+    def one(a):
+        return f"{np.asarray(a).dtype}[{','.join(map(str, np.shape(a)[1:]))}]"
+
+    if isinstance(x, Mapping):
+        return "{" + ", ".join(f"{k!r}: {one(v)}" for k, v in x.items()) + "}"
+    return one(x)
+
+
+def output_shape(model, params: PyTree, state: PyTree, x: PyTree, name: str, *,
+                 key: str | None = None) -> tuple:
+    """The logits' shape for one example of ``x`` (abstract, ``jax.eval_shape``), or a
+    ``ValueError`` naming ``name``, the inputs (the data's ``key`` for one array) and, for
+    several, that the model receives them as a dict.
+
+    >>> class Linear:
+    ...     def apply(self, params, state, x, *, train=False):
+    ...         return x @ params, state
+    >>> output_shape(Linear(), np.zeros((3, 2)), {}, np.zeros((4, 3)), "forget")
+    (1, 2)
+    """
+    one = jax.tree.map(lambda a: np.asarray(a[:1]), x)
+    try:
+        logits = jax.eval_shape(lambda p, s, xb: model.apply(p, s, xb, train=False)[0],
+                                params, state, one)
+    except Exception as err:  # noqa: BLE001 - any failure means the inputs do not fit
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        if isinstance(x, Mapping):
+            received = (f"the data has {len(x)} input keys, so the model receives them as one "
+                        f"dict {{{', '.join(map(repr, x))}}}: make it take that dict, or drop the "
+                        "keys it does not use")
+        else:
+            received = (f"the model receives the data's {key!r} array: every key but 'label' is "
+                        "an input, one array as the library's 'image' or 'tokens', or a dict of "
+                        "several" if key else "")
+        raise ValueError(f"{name}: inputs {describe_inputs(x)} per example do not fit the model"
+                         f"{f' ({received})' if received else ''}: {type(err).__name__}: "
+                         f"{first}") from None
+    return tuple(logits.shape)
 
 
 def labels_for_logits(logits_shape: tuple, labels: np.ndarray) -> np.ndarray:
@@ -98,11 +154,36 @@ def batch_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def make_example_loss(model, rest: PyTree, state: PyTree):
-    """``loss(head, example) -> scalar`` for the core: the model in inference mode, rest fixed."""
+    """``loss(head, example) -> scalar`` for the core: the model in inference mode, rest fixed;
+    ``example["x"]`` is one array or a dict of the inputs."""
 
     def loss(head, example):
         params = heads.merge_head(head, rest)
-        logits, _ = model.apply(params, state, example["x"][None], train=False)
+        x = jax.tree.map(lambda a: a[None], example["x"])
+        logits, _ = model.apply(params, state, x, train=False)
         return example_loss(logits[0], example["y"])
 
     return loss
+
+
+def takes_rng(model) -> bool:
+    """Whether ``model.apply`` takes ``rng=`` (a ``jax.random`` key for train-mode Dropout).
+
+    >>> class M:
+    ...     def apply(self, params, state, x, *, train=False, rng=None): ...
+    >>> takes_rng(M()), takes_rng(object())
+    (True, False)
+    """
+    try:
+        parameters = inspect.signature(model.apply).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "rng" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD
+                                       for p in parameters.values())
+
+
+def train_apply(model, params: PyTree, state: PyTree, x: PyTree, rng: jax.Array | None):
+    """``model.apply(..., train=True)``, with ``rng=rng`` where the model takes it."""
+    if rng is not None and takes_rng(model):
+        return model.apply(params, state, x, train=True, rng=rng)
+    return model.apply(params, state, x, train=True)

@@ -37,8 +37,9 @@ from imu_jax.unlearning.stopping import (_AUTO, UTILITY_LABEL, DivergenceWarning
 
 
 def _subset(arrays: Mapping[str, np.ndarray], limit: int, seed: int
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(x, y, utility_y)`` of a fixed random subset of at most ``limit`` examples."""
+            ) -> tuple[PyTree, np.ndarray, np.ndarray]:
+    """``(x, y, utility_y)`` of a fixed random subset of at most ``limit`` examples (``x``: one
+    array or a dict of the inputs)."""
     from imu_jax.unlearning.losses import input_and_labels
 
     x, y = input_and_labels(arrays)
@@ -48,7 +49,7 @@ def _subset(arrays: Mapping[str, np.ndarray], limit: int, seed: int
                          f"{len(y)} examples.")
     if len(y) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(y), limit, replace=False))
-        x, y, utility_y = x[keep], y[keep], utility_y[keep]
+        x, y, utility_y = jax.tree.map(lambda a: a[keep], x), y[keep], utility_y[keep]
     return x, y, utility_y
 
 
@@ -127,7 +128,8 @@ class Monitor:
         if self.removal == "class":  # the rule and the guard look at the remaining classes only
             other = ~np.isin(self.held_y, np.unique(self.forget_y))
             if other.any() and not other.all():
-                self.held_x, self.held_y = self.held_x[other], self.held_y[other]
+                self.held_x = jax.tree.map(lambda a: a[other], self.held_x)
+                self.held_y = self.held_y[other]
                 self.utility_y = self.utility_y[other]
         if self.removal == "class":
             if self.rule.class_threshold is not None:
@@ -210,9 +212,10 @@ class Monitor:
         """Held-out inputs fit the model, every label is one of its classes, inputs are finite;
         returns the number of classes."""
         from imu_jax import _checks
+        from imu_jax.unlearning.losses import output_shape
 
-        shape = _checks.model_output_shape(self.model, params, state, self.forget_x, "forget")
-        _checks.model_output_shape(self.model, params, state, self.held_x, "held_out")
+        shape = output_shape(self.model, params, state, self.forget_x, "forget")
+        output_shape(self.model, params, state, self.held_x, "held_out")
         classes = int(shape[-1])
         for name, labels in (("forget", self.forget_y), ("held_out", self.held_y),
                              (f"held_out[{UTILITY_LABEL!r}]", self.utility_y)):

@@ -4,7 +4,6 @@ head allows it (else the streaming generic path) and select and weight the examp
 from __future__ import annotations
 
 import warnings
-from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -14,77 +13,121 @@ from imu_jax import heads, sharding
 from imu_jax.influence import (NoNegativeInfluenceWarning, classifier_influence, influence_scores,
                                influence_weights)
 from imu_jax.lm_head import sequence_influence
+from imu_jax.models import adapters
 from imu_jax.unlearning.config import PyTree, UnlearnConfig
+from imu_jax.unlearning.head_choice import dense_layer, resolve_head
 from imu_jax.unlearning.losses import make_example_loss
 
 
-def _dense_head(params: PyTree, head_tree: PyTree) -> dict | None:
-    """``params["head"]`` when the selected head is exactly that ``{"kernel", "bias"}`` dict."""
-    if not isinstance(params, Mapping) or "head" not in params:
-        return None
-    candidate = params["head"]
-    if not isinstance(candidate, Mapping) or set(candidate) != {"kernel", "bias"}:
-        return None
-    selected = heads.param_paths(head_tree)
-    if sorted(selected) != ["head/bias", "head/kernel"]:
-        return None
-    return {"kernel": candidate["kernel"], "bias": candidate["bias"]}
+class Influence(tuple):
+    """``(scores, closed_form)``: unpacks like the pair :func:`forget_influence` always returned,
+    and says why with ``reason`` (``"closed form: dense softmax top layer 'classifier' (kernel
+    [64, 10], bias [10])"``, ``"generic: the head has 2 layers (...)"``, ...)."""
+
+    def __new__(cls, scores: np.ndarray, closed_form: bool, reason: str):
+        self = super().__new__(cls, (scores, closed_form))
+        self.reason = reason
+        return self
+
+    scores = property(lambda self: self[0])
+    closed_form = property(lambda self: self[1])
 
 
-def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+def _take(x: PyTree, rows) -> PyTree:
+    return jax.tree.map(lambda a: a[rows], x)
 
 
-def forget_influence(model, params: PyTree, state: PyTree, x: np.ndarray, y: np.ndarray,
+def _batched(fn, x: PyTree, batch_size: int) -> np.ndarray:
+    n = len(jax.tree.leaves(x)[0])
+    return np.concatenate([np.asarray(fn(_take(x, slice(i, i + batch_size))))
+                           for i in range(0, n, batch_size)])
+
+
+def _head_input_fn(model, layer: str):
+    """``fn(params, state, x)`` giving the input of ``layer``, or ``(None, why not)``."""
+    if hasattr(model, "head_input"):
+        return (lambda p, s, xb: model.head_input(p, s, xb, layer)), ""
+    if hasattr(model, "features"):
+        return model.features, ""
+    return None, ("the model gives no head input: it has neither head_input(params, state, x, "
+                  "layer) nor features(params, state, x) (imu.from_nnx / imu.from_linen models "
+                  "have head_input)")
+
+
+def _closed_form_features(model, params, state, x, y, layer, dense):
+    """``(features of every example, "")`` when ``features @ kernel + bias`` equals the model's
+    logits on a few examples, else ``(None, why not)``."""
+    fn, why = _head_input_fn(model, layer)
+    if fn is None:
+        return None, why
+    probe = _take(x, slice(0, 8 if y.ndim == 1 else 2))
+    try:
+        features = np.asarray(fn(params, state, probe))
+    except Exception as err:  # noqa: BLE001 - any failure means: no closed form, say why
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        return None, f"the input of {layer!r} could not be captured ({type(err).__name__}: {first})"
+    logits = np.asarray(model.apply(params, state, probe, train=False)[0])
+    if features.ndim != y.ndim + 1 or features.shape[-1] != np.shape(dense["kernel"])[0]:
+        return None, (f"the input of {layer!r} has shape {list(features.shape)}, not [N, D] "
+                      f"{'' if y.ndim == 1 else '[N, T, D] '}with D = "
+                      f"{np.shape(dense['kernel'])[0]}")
+    out = features @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
+    if out.shape != logits.shape or not np.allclose(out, logits, rtol=1e-4, atol=1e-4):
+        gap = (f"max difference {float(np.max(np.abs(out - logits))):.3g}"
+               if out.shape == logits.shape else
+               f"shape {list(out.shape[1:])} per example, the logits' {list(logits.shape[1:])}")
+        return None, (f"the input of {layer!r} times its kernel plus bias is not the model's "
+                      f"logits ({gap}): {layer!r} is not the model's output layer, or its output "
+                      "is transformed")
+    feature_fn = jax.jit(fn)
+    return _batched(lambda xb: feature_fn(params, state, xb), x, 512 if y.ndim == 1 else 256), ""
+
+
+def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndarray,
                      config: UnlearnConfig, *, place: sharding.Placement | None = None
-                     ) -> tuple[np.ndarray, bool]:
+                     ) -> Influence:
     """Influence scores ``[N]`` of the forget examples (spec §1) and whether the closed form ran.
 
-    The closed form applies when the model has ``features``, labels are classes and the head is
-    exactly the dense ``params["head"]`` whose output equals the model's logits (checked on a few
-    examples); otherwise the streaming generic path of the core runs. With a ``place``ment on a
-    mesh, the examples are sharded over ``data`` and the head over ``model``.
+    The closed form applies when the selected head is one dense layer (a kernel ``[D, C]`` and a
+    bias ``[C]``, whatever its name) whose output is the model's logits: its input, from the
+    model's ``head_input(params, state, x, layer)`` (or ``features``), times the kernel plus the
+    bias must equal the logits on a few examples. Otherwise the streaming generic path of the
+    core runs. The result unpacks as ``(scores, closed_form)`` and says why in ``.reason``.
+    With a ``place``ment on a mesh, the examples are sharded over ``data`` and the head over
+    ``model``. ``model`` may also be an ``nnx.Module`` or a ``(linen_module, variables)`` pair,
+    with ``params`` and ``state`` None (``imu_jax.models.adapters``); ``x`` is one array or a
+    dict of the inputs.
     """
+    model, params, state, _ = adapters.resolve(model, params, state)
     place = place or sharding.Placement(None)
-    head_tree, rest = heads.split_head(params, config.head)
-    dense = _dense_head(params, head_tree)
-    if (config.closed_form == "auto" and dense is not None and y.ndim == 1
-            and hasattr(model, "features")):
-        probe = x[:8]
-        features = model.features(params, state, probe)
-        logits, _ = model.apply(params, state, probe, train=False)
-        if np.allclose(features @ dense["kernel"] + dense["bias"], logits, rtol=1e-4, atol=1e-4):
-            feature_fn = jax.jit(lambda xb: model.features(params, state, xb))
-            features = _batched(feature_fn, x, 512)
-            features, labels = place.batch((features, jnp.asarray(y)))
-            scores = classifier_influence(features, labels, place.params(dense),
-                                          damping=config.damping)
-            return place.host(scores), True
-    if config.closed_form == "auto" and dense is not None and y.ndim == 2 and not place:
-        scores = _sequence_closed_form(model, params, state, x, y, dense, config.damping)
-        if scores is not None:
-            return scores, True
+    head_tree, rest = heads.split_head(params, resolve_head(params, config.head))
+    if config.closed_form == "never":
+        why = "closed_form='never'"
+    else:
+        layer, dense, why = dense_layer(head_tree)
+        if dense is not None and y.ndim == 2 and place:
+            why = "sequence labels on a mesh (the sequence closed form runs on one device)"
+        elif dense is not None and y.ndim not in (1, 2):
+            why = f"labels of shape {list(np.shape(y))} are neither classes nor sequences"
+        elif dense is not None:
+            features, why = _closed_form_features(model, params, state, x, y, layer, dense)
+            if features is not None:
+                kernel, bias = np.shape(dense["kernel"]), np.shape(dense["bias"])
+                reason = (f"closed form: dense softmax top layer {layer!r} (kernel "
+                          f"{list(kernel)}, bias {list(bias)})")
+                if y.ndim == 2:
+                    scores = np.asarray(sequence_influence(features, jnp.asarray(y), dense,
+                                                           damping=config.damping))
+                    return Influence(scores, True, reason + ", sequence labels")
+                features, labels = place.batch((features, jnp.asarray(y)))
+                scores = classifier_influence(features, labels, place.params(dense),
+                                              damping=config.damping)
+                return Influence(place.host(scores), True, reason)
     loss = make_example_loss(model, place.replicate(rest), place.replicate(state))
     scores = influence_scores(loss, place.params(head_tree),
-                              place.batch({"x": jnp.asarray(x), "y": jnp.asarray(y)}),
+                              place.batch({"x": jax.tree.map(jnp.asarray, x), "y": jnp.asarray(y)}),
                               damping=config.damping, chunk_size=config.influence_chunk_size)
-    return place.host(scores), False
-
-
-def _sequence_closed_form(model, params, state, x, y, dense, damping) -> np.ndarray | None:
-    """``sequence_influence`` on the model's ``[N, T, D]`` features when the dense head gives the
-    model's logits (checked on a few sequences); None when it does not apply."""
-    if not hasattr(model, "features"):
-        return None
-    probe = x[:2]
-    features = model.features(params, state, probe)
-    logits, _ = model.apply(params, state, probe, train=False)
-    if np.ndim(features) != 3 or not np.allclose(features @ dense["kernel"] + dense["bias"],
-                                                 logits, rtol=1e-4, atol=1e-4):
-        return None
-    feature_fn = jax.jit(lambda xb: model.features(params, state, xb))
-    features = _batched(feature_fn, x, 256)
-    return np.asarray(sequence_influence(features, jnp.asarray(y), dense, damping=damping))
+    return Influence(place.host(scores), False, f"generic: {why}")
 
 
 def select_examples(scores: np.ndarray | None, num_forget: int, config: UnlearnConfig,
