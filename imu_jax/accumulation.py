@@ -83,7 +83,7 @@ def accumulate(optimizer: optax.GradientTransformation, every_k: int, *,
       >>> state = opt.init(jnp.zeros(3))
       >>> first, state = opt.update(g[:4], state, jnp.zeros(3), weights=w[:4])
       >>> second, state = opt.update(g[4:], state, jnp.zeros(3), weights=w[4:])
-      >>> first.tolist(), second.round(3).tolist()  # = one step over all 8 examples
+      >>> first.tolist(), [round(v, 3) for v in second.tolist()]  # = one step over all 8 examples
       ([0.0, 0.0, 0.0], [0.195, -0.087, 0.206])
     """
     if int(every_k) != every_k or every_k < 1:

@@ -338,7 +338,7 @@ def imu_sgd(
       >>> state = opt.init(params)
       >>> g = {"kernel": jnp.ones((4, 2, 3)), "bias": jnp.ones((4, 3))}
       >>> updates, state = opt.update(g, state, params, weights=jnp.ones(4))
-      >>> optax.apply_updates(params, updates)["kernel"][0, 0].round(6).tolist()
+      >>> round(float(optax.apply_updates(params, updates)["kernel"][0, 0]), 6)
       1.007995
       >>> warm = optax.linear_schedule(0.0, 0.01, transition_steps=10)
       >>> opt = imu.imu_sgd(warm, milestones=[5])       # a schedule, decayed x0.1 at step 5

@@ -28,7 +28,7 @@ Examples:
   >>> parse_forget_spec("colour:3")
   Traceback (most recent call last):
   ...
-  ValueError: Unknown forget spec kind 'colour' in 'colour:3'; valid kinds: class, classes, ..., chain.
+  imu_jax.data.forget_spec.ForgetSpecError: Unknown forget spec kind 'colour' in 'colour:3'; valid kinds: class, classes, ..., chain.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def parse_forget_spec(spec: str) -> ForgetSpec:
     >>> parse_forget_spec("random:1.5")
     Traceback (most recent call last):
     ...
-    ValueError: Fraction in 'random:1.5' must lie strictly between 0 and 1, got 1.5.
+    imu_jax.data.forget_spec.ForgetSpecError: Fraction in 'random:1.5' must lie strictly between 0 and 1, got 1.5.
     """
     kind, sep, arg = spec.strip().partition(":")
     kind = kind.strip().lower()

@@ -132,7 +132,7 @@ def step_schedule(learning_rate: float, total_steps: int, milestones: Sequence[f
     """Piecewise-constant lr: × ``gamma`` at each fraction ``milestones`` of ``total_steps``.
 
     >>> schedule = step_schedule(1.0, 10, (0.5,))
-    >>> float(schedule(4)), float(schedule(5))
+    >>> round(float(schedule(4)), 6), round(float(schedule(5)), 6)
     (1.0, 0.1)
     """
     boundaries = {max(1, int(round(f * total_steps))): gamma for f in milestones if 0 < f < 1}

@@ -1,5 +1,11 @@
 """Multi-host runs: ``jax.distributed`` start-up, each process's slice of the data, and gathering
-sharded arrays back to the host."""
+sharded arrays back to the host.
+
+Examples use eight devices; on a CPU, fake them before JAX starts (a fresh session):
+
+  >>> import os
+  >>> os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+"""
 
 from __future__ import annotations
 

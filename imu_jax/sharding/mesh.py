@@ -1,4 +1,10 @@
-"""Device meshes and the placement of parameters and batches on them (``NamedSharding``)."""
+"""Device meshes and the placement of parameters and batches on them (``NamedSharding``).
+
+Examples use eight devices; on a CPU, fake them before JAX starts (a fresh session):
+
+  >>> import os
+  >>> os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,11 @@
 """Jitted steps whose carried arrays keep their placement, and :class:`Placement`: one object that
-puts a loop's parameters and batches on a mesh (or leaves them alone without one)."""
+puts a loop's parameters and batches on a mesh (or leaves them alone without one).
+
+Examples use eight devices; on a CPU, fake them before JAX starts (a fresh session):
+
+  >>> import os
+  >>> os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+"""
 
 from __future__ import annotations
 

@@ -11,6 +11,11 @@ examples per epoch, from a saved RNG key; the last batch of an epoch is padded w
 rows, which leaves ``Σ w ℓ / Σ w`` unchanged and keeps shapes fixed), checkpoints every
 ``save_every`` steps through :class:`imu_jax.unlearning.run_checkpoint.RunCheckpointer`, and ``resume`` to
 continue bit-identically from the newest readable checkpoint.
+
+Examples use eight devices; on a CPU, fake them before JAX starts (a fresh session):
+
+  >>> import os
+  >>> os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ A results dict is ``{"config": {...}, "runs": [{"method", "seed", "role", "hpara
 ...          "seconds": 1.0, "hparams": {}, "needs": "forget set only"}
 ...         for s, u in ((1, 0.8), (2, 1.0))]
 >>> summary = summarize(runs)
->>> summary["imu"]["ua"]
+>>> mean, std, n = summary["imu"]["ua"]
+>>> round(mean, 6), round(std, 6), n
 (0.9, 0.1, 2)
 """
 
