@@ -8,6 +8,8 @@ a number). Prints one line per (spec, method, lr, threshold, tolerance): mean UA
 to Retrain, steps, stop reasons, and writes OUT/calibration.json. ``--lrs default`` runs each
 method at its own default learning rate. The Retrain models are used here only to *measure* the rule
 during design, on seeds (100, 101) that are never reported; the rule itself never sees them.
+Like the lab's tuning (issue 26), the rule reads the validation split (half of the released test
+split) and every number here is scored on it too: the test split stays unseen.
 
 Command (~15 min on 2 CPU cores):
   python experiments/stopping_calibration.py --out /tmp/stopping_cal \
@@ -47,15 +49,16 @@ def main(argv=None) -> int:
     from imu_jax.lab import evaluation
     from imu_jax.lab import models_cache
     from imu_jax.unlearning import stopping
-    from imu_jax.data import make_splits
+    from imu_jax.data import VALIDATION_FRACTION, make_splits
     from imu_jax.train import recipe
 
     out = pathlib.Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     for spec in args.specs.split(","):
-        splits = make_splits(args.dataset, spec)
+        splits = make_splits(args.dataset, spec, validation=VALIDATION_FRACTION)
         held_out, removal = evaluation.held_out_for(splits, spec)
+        scored = evaluation.validation_view(splits)  # design numbers: never the test split
         cfg = {**recipe(args.dataset, args.model), "forget": spec}
         trainer = models_cache.cached_trainer(splits, cfg, out / spec.replace(":", "_"),
                                             progress=False)
@@ -63,8 +66,8 @@ def main(argv=None) -> int:
         models = {seed: (trainer(False, seed), trainer(True, seed)) for seed in seeds}
         references = {}
         for seed, (_, retrain) in models.items():
-            ref = evaluation.model_outputs(retrain, retrain.params, retrain.state, splits)
-            references[seed] = (ref, evaluation.evaluate(ref, splits, ref))
+            ref = evaluation.model_outputs(retrain, retrain.params, retrain.state, scored)
+            references[seed] = (ref, evaluation.evaluate(ref, scored, ref))
         for name in args.methods.split(","):
             method = methods.get_method(name)
             for lr in (None if v == "default" else float(v) for v in args.lrs.split(",")):
@@ -90,8 +93,8 @@ def main(argv=None) -> int:
                             held_out=held_out, stop_rule=rule)
                         output = method.run(task, hparams, seed)
                         outs = evaluation.model_outputs(original, output.params, output.state,
-                                                        splits)
-                        metrics = evaluation.evaluate(outs, splits, ref)
+                                                        scored)
+                        metrics = evaluation.evaluate(outs, scored, ref)
                         results.append({"seed": seed, "ua": metrics["ua"], "ta": metrics["ta"],
                                         "ref_ta": ref_metrics["ta"],
                                         "gap": evaluation.gap_to_retrain(metrics, ref_metrics),

@@ -42,7 +42,7 @@ def check_per_example(per_example_grads: PyTree, params: PyTree | None,
         pairs = list(zip(leaves, jax.tree.leaves(params)))
         if pairs and all(np.shape(g) == np.shape(p) for g, p in pairs):
             raise ValueError(
-                f"per_example_grads must have a leading example axis N on every leaf. "
+                "per_example_grads must have a leading example axis N on every leaf. "
                 + _AGGREGATED)
         for g, p in pairs:
             if g.shape[1:] != p.shape:

@@ -14,7 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from imu_jax import cli
+from imu_jax.lab import cli
 from imu_jax.data import image_folder, load, local_builder, make_splits, parse_forget_spec
 from imu_jax.data.splits import (CIFAR100_COARSE_NAMES, CIFAR100_COARSE_OF_FINE,
                                  CIFAR100_FINE_NAMES, resolve_coarse_spec)
@@ -255,7 +255,7 @@ def test_run_command_forgets_a_superclass_by_name(folder, tmp_path):
                      "--no-progress", "--out", str(out), "--data-dir",
                      str(tmp_path / "tfds")]) == 0
     runs = json.loads((out / "results.json").read_text())["runs"]
-    assert {r["method"] for r in runs} == {"original", "retrain", "imu"}
+    assert {r["method"] for r in runs} == {"original", "retrain", "retrain_floor", "imu"}
     splits = json.loads((out / "models" / "original_seed0" / "metrics.json").read_text())["splits"]
     assert splits["forget_spec"] == "superclass:zoo" and splits["num_classes"] == 3
     assert splits["counts"]["forget"] == 6 and splits["label_key"] == "coarse_label"

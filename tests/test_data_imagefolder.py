@@ -209,7 +209,7 @@ def test_forgetting_a_class_without_test_images_with_another_model(tmp_path):
                    str(out), "--data-dir", str(tmp_path / "tfds")])
     assert rc == 0
     runs = json.loads((out / "results.json").read_text())["runs"]
-    assert {r["method"] for r in runs} == {"original", "retrain", "imu"}
+    assert {r["method"] for r in runs} == {"original", "retrain", "retrain_floor", "imu"}
     for run in runs:
         assert "fta" not in run["metrics"] and 0.0 <= run["metrics"]["ta"] <= 1.0
     assert json.loads((out / "models" / "original_seed0" / "metrics.json").read_text())[

@@ -72,9 +72,10 @@ def test_results_json_schema_and_reports(finished):
     for method in ("original", "retrain", "ga", "imu"):
         assert {(method, 0), (method, 1)} <= set(reported)
     tuned = [r for r in runs if r["role"] == "tune"]
-    # imu: 2 lr × its default top_fraction axis (2 values, kept: --grid replaces only the axes
-    # it names); ga: 1 point
-    assert {r["seed"] for r in tuned} == {7} and len(tuned) == 5
+    # imu: 2 lr × epochs 10 (an epochs axis replaces the shared grid's step axis; the shared
+    # grid has no top_fraction axis since issue 26); ga: 1 point
+    assert {r["seed"] for r in tuned} == {7} and len(tuned) == 3
+    assert {r["scored_on"] for r in tuned} == {"validation"}  # tuning never sees the test split
     for run in runs:
         assert set(run) >= {"method", "seed", "metrics", "avg_gap", "seconds", "hparams"}
         for key in ("ua", "ra", "ta", "mia_efficacy", "mia_entropy", "mia_prob"):

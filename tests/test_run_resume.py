@@ -199,7 +199,7 @@ def test_issue_reproduction_empty_checkpoint_folder_then_run(tmp_path, data_dir,
     assert rc == 0
     assert "ignoring the incomplete cached model" in capsys.readouterr().err
     assert {r["method"] for r in json.loads((tmp_path / "results.json").read_text())["runs"]} \
-        == {"original", "retrain"}
+        == {"original", "retrain", "retrain_floor"}
 
 
 # -- --resume ---------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_ctrl_c_is_one_line_and_exit_130(finished, tmp_path, capsys, monkeypatch
     assert len(err.splitlines()) == 1
     assert "interrupted" in err and "--resume" in err and str(out / "results.json") in err
     assert {r["method"] for r in json.loads((out / "results.json").read_text())["runs"]} == {
-        "original", "retrain"}
+        "original", "retrain", "retrain_floor"}
 
 
 # -- resumed unlearning runs ------------------------------------------------------------------

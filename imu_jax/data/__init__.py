@@ -19,6 +19,7 @@ from imu_jax.data.paths import DataDirError, resolve_data_dir
 from imu_jax.data.pipeline import batches, num_batches, random_crop_flip
 from imu_jax.data.sources import CATALOGUE, build, load, local_builder
 from imu_jax.data.splits import Splits, make_splits
+from imu_jax.data.validation import VALIDATION_FRACTION, carve_validation
 
 __all__ = [
     "CATALOGUE",
@@ -28,8 +29,10 @@ __all__ = [
     "ForgetSpecError",
     "MarkovConfig",
     "Splits",
+    "VALIDATION_FRACTION",
     "batches",
     "build",
+    "carve_validation",
     "load",
     "local_builder",
     "make_splits",

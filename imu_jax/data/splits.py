@@ -22,6 +22,13 @@ Examples:
   (10, (8, 8, 1))
   >>> resolve_coarse_spec(parse_forget_spec("subclass:rocket"), "cifar100").classes
   (69,)
+
+With ``validation=0.5`` (what ``imu-jax run`` asks for) half of the test split becomes a
+validation split (:mod:`imu_jax.data.validation`):
+
+  >>> v = make_splits("digits", "class:3", data_dir=tempfile.mkdtemp(), validation=0.5)
+  >>> {k: v.info["counts"][k] for k in ("validation", "test", "forget_validation", "forget_test")}
+  {'validation': 162, 'test': 161, 'forget_validation': 18, 'forget_test': 19}
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from imu_jax.data import markov as markov_lib
 from imu_jax.data.forget_spec import ForgetSpec, ForgetSpecError, parse_forget_spec
 from imu_jax.data import image_folder
 from imu_jax.data.sources import FOLDER, canonical_name, load
+from imu_jax.data.validation import carve_validation
 
 Arrays = dict[str, np.ndarray]
 
@@ -89,6 +97,9 @@ class Splits:
     ``retrain_set`` is what the Retrain reference trains on when it differs from ``retain``
     (``subclass:K``: retain is restricted to the sibling classes, Retrain sees all but K);
     use :attr:`retrain_data`.
+
+    ``validation`` / ``forget_validation`` / ``control_validation``: held-out data disjoint from
+    ``test`` / ``forget_test`` / ``control_test``, when carved (:func:`carve_validation`).
     """
 
     train: Arrays
@@ -104,6 +115,9 @@ class Splits:
     transition: np.ndarray | None = None
     transitions: dict[str, np.ndarray] | None = None
     retrain_set: Arrays | None = None
+    validation: Arrays | None = None
+    forget_validation: Arrays | None = None
+    control_validation: Arrays | None = None
 
     @property
     def retrain_data(self) -> Arrays:
@@ -250,7 +264,10 @@ def _read_indices(path: str, n: int) -> np.ndarray:
     return idx
 
 
-def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Splits:
+def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw
+                  ) -> tuple[Splits, dict[str, np.ndarray] | None]:
+    """The splits, and for coarse-label specs the fine label of every held-out row (``test``,
+    ``forget_test``): the strata of a validation carve."""
     base, config = canonical_name(dataset)
     kind = spec.kind if spec else None
     has_coarse = "coarse_label" in raw["train"]
@@ -282,7 +299,7 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
     fine_tr, fine_te = raw["train"]["label"], raw["test"]["label"]
     n = len(train["label"])
     rng = np.random.default_rng(seed)
-    extra = {}
+    extra, fine = {}, None
     if kind is None:
         mask = np.zeros(n, bool)
     elif kind in ("class", "classes"):
@@ -294,6 +311,7 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
         mask = train["label"] == spec.classes[0]
         in_test = test["label"] == spec.classes[0]
         extra["forget_test"], test = take(test, in_test), take(test, ~in_test)
+        fine = {"forget_test": fine_te[in_test], "test": fine_te[~in_test]}
     elif kind == "subclass":
         k = spec.classes[0]
         siblings = np.flatnonzero(coarse_of_fine == coarse_of_fine[k])
@@ -302,6 +320,7 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
         extra["forget_test"] = take(test, fine_te == k)
         extra["retrain_set"] = take(train, ~mask)
         test = take(test, np.isin(fine_te, others))
+        fine = {"forget_test": fine_te[fine_te == k], "test": fine_te[np.isin(fine_te, others)]}
     elif kind in ("random", "mislabeled"):
         chosen = rng.choice(n, size=int(round(spec.fraction * n)), replace=False)
         mask = np.zeros(n, bool)
@@ -322,7 +341,7 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
     if kind == "subclass":
         retain = take(train, np.isin(fine_tr, others))
     info = {
-        "dataset": dataset,
+            "dataset": dataset,
         "forget_spec": spec.text if spec else None,
         "seed": seed,
         "label_key": label_key,
@@ -337,7 +356,7 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw) -> Spli
                           retrain_set=extra.get("retrain_set")),
     }
     return Splits(train=train, forget=forget, retain=retain, test=test, num_classes=num_classes,
-                  input_shape=tuple(train["image"].shape[1:]), info=info, **extra)
+                  input_shape=tuple(train["image"].shape[1:]), info=info, **extra), fine
 
 
 def _markov_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw, cfg) -> Splits:
@@ -391,9 +410,16 @@ def _markov_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw, cfg) -
 
 
 def make_splits(dataset: str, forget: str | ForgetSpec | None = None, *, seed: int = 0,
-                data_dir=None, download: bool = True) -> Splits:
+                data_dir=None, download: bool = True,
+                validation: float | None = None) -> Splits:
     """Loads ``dataset`` and splits it for the forget spec (``None``: nothing forgotten;
     Markov data defaults to ``chain:1``). ``seed`` drives ``random:`` and ``mislabeled:``.
+
+    ``validation`` (e.g. :data:`VALIDATION_FRACTION`): carve that fraction of the released test
+    split into ``validation`` (and of the forgotten classes' test examples into
+    ``forget_validation``), stratified by label — by fine label where the labels are coarse —
+    and seeded by ``seed`` (:func:`carve_validation`); ``test`` keeps the rest. ``None``
+    (default): no validation split, ``test`` is the released one.
 
     Raises:
       ValueError: bad spec (kind, range, fraction, empty forget set, wrong dataset, unknown
@@ -415,5 +441,9 @@ def make_splits(dataset: str, forget: str | ForgetSpec | None = None, *, seed: i
         from imu_jax.data.sources import local_builder
 
         cfg = local_builder(dataset, data_dir).builder_config
-        return _markov_splits(dataset, spec, seed, raw, cfg)
-    return _image_splits(dataset, spec, seed, raw)
+        splits = _markov_splits(dataset, spec, seed, raw, cfg)
+        return splits if validation is None else carve_validation(splits, validation, seed)
+    splits, fine = _image_splits(dataset, spec, seed, raw)
+    if validation is None:
+        return splits
+    return carve_validation(splits, validation, seed, strata=fine)

@@ -196,6 +196,8 @@ def run_command_line(args) -> str:
             parts += [flag, value]
     if getattr(args, "fixed_length", False):
         parts.append("--fixed-length")
+    if getattr(args, "no_noise_floor", False):
+        parts.append("--no-noise-floor")
     for flag, items in (("--hparam", args.hparam), ("--grid", args.grid),
                         ("--train-option", args.train_option)):
         for item in items or []:

@@ -150,9 +150,10 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
                    help="reported seeds; each trains its own original and Retrain model "
                    "(default: 0,1,2)")
     p.add_argument("--tune-seeds", type=_csv_ints,
-                   help="tune every method on these seeds (its grid; smallest mean Avg. Gap "
-                   "wins) before reporting on --seeds; empty (default) = use the defaults, "
-                   "which are the public IMU code's")
+                   help="tune every method on these seeds (one grid for all: optimizer steps "
+                   "1, 2, 4, ... up to the retain-free cap × lr 1e-4..1e-1; scored on the "
+                   "validation split, smallest mean Avg. Gap wins) before reporting on --seeds; "
+                   "empty (default) = use the defaults, which are the public IMU code's")
     p.add_argument("--tune-methods",
                    help="with --tune-seeds: oracle-tune only these comma-separated methods "
                    "(default: every method); the others get only their retain-free row")
@@ -164,8 +165,9 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--hparam", action="append", metavar="METHOD.NAME=VALUE",
                    help="override a method's default, e.g. imu.learning_rate=0.02 (repeatable)")
     p.add_argument("--grid", action="append", metavar="METHOD.NAME=V1,V2",
-                   help="replace one axis of a method's tuning grid, e.g. imu.epochs=10,20 "
-                   "(repeatable)")
+                   help="replace one axis of a method's tuning grid, e.g. "
+                   "imu.learning_rate=0.01,0.02 (an epochs axis, imu.epochs=10,20, replaces the "
+                   "step axis) (repeatable)")
     p.add_argument("--train-config", help="recipe file with get_config() for the original and "
                    "Retrain models (default: the dataset's recipe)")
     p.add_argument("--train-option", action="append", metavar="NAME=VALUE",
@@ -178,7 +180,12 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fixed-length", action="store_true",
                    help="no retain-free stopping rule: every method runs its fixed-length "
                    "defaults (default: each method also runs as 'retain-free', stopped by the "
-                   "rule of docs/STOPPING.md on the forget set vs the test split)")
+                   "rule of docs/STOPPING.md on the forget set vs the validation split, half of "
+                   "the released test split; TA and the attack use the other half)")
+    p.add_argument("--no-noise-floor", action="store_true",
+                   help="leave out the 'retrain vs retrain (noise floor)' row (default: every "
+                   "seed also trains a second Retrain model, seed + 1000, scored against the "
+                   "first)")
     add_mesh_arguments(p)
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
                    help="checkpoint each IMU-family unlearning run every K steps in "
@@ -211,7 +218,8 @@ def run_run(args) -> int:
                 keep=args.keep_checkpoints, resume=args.resume))
         runner.run(**options, out=args.out, resume=args.resume, data_dir=args.data_dir,
                    progress=not args.no_progress, command=run_command_line(args),
-                   retain_free=not getattr(args, "fixed_length", False))
+                   retain_free=not getattr(args, "fixed_length", False),
+                   noise_floor=not getattr(args, "no_noise_floor", False))
     out = pathlib.Path(args.out)
     print_summary(out)
     return 0

@@ -1,6 +1,11 @@
 """Scoring a model of an experiment: predictions on every split, UA/RA/TA/MIA (or the sequence
 metrics), the Avg. Gap to Retrain, the held-out data a retain-free method may read, and the
-per-example traces."""
+per-example traces.
+
+Held-out data has three disjoint roles (issue 26): the retain-free stopping rule
+(:func:`held_out_for`) and the oracle tuning (scored on :func:`validation_view`) read the
+VALIDATION split; TA and the membership attack's non-members of every reported run
+(:func:`evaluate` on the splits themselves) use the TEST split, which neither saw."""
 
 from __future__ import annotations
 
@@ -105,48 +110,96 @@ def gap_to_retrain(metrics: Mapping[str, float], retrain_metrics: Mapping[str, f
     return metrics_lib.avg_gap(metrics, retrain_metrics)
 
 
+def validation_view(splits):
+    """``splits`` as the tuning sees them: every held-out split replaced by its validation part
+    (``test`` ← ``validation``, ``forget_test`` ← ``forget_validation``, ``control_test`` ←
+    ``control_validation``), so that :func:`model_outputs` / :func:`evaluate` on the view score
+    TA, the membership attack and the distances on validation data only. A shallow copy; the
+    validation attributes of the view are ``None``.
+
+    >>> import types, numpy as np
+    >>> s = types.SimpleNamespace(test={"label": np.arange(2)}, validation={"label": np.arange(3)})
+    >>> len(validation_view(s).test["label"]), validation_view(s).validation
+    (3, None)
+    """
+    import copy
+
+    from imu_jax.data.validation import HELD_OUT_SPLITS
+
+    if getattr(splits, "validation", None) is None:
+        raise ValueError("these splits have no validation split: carve one with "
+                         "imu_jax.data.carve_validation (the test split is kept for TA and the "
+                         "membership attack).")
+    view = copy.copy(splits)
+    for name, val_name in HELD_OUT_SPLITS.items():
+        if getattr(splits, val_name, None) is not None:
+            setattr(view, name, getattr(splits, val_name))
+            setattr(view, val_name, None)
+    return view
+
+
+def with_validation(splits, seed: int = 0):
+    """``splits`` if they have a validation split, else a copy with one carved from the test split
+    (``imu_jax.data.carve_validation``: :data:`~imu_jax.data.VALIDATION_FRACTION`, stratified by
+    label, ``seed``)."""
+    if getattr(splits, "validation", None) is not None:
+        return splits
+    from imu_jax.data.validation import VALIDATION_FRACTION, carve_validation
+
+    return carve_validation(splits, VALIDATION_FRACTION, seed)
+
+
 def held_out_for(splits, forget: str | None, *, seed: int = 0
                  ) -> tuple[Mapping[str, np.ndarray], str] | None:
     """``(held_out, removal)`` for the retain-free stopping rule, from the forget spec; ``None``
-    where the rule does not apply (sequences, no forget spec).
+    where the rule does not apply (sequences, no forget spec). The held-out data is always the
+    VALIDATION split (``splits.validation``, see ``imu_jax.data.carve_validation``), never the
+    test split on which TA and the membership attack are measured:
 
-    * ``class:``, ``classes:``, ``superclass:`` → the test split (which then holds only the
-      remaining classes), class removal;
-    * ``random:``, ``indices:`` → the test split, sample removal;
-    * ``subclass:`` → the forgotten subclass's test examples (``forget_test``, coarse labels):
-      the unseen data of the same subclass, sample removal;
-    * ``mislabeled:`` → the test split relabelled the way the forget set was (a uniformly random
-      other class, seeded): an unseen example carrying a wrong label is what the corrupted
-      training examples look like to a model that never saw them; sample removal. The true
-      labels ride along under ``stopping.UTILITY_LABEL`` for the utility guard.
+    * ``class:``, ``classes:``, ``superclass:`` → the validation split (which, as the test split,
+      then holds only the remaining classes), class removal;
+    * ``random:``, ``indices:`` → the validation split, sample removal;
+    * ``subclass:`` → the forgotten subclass's validation examples (``forget_validation``, coarse
+      labels): unseen data of the same subclass, sample removal;
+    * ``mislabeled:`` → the validation split relabelled the way the forget set was (a uniformly
+      random other class, seeded): an unseen example carrying a wrong label is what the
+      corrupted training examples look like to a model that never saw them; sample removal. The
+      true labels ride along under ``stopping.UTILITY_LABEL`` for the utility guard.
+
+    Raises ``ValueError`` for splits without a validation split.
 
     >>> import types, numpy as np
     >>> splits = types.SimpleNamespace(test={"image": np.zeros((4, 2)), "label": np.arange(4)},
+    ...                                validation={"image": np.ones((3, 2)), "label": np.arange(3)},
     ...                                forget={"label": np.array([1])}, num_classes=4)
     >>> held, removal = held_out_for(splits, "random:0.1")
-    >>> removal, len(held["label"])
-    ('sample', 4)
+    >>> removal, len(held["label"]), held is splits.validation
+    ('sample', 3, True)
     """
     from imu_jax.data import parse_forget_spec
 
     if forget is None or splits.forget["label"].ndim != 1:
         return None
     kind = parse_forget_spec(forget).kind
+    if kind not in CLASS_KINDS + SAMPLE_KINDS:
+        return None
+    validation = validation_view(splits)  # raises without a validation split
     if kind in CLASS_KINDS:
-        return splits.test, "class"
+        return validation.test, "class"
     if kind == "subclass":
-        return splits.forget_test, "sample"
+        if getattr(splits, "forget_validation", None) is None:
+            raise ValueError("subclass: the splits have no forget_validation (the forgotten "
+                             "subclass's validation examples); carve it with the validation.")
+        return splits.forget_validation, "sample"
     if kind == "mislabeled":
         from imu_jax.methods.random_label import random_wrong_labels
         from imu_jax.unlearning.stopping import UTILITY_LABEL
 
-        test = dict(splits.test)
-        test[UTILITY_LABEL] = test["label"]  # the utility guard measures with the true labels
-        test["label"] = random_wrong_labels(test["label"], splits.num_classes, seed=seed)
-        return test, "sample"
-    if kind in SAMPLE_KINDS:
-        return splits.test, "sample"
-    return None
+        held = dict(validation.test)
+        held[UTILITY_LABEL] = held["label"]  # the utility guard measures with the true labels
+        held["label"] = random_wrong_labels(held["label"], splits.num_classes, seed=seed)
+        return held, "sample"
+    return validation.test, "sample"
 
 
 # The per-step trace evaluates at most this many examples of each split (a seeded random subset,

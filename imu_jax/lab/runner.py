@@ -2,10 +2,13 @@
 
 :func:`run_experiment` is what ``imu-jax run`` calls (the CLI only parses arguments). It
 
-1. splits the dataset for the forget spec (``imu_jax.data.make_splits``);
-2. trains — or loads from ``OUT/models/`` — the original and the Retrain model of every seed;
-3. runs each method on each seed (optionally tuning it first: its grid on separate tuning seeds,
-   the config with the smallest mean Avg. Gap then reported on the seeds);
+1. splits the dataset for the forget spec (``imu_jax.data.make_splits``) and carves a
+   validation split out of the test split (``imu_jax.data.carve_validation``);
+2. trains — or loads from ``OUT/models/`` — the original and the Retrain model of every seed
+   (and, for the noise floor, a second Retrain model of seed + ``FLOOR_SEED_OFFSET``);
+3. runs each method on each seed (optionally tuning it first: the shared grid on separate tuning
+   seeds, scored on the validation split (:mod:`imu_jax.lab.protocol`), the config with the
+   smallest mean Avg. Gap then reported on the seeds, scored on the test split);
 4. writes ``OUT/results.json`` after every finished (method, seed) run, so an interrupted run
    keeps its results and ``resume=True`` skips them; then ``results.md`` and ``tradeoff.png``.
 """
@@ -22,16 +25,17 @@ import numpy as np
 
 from imu_jax import methods as methods_lib
 from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, evaluate, gap_to_retrain,
-                                    held_out_for, model_outputs, predict, trace_metrics, trace_rows)
+                                    held_out_for, model_outputs, predict, trace_metrics, trace_rows,
+                                    validation_view, with_validation)
 from imu_jax.lab.models_cache import TrainedModel, Trainer, cached_trainer
-from imu_jax.lab.selection import RETAIN_FREE_RULE, SELECTION_RULE, plan_jobs, select_hparams
 from imu_jax.lab.curves import remove_curves, write_curve
+from imu_jax.lab.protocol import (FLOOR_SEED_OFFSET, PROTOCOL, RETRAIN_FLOOR, SCORED_ON,
+                                  check_protocol, held_out_record, is_test_data)
+from imu_jax.lab.selection import (RETAIN_FREE_RULE, SELECTION_RULE, plan_jobs, select_hparams,
+                                   tuning_grids)
 from imu_jax.lab.store import check_resume, load_results, run_key, write_reports
 from imu_jax.unlearning.losses import input_and_labels
 from imu_jax.lab.store import SharedResults
-
-
-FLOOR_SEED_OFFSET = 1000  # retrain_floor: Retrain of seed + 1000 against Retrain of seed
 
 
 def _get_method(name: str) -> methods_lib.Method:
@@ -48,25 +52,15 @@ def runnable_methods() -> list[str]:
     return methods_lib.available() + [RETRAIN_FLOOR.name]
 
 
-def _floor(task, hparams, seed):
-    raise RuntimeError("'retrain_floor' is a Retrain model of another seed; the runner "
-                       "evaluates it.")
-
-
-# A pseudo-method: the Retrain model of seed + FLOOR_SEED_OFFSET measured against the Retrain
-# model of seed, the distance that only training randomness makes and no method can beat.
-RETRAIN_FLOOR = methods_lib.Method(
-    name="retrain_floor", needs="retain set (another seed)",
-    summary="Retrain of another seed vs Retrain: the floor of every distance", run=_floor,
-    reference=True)
-
-
 class _Runner:
     """Holds the state of one experiment; see :func:`run_experiment`."""
 
     def __init__(self, splits, trainer: Trainer, out: pathlib.Path, store: SharedResults,
                  progress, trace_every: int = 0, held_out=None):
         self.splits, self.trainer, self.out = splits, trainer, out
+        # "test": the splits themselves (reported runs); "validation": every held-out split
+        # replaced by its validation part (what the tuning is scored on)
+        self.views = {"test": splits, "validation": validation_view(splits)}
         self.store, self.results = store, store.results
         results = store.results
         self.trace_every = int(trace_every)
@@ -75,22 +69,24 @@ class _Runner:
                      for r in results["runs"]}
         self.progress = progress
         self._models: dict[tuple[bool, int], TrainedModel] = {}
-        self._evaluated: dict[tuple[bool, int], tuple[dict, dict]] = {}
+        self._evaluated: dict[tuple[bool, int, str], tuple[dict, dict]] = {}
 
     def trained(self, retrain: bool, seed: int) -> TrainedModel:
         if (retrain, seed) not in self._models:
             self._models[(retrain, seed)] = self.trainer(retrain, seed)
         return self._models[(retrain, seed)]
 
-    def reference(self, retrain: bool, seed: int) -> tuple[dict, dict]:
-        """``(logits, metrics)`` of the original or Retrain model of ``seed``."""
-        if (retrain, seed) not in self._evaluated:
+    def reference(self, retrain: bool, seed: int, view: str = "test") -> tuple[dict, dict]:
+        """``(logits, metrics)`` of the original or Retrain model of ``seed`` on ``view``
+        (``"test"`` or ``"validation"``, see :data:`SCORED_ON`)."""
+        if (retrain, seed, view) not in self._evaluated:
             model = self.trained(retrain, seed)
-            outputs = model_outputs(model, model.params, model.state, self.splits)
-            retrain_outputs = outputs if retrain else self.reference(True, seed)[0]
-            self._evaluated[(retrain, seed)] = (
-                outputs, evaluate(outputs, self.splits, retrain_outputs))
-        return self._evaluated[(retrain, seed)]
+            splits = self.views[view]
+            outputs = model_outputs(model, model.params, model.state, splits)
+            retrain_outputs = outputs if retrain else self.reference(True, seed, view)[0]
+            self._evaluated[(retrain, seed, view)] = (
+                outputs, evaluate(outputs, splits, retrain_outputs))
+        return self._evaluated[(retrain, seed, view)]
 
     def record(self, run: dict) -> None:
         self.store.add(run)  # saved at once, merged with what other writers saved
@@ -99,16 +95,18 @@ class _Runner:
     def run(self, method: methods_lib.Method, seed: int, role: str, hparams: dict) -> None:
         if run_key(method.name, seed, role, hparams) in self.done:
             return
-        retrain_metrics = self.reference(True, seed)[1]
+        view = SCORED_ON[role]
+        splits = self.views[view]  # the tuning is scored on validation data only
+        retrain_outputs, retrain_metrics = self.reference(True, seed, view)
         trace = None
         if method.name == RETRAIN_FLOOR.name:
             other = self.trained(True, seed + FLOOR_SEED_OFFSET)
-            outputs = model_outputs(other, other.params, other.state, self.splits)
-            metrics = evaluate(outputs, self.splits, self.reference(True, seed)[0])
+            outputs = model_outputs(other, other.params, other.state, splits)
+            metrics = evaluate(outputs, splits, retrain_outputs)
             seconds, info = other.seconds, {"retrain_seed": seed + FLOOR_SEED_OFFSET}
         elif method.name in ("retrain", "original"):
             retrain = method.name == "retrain"
-            outputs, metrics = self.reference(retrain, seed)
+            outputs, metrics = self.reference(retrain, seed, view)
             seconds, info = (self.trained(True, seed).seconds if retrain else 0.0), {}
         else:
             original = self.trained(False, seed)
@@ -128,25 +126,26 @@ class _Runner:
                 task.on_step(0, original.params, original.state)
                 clock["seconds"] = 0.0  # step 0 runs before the method's clock starts
             output = method.run(task, dict(hparams), seed)
-            outputs = model_outputs(original, output.params, output.state, self.splits)
-            metrics = evaluate(outputs, self.splits, self.reference(True, seed)[0])
+            outputs = model_outputs(original, output.params, output.state, splits)
+            metrics = evaluate(outputs, splits, retrain_outputs)
             seconds, info = output.seconds - clock["seconds"], dict(output.info)
             resumed = loop_checkpoint.resumed_steps()[resumed_before:]
             if resumed:  # its seconds count only the part after the checkpoint
                 info["resumed_from_step"] = resumed[0]
         run = {"method": method.name, "seed": int(seed), "role": role, "hparams": hparams,
                "metrics": metrics, "avg_gap": gap_to_retrain(metrics, retrain_metrics),
-               "seconds": float(seconds), "needs": method.needs, "info": dict(info)}
+               "seconds": float(seconds), "needs": method.needs, "info": dict(info),
+               "scored_on": view}
         if trace is not None:
             run["trace"] = trace
         if info.get("diverged"):  # scored nowhere: the tables show it as diverged
             run["diverged"] = True
-        test_labels = np.asarray(self.splits.test["label"])
+        test_labels = np.asarray(splits.test["label"])
         if test_labels.ndim == 1 and "ta" in metrics:  # TA under twice the majority-class rate
             run["collapsed"] = bool(methods_lib.base.is_collapsed(metrics["ta"], test_labels))
         config = self.results["config"]
-        if (role == "eval" and config.get("tune_seeds") and method.grid
-                and method.name in (config.get("tune_methods") or [method.name])):
+        if (role == "eval" and config.get("tune_seeds")
+                and method.name in (config.get("tuning_grids") or {})):
             run["selection"] = "oracle-tuned"
         with self.store.lock():  # curves.jsonl.xz is shared with other writers into out
             write_curve(self.out, run)
@@ -214,11 +213,16 @@ def run_experiment(
     trace_every: int = 0,
     held_out: tuple[Mapping[str, np.ndarray], str] | None = None,
     retain_free: bool = True,
+    noise_floor: bool = True,
 ) -> dict:
     """Runs ``methods`` × ``seeds`` and writes ``results.json`` / ``.md`` / ``tradeoff.png``.
 
     Args:
-      splits: an ``imu_jax.data.Splits`` (forget, retain, test, train, num_classes, ...).
+      splits: an ``imu_jax.data.Splits`` (forget, retain, test, train, num_classes, ...). Without
+        a ``validation`` split one is carved from ``test`` first
+        (``imu_jax.data.carve_validation``: ``VALIDATION_FRACTION``, stratified by label, seeded
+        by ``config["split_seed"]``): the stopping rule and the tuning read it, TA and the
+        membership attack of the reported runs use the rest of ``test``.
       trainer: ``trainer(retrain, seed) -> TrainedModel`` (see :func:`cached_trainer`).
       methods: registry names (``imu_jax.methods.available()``); ``"retrain"`` reports the
         Retrain model itself. The original model is always reported as ``"original"``.
@@ -227,8 +231,10 @@ def run_experiment(
       resume: keep the (method, seed) runs already in ``out/results.json`` and skip them;
         without it the run starts afresh (the previous run's ``out/curves.jsonl.xz`` is removed).
       tune_seeds: when given, each method's grid runs on these seeds (their own original and
-        Retrain models) and the config with the smallest mean Avg. Gap is reported on ``seeds``
-        (``SELECTION_RULE``). Empty: every method runs its defaults (plus ``hparams``).
+        Retrain models), scored on the validation split, and the config with the smallest mean
+        Avg. Gap is reported on ``seeds`` (``SELECTION_RULE``). Empty: every method runs its
+        defaults (plus ``hparams``). The shared step grid's ``max_steps`` axis is resized to the
+        setting's retain-free cap (``imu_jax.methods.grids.retain_free_cap``).
       tune_methods: with ``tune_seeds``, the methods that are oracle-tuned (default ``None``:
         every method); the others get only their retain-free row (their grid is not run).
       hparams: per-method overrides of the defaults, ``{"imu": {"learning_rate": 0.1}}``.
@@ -241,12 +247,15 @@ def run_experiment(
         ``steps.png``). ``"retrain_floor"`` in ``methods`` adds the Retrain model of seed + 1000
         measured against Retrain of seed (the floor).
       held_out: ``(arrays, removal)`` for the retain-free stopping rule (:func:`held_out_for`);
-        default: the test split, with the removal kind inferred from the labels
-        (``imu_jax.unlearning.stopping.infer_removal``).
+        default: the validation split, with the removal kind inferred from the labels
+        (``imu_jax.unlearning.stopping.infer_removal``). The test split is refused here.
       retain_free: run every non-reference method with its defaults under the stopping rule
         (role ``"retain_free"``, ``RETAIN_FREE_RULE``). The fixed-length runs of role ``"eval"``
         then run only when ``tune_seeds`` are given (oracle-tuned); with ``retain_free=False``
         they always run (defaults, fixed length). Sequence data has no rule: fixed length.
+      noise_floor: also report ``"retrain_floor"`` (added to ``methods`` when absent): the
+        Retrain model of seed + 1000 scored against Retrain of seed, the Avg. Gap that training
+        randomness alone makes (the "Retrain vs Retrain" row of every table).
 
     Returns:
       The results dict written to ``out/results.json``.
@@ -271,14 +280,25 @@ def run_experiment(
       >>> results = run_experiment(splits=splits, trainer=trainer, methods=["retrain", "imu"],
       ...                          seeds=[0], out=tempfile.mkdtemp(), progress=False)
       >>> sorted(r["method"] for r in results["runs"])
-      ['imu', 'original', 'retrain']
+      ['imu', 'original', 'retrain', 'retrain_floor']
+      >>> sorted({r["scored_on"] for r in results["runs"]}), results["config"]["held_out"]["test"]
+      (['test'], 15)
     """
     chosen = [_get_method(name) for name in methods]  # unknown names fail first
+    if noise_floor and RETRAIN_FLOOR.name not in methods:  # right after Retrain's row
+        names = [m.name for m in chosen]
+        at = names.index("retrain") + 1 if "retrain" in names else 0
+        chosen.insert(at, RETRAIN_FLOOR)
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed.")
     if len(splits.forget["label"]) == 0:
         raise ValueError(f"the forget set is empty (spec {(config or {}).get('forget')!r}): "
                          "nothing to unlearn.")
+    splits = with_validation(splits, seed=int((config or {}).get("split_seed") or 0))
+    if held_out is not None and is_test_data(held_out[0], splits):
+        raise ValueError("held_out is the test split, on which TA and the membership attack are "
+                         "measured; the stopping rule reads the validation split "
+                         "(held_out_for, or leave held_out=None).")
     hparams, grids = dict(hparams or {}), dict(grids or {})
     unknown = sorted((set(hparams) | set(grids)) - {m.name for m in chosen})
     if unknown:
@@ -291,21 +311,27 @@ def run_experiment(
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(out) if resume else {"runs": []}
-    record = {**dict(config or {}), "methods": list(methods), "seeds": list(seeds),
+    tuning, cap = tuning_grids(chosen, tuned, grids, len(splits.forget["label"]))
+    record = {**dict(config or {}), "methods": [m.name for m in chosen], "seeds": list(seeds),
               "tune_seeds": list(tune_seeds), "hparams": hparams, "grids": grids,
               "tune_methods": None if tune_methods is None else list(tune_methods),
               "selection_rule": SELECTION_RULE if tune_seeds else None,
-              "tuning_grids": {m.name: dict(grids.get(m.name) or m.grid) for m in chosen
-                               if m.name in tuned and (grids.get(m.name) or m.grid)},
+              "tuning_grids": {name: {k: list(v) for k, v in grid.items()}
+                               for name, grid in tuning.items()},
+              "step_cap": cap if tuning else None,
               "trace_every": int(trace_every),
-              "counts": getattr(splits, "info", {}).get("counts")}
+              "counts": (getattr(splits, "info", None) or {}).get("counts"),
+              "held_out": held_out_record(splits), "noise_floor": bool(noise_floor),
+              "protocol": PROTOCOL}
     if resume:
+        check_protocol(out, results, record)
         check_resume(out, record, results)
     results["config"] = record
     if retain_free and held_out is None and splits.forget["label"].ndim == 1:
         from imu_jax.unlearning.stopping import infer_removal
 
-        held_out = (splits.test, infer_removal(splits.forget["label"], splits.test["label"]))
+        held_out = (splits.validation,
+                    infer_removal(splits.forget["label"], splits.validation["label"]))
     retain_free = retain_free and held_out is not None
     results["config"]["retain_free_rule"] = (
         {"rule": RETAIN_FREE_RULE, "removal": held_out[1]} if retain_free else None)
@@ -315,22 +341,25 @@ def run_experiment(
     try:
         return _run_all(store, splits, trainer, out, progress, trace_every,
                         held_out if retain_free else None, chosen, seeds, tune_seeds, tuned,
-                        hparams, grids, retain_free)
+                        hparams, tuning, retain_free)
     finally:
         store.close()
 
 
 def _run_all(store, splits, trainer, out, progress, trace_every, held_out, chosen, seeds,
-             tune_seeds, tuned, hparams, grids, retain_free) -> dict:
+             tune_seeds, tuned, hparams, tuning, retain_free) -> dict:
     """Every (method, seed) job of :func:`run_experiment`, in order, each saved as it ends."""
     results = store.results
     runner = _Runner(splits, trainer, out, store, progress, trace_every, held_out)
-
-    plans = {m.name: plan_jobs(m, tune_seeds if m.name in tuned else (),
-                               overrides=hparams.get(m.name, {}), grid=grids.get(m.name))
+    retain = getattr(splits, "retain", None)
+    sizes = {"forget": len(splits.forget["label"]),
+             "retain": None if retain is None else len(retain["label"])}
+    plans = {m.name: plan_jobs(m, tune_seeds if m.name in tuning else (),
+                               overrides=hparams.get(m.name, {}), grid=tuning.get(m.name, {}),
+                               sizes=sizes)
              for m in chosen}
     free = {m.name: retain_free and not m.reference and m.name != "retrain" for m in chosen}
-    fixed = {m.name: not free[m.name] or bool(m.name in tuned and m.grid) for m in chosen}
+    fixed = {m.name: not free[m.name] or m.name in tuning for m in chosen}
     total = (len(seeds) * (1 + sum(free.values()) + sum(fixed.values()))
              + sum(len(jobs) for jobs in plans.values()))
     from tqdm.auto import tqdm
@@ -381,6 +410,7 @@ def run(
     command: str | None = None,
     trace_every: int = 0,
     retain_free: bool = True,
+    noise_floor: bool = True,
 ) -> dict:
     """Everything ``imu-jax run`` does: splits, cached original/Retrain models, methods, reports.
 
@@ -404,7 +434,10 @@ def run(
     if resume:  # before any data or training
         check_resume(out, {**record, "hparams": dict(hparams or {}), "grids": dict(grids or {}),
                            "tune_seeds": list(tune_seeds)})
-    splits = make_splits(dataset, forget, seed=split_seed, data_dir=data_dir)
+    from imu_jax.data import VALIDATION_FRACTION
+
+    splits = make_splits(dataset, forget, seed=split_seed, data_dir=data_dir,
+                         validation=VALIDATION_FRACTION)  # the rule's and the tuning's data
     build_model(cfg, splits)  # a model that does not fit the data fails before any training
     held_out = held_out_for(splits, forget, seed=split_seed)
     trainer = cached_trainer(splits, cfg, out, progress=progress)
@@ -412,4 +445,4 @@ def run(
                           resume=resume, tune_seeds=tune_seeds, tune_methods=tune_methods,
                           hparams=hparams, grids=grids,
                           config=record, progress=progress, trace_every=trace_every,
-                          held_out=held_out, retain_free=retain_free)
+                          held_out=held_out, retain_free=retain_free, noise_floor=noise_floor)

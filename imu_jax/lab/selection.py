@@ -12,23 +12,24 @@ import numpy as np
 from imu_jax import methods as methods_lib
 
 
-SELECTION_RULE = ("every method gets the same budget: a grid of the same size over its own knobs "
-                  "(lr × epochs, plus its second knob — IMU's top_fraction, Boundary Shrink's ε, "
-                  "NPO's β — for every method that has one; SSD: α × λ; grids listed below) runs "
-                  "on the tuning seeds, whose original and Retrain models are trained apart from "
-                  "the reported seeds'; the config with the smallest mean Avg. Gap to Retrain "
-                  "over the tuning seeds is selected (so top_fraction is never chosen on the "
-                  "reported seeds), then run and reported on the reported seeds. One lr schedule "
-                  "for all (milestones, default constant).")
+SELECTION_RULE = ("one protocol for every method: the same grid — optimizer steps ∈ {1, 2, 4, …, "
+                  "the retain-free cap} × learning rate ∈ {1e-4, 1e-3, 1e-2, 1e-1}, every other "
+                  "hyperparameter at the method's default (SSD, which takes no step: its α × λ "
+                  "grid) — runs on the tuning seeds, whose original and Retrain models are "
+                  "trained apart from the reported seeds'; each configuration is scored on the "
+                  "VALIDATION split (never the test split), and the one with the smallest mean "
+                  "Avg. Gap to Retrain over the tuning seeds is selected (the first in grid order "
+                  "on ties), then run and reported on the reported seeds, scored on the test "
+                  "split. One lr schedule for all (constant).")
 
 
 RETAIN_FREE_RULE = ("retain-free: each method runs its default hyperparameters at a constant lr "
-                    "and stops by the rule of imu_jax.unlearning.stopping on the forget set vs the held-out "
-                    "split (class removal: forget accuracy ≤ 1/#classes; sample removal: "
-                    "loss-membership AUC at chance, or earlier when held-out accuracy falls "
-                    "below its start by more than its 5 % noise level, handing back the last "
-                    "check within it: the utility guard), capped at 50 epochs; no Retrain "
-                    "model, no retain set.")
+                    "and stops by the rule of imu_jax.unlearning.stopping on the forget set vs the "
+                    "VALIDATION split (class removal: forget accuracy ≤ 1/#classes; sample "
+                    "removal: loss-membership AUC at chance, or earlier when validation accuracy "
+                    "falls below its start by more than its 5 % noise level, handing back the "
+                    "last check within it: the utility guard), capped at 50 epochs; no Retrain "
+                    "model, no retain set, no test data.")
 
 
 def grid_points(grid: Mapping[str, Sequence]) -> list[dict[str, Any]]:
@@ -60,12 +61,66 @@ def select_hparams(runs: Sequence[Mapping], method: str) -> dict | None:
     return dict(best[0]["hparams"])
 
 
+def resolve_grid(grid: Mapping[str, Sequence], cap: int) -> dict[str, tuple]:
+    """The grid a method is tuned over in a setting whose retain-free cap is ``cap`` steps: the
+    shared grid's step axis (``imu_jax.methods.grids.StepCounts``) becomes
+    ``step_counts(cap)``; a grid that names ``epochs`` (``--grid imu.epochs=10,20``) but not
+    ``max_steps`` is tuned in epochs, and the shared step axis is dropped. Axes given as plain
+    sequences are kept as they are.
+
+    >>> from imu_jax.methods.grids import STEP_GRID
+    >>> resolve_grid(STEP_GRID, 8)["max_steps"]
+    (1, 2, 4, 8)
+    >>> resolve_grid({**STEP_GRID, "epochs": [10]}, 8)
+    {'learning_rate': (0.0001, 0.001, 0.01, 0.1), 'epochs': (10,)}
+    """
+    from imu_jax.methods.grids import StepCounts, step_counts
+
+    out = {}
+    for key, values in grid.items():
+        if isinstance(values, StepCounts):
+            if "epochs" in grid:  # tuned in epochs: the user's axis replaces the step axis
+                continue
+            values = step_counts(cap)
+        out[key] = tuple(values)
+    return out
+
+
+def tuning_grids(chosen: Sequence[methods_lib.Method], tuned: set[str],
+                 grids: Mapping[str, Mapping[str, Sequence]], num_forget: int
+                 ) -> tuple[dict[str, dict[str, tuple]], int]:
+    """``({method: resolved grid}, cap)``: the grid of every tuned method (``grids[name]``, else
+    its own) with the shared step axis resized to the retain-free cap ``cap`` of a forget set of
+    ``num_forget`` examples (:func:`resolve_grid`); methods without a grid are left out."""
+    from imu_jax.methods.grids import retain_free_cap
+
+    cap = retain_free_cap(num_forget)
+    resolved = {m.name: resolve_grid(grids.get(m.name) or m.grid, cap) for m in chosen
+                if m.name in tuned}
+    return {name: grid for name, grid in resolved.items() if grid}, cap
+
+
 def plan_jobs(method: methods_lib.Method, tune_seeds: Sequence[int], *,
-              overrides: Mapping[str, Any], grid: Mapping[str, Sequence] | None
-              ) -> list[tuple[int, dict]]:
-    """The tuning runs ``(seed, hparams)``: the method's grid on every tuning seed."""
+              overrides: Mapping[str, Any], grid: Mapping[str, Sequence] | None,
+              sizes: Mapping[str, int | None] | None = None) -> list[tuple[int, dict]]:
+    """The tuning runs ``(seed, hparams)``: the method's grid on every tuning seed. A point that
+    sets ``max_steps`` but not ``epochs`` gets an ``epochs`` under which the run holds that many
+    steps (``imu_jax.methods.grids.epochs_for_steps`` with ``sizes = {"forget": n_f,
+    "retain": n_r}``), so the step count, not the epoch count, ends it."""
+    from imu_jax.methods.base import RETAIN_SET
+    from imu_jax.methods.grids import epochs_for_steps
+
     base = method.hparams(overrides) if method.defaults else dict(overrides)
     grid = method.grid if grid is None else grid
     if not grid:
         return []
-    return [(seed, {**base, **point}) for seed in tune_seeds for point in grid_points(grid)]
+    points = []
+    for point in grid_points(grid):
+        hparams = {**base, **point}
+        if (sizes and point.get("max_steps") and "epochs" not in point
+                and "epochs" in hparams):
+            hparams["epochs"] = epochs_for_steps(
+                point["max_steps"], hparams, num_forget=sizes["forget"],
+                num_retain=sizes.get("retain"), iterates_retain=method.needs == RETAIN_SET)
+        points.append(hparams)
+    return [(seed, dict(hparams)) for seed in tune_seeds for hparams in points]

@@ -5,19 +5,19 @@ code's ``GA.py`` call ``model.train()``); ``bn_mode="frozen"`` keeps inference m
 
 >>> from imu_jax.methods import get_method
 >>> sorted(get_method("ga").grid), get_method("ga").defaults["milestones"]
-(['epochs', 'learning_rate'], ())
+(['learning_rate', 'max_steps'], ())
 """
 
 from __future__ import annotations
 
 from imu_jax.methods.base import (FORGET_ONLY, Method, MethodOutput, UnlearnTask, ce_loop, timed,
                                   xy)
-from imu_jax.methods.grids import LR_STEPS_GRID, gradient_defaults
+from imu_jax.methods.grids import GRIDS, gradient_defaults
 
 # The same optimizer recipe as IMU (SGD momentum 0.9, coupled decay, constant lr), so GA differs
 # from GA-head in which parameters move (and the absence of the L1 term) and in BatchNorm mode.
 DEFAULTS = gradient_defaults(learning_rate=0.02, epochs=20, bn_mode="train")
-GRID = LR_STEPS_GRID["ga"]
+GRID = GRIDS["ga"]
 
 
 def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:

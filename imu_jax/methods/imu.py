@@ -20,7 +20,7 @@ TUNABLE = ("learning_rate", "epochs", "top_fraction", "alpha", "batch_size", "in
            "update_batch_stats", "head", "optimizer", "max_steps", "weight_decay", "momentum",
            "milestones")
 DEFAULTS = {name: getattr(UnlearnConfig(), name) for name in TUNABLE}
-GRID = GRIDS["imu"]  # lr × epochs × top_fraction (imu_jax.methods.grids: the same budget for all)
+GRID = GRIDS["imu"]  # lr × optimizer steps, the grid every method shares (imu_jax.methods.grids)
 
 
 def config_for(weighting: str, hparams: dict) -> UnlearnConfig:

@@ -107,7 +107,8 @@ class UnlearnConfig:
         if not (math.isfinite(self.gamma) and self.gamma > 0):
             raise ValueError(f"gamma must be a positive number, got {self.gamma!r}.")
         for name in ("learning_rate", "damping", "alpha", "weight_decay"):  # lr 0: a no-op run
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+            value = getattr(self, name)  # an infinite lr diverges at step 1, and says so
+            if math.isnan(value) or value < 0 or (name != "learning_rate" and math.isinf(value)):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps!r}.")

@@ -29,10 +29,19 @@ def _values(runs: Iterable[Mapping], key: str) -> list[float]:
     return out
 
 
+def sample_std(values: Sequence[float]) -> float:
+    """The sample standard deviation (ddof = 1) of ``values``; 0.0 for a single value.
+
+    >>> round(sample_std([0.8, 1.0]), 4), sample_std([3.0])
+    (0.1414, 0.0)
+    """
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarize(runs: Sequence[Mapping], keys: Sequence[str] | None = None
               ) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """``{row: {key: (mean, std, n)}}`` over the reported runs (population std, ddof 0), one row
-    per :func:`row_label`; diverged runs are left out."""
+    """``{row: {key: (mean, std, n)}}`` over the reported runs (sample std, ddof 1; 0 for one
+    run), one row per :func:`row_label`; diverged runs are left out."""
     runs = reported_runs(runs)
     methods = list(dict.fromkeys(row_label(r) for r in runs))
     if keys is None:
@@ -44,7 +53,7 @@ def summarize(runs: Sequence[Mapping], keys: Sequence[str] | None = None
         for key in keys:
             values = _values(mine, key)
             if values:
-                summary[method][key] = (float(np.mean(values)), float(np.std(values)), len(values))
+                summary[method][key] = (float(np.mean(values)), sample_std(values), len(values))
     return summary
 
 
@@ -63,3 +72,68 @@ def row_label(run: Mapping) -> str:
     if run.get("selection") == "oracle-tuned":
         return f"{run['method']} (oracle-tuned)"
     return run["method"]
+
+
+# Two-sided 95 % quantiles of Student's t, t_{0.975, df}, for df = 1..30 (standard tables; they
+# match scipy.stats.t.ppf(0.975, df) to 4 decimals — tests/test_protocol.py checks when SciPy is
+# installed; SciPy is not a dependency). Beyond 30: :func:`t_quantile_975`'s expansion.
+T_975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+         2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+         2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+
+
+def t_quantile_975(df: int) -> float:
+    """``t_{0.975, df}``: :data:`T_975` for df ≤ 30, else the Cornish–Fisher expansion of the t
+    quantile around the normal one (z = 1.959964; error < 1e-4 for df > 30).
+
+    >>> t_quantile_975(4), round(t_quantile_975(60), 3), round(t_quantile_975(10 ** 6), 3)
+    (2.7764, 2.0, 1.96)
+    """
+    df = int(df)
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}.")
+    if df <= len(T_975):
+        return T_975[df - 1]
+    z = 1.959964
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def paired_difference(runs: Sequence[Mapping], row: str, reference: str, key: str = "avg_gap"
+                      ) -> dict | None:
+    """The paired difference ``row − reference`` of ``key`` (default the Avg. Gap) over the seeds
+    where both rows have a scored (not diverged) run: its mean, sample std, the 95 % t-interval
+    ``mean ± t_{0.975, n−1} · std / √n`` and ``verdict``: ``"tie"`` where the interval covers
+    zero, else ``"lower"`` / ``"higher"`` (``row``'s value is below / above ``reference``'s).
+    Pairing by seed takes out what a seed's original and Retrain models share. One shared seed:
+    no interval (``low`` / ``high`` ``None``, verdict ``"n=1"``). ``None`` when no seed is shared.
+
+    >>> run = lambda m, s, g: {"method": m, "seed": s, "role": "eval", "metrics": {},
+    ...                        "avg_gap": g}
+    >>> runs = ([run("a", s, g) for s, g in ((0, .10), (1, .12), (2, .11))]
+    ...         + [run("b", s, g) for s, g in ((0, .05), (1, .06), (2, .07))])
+    >>> d = paired_difference(runs, "a", "b")
+    >>> round(d["mean"], 3), round(d["low"], 3), round(d["high"], 3), d["n"], d["verdict"]
+    (0.05, 0.025, 0.075, 3, 'higher')
+    """
+    by_row: dict[str, dict[int, float]] = {row: {}, reference: {}}
+    for run in reported_runs(runs):
+        label = row_label(run)
+        if label in by_row:
+            values = _values([run], key)
+            if values:
+                by_row[label][run["seed"]] = values[0]
+    seeds = sorted(set(by_row[row]) & set(by_row[reference]))
+    if not seeds:
+        return None
+    diffs = [by_row[row][s] - by_row[reference][s] for s in seeds]
+    mean, n = float(np.mean(diffs)), len(diffs)
+    if n < 2:
+        return {"mean": mean, "std": 0.0, "n": 1, "low": None, "high": None, "seeds": seeds,
+                "verdict": "n=1"}
+    std = sample_std(diffs)
+    half = t_quantile_975(n - 1) * std / math.sqrt(n)
+    low, high = mean - half, mean + half
+    verdict = "tie" if low <= 0.0 <= high else ("lower" if high < 0 else "higher")
+    return {"mean": mean, "std": std, "n": n, "low": low, "high": high, "seeds": seeds,
+            "verdict": verdict}

@@ -8,10 +8,9 @@ A results dict is ``{"config": {...}, "runs": [{"method", "seed", "role", "hpara
 >>> runs = [{"method": "imu", "seed": s, "role": "eval", "metrics": {"ua": u}, "avg_gap": 0.1,
 ...          "seconds": 1.0, "hparams": {}, "needs": "forget set only"}
 ...         for s, u in ((1, 0.8), (2, 1.0))]
->>> summary = summarize(runs)
->>> mean, std, n = summary["imu"]["ua"]
->>> round(mean, 6), round(std, 6), n
-(0.9, 0.1, 2)
+>>> mean, std, n = summarize(runs)["imu"]["ua"]  # sample std (ddof 1)
+>>> round(mean, 4), round(std, 4), n
+(0.9, 0.1414, 2)
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from imu_jax.lab.report.matched import matched_forgetting
-from imu_jax.lab.report.runs import is_sequence, reported_runs, row_label, summarize
+from imu_jax.lab.report.runs import (is_sequence, paired_difference, reported_runs, row_label,
+                                     sample_std, summarize)
 
 
 CLASSIFICATION_COLUMNS = (("ua", "UA"), ("ra", "RA"), ("ta", "TA"), ("mia_efficacy", "MIA-eff."))
@@ -39,6 +39,10 @@ SEQUENCE_COLUMNS = (("kl_retrain_test", "KL→Retrain retain-test"),
                     ("kl_true_test", "KL→true retain-test"),
                     ("kl_true_forget_test", "KL→true forget-test"),
                     ("kl_true_control_test", "KL→true forget2-test"))
+
+
+# How a row is named in the tables (the runs keep the registry's name).
+DISPLAY_NAMES = {"retrain_floor": "retrain vs retrain (noise floor)"}
 
 
 PERCENT_KEYS = {"ua", "ra", "ta", "fa", "fta", "mia_efficacy", "mia_entropy", "mia_m_entropy",
@@ -126,7 +130,8 @@ def table(results: Mapping, columns: Sequence[tuple[str, str]], *, with_needs: b
         mine = [r for r in reported_runs(runs) if row_label(r) == method]
         diverged = sum(bool(r.get("diverged")) for r in mine)
         collapsed = sum(bool(r.get("collapsed")) for r in mine)
-        label = method + (f" (collapsed ×{collapsed})" if collapsed else "")
+        label = DISPLAY_NAMES.get(method, method) + (f" (collapsed ×{collapsed})" if collapsed
+                                                     else "")
         row = [label] + ([needs.get(method, "")] if with_needs else [])
         row += [format_cell(stats.get(key), key) if key in stats or not diverged
                 else "diverged" for key, _ in columns]
@@ -183,11 +188,18 @@ def results_markdown(results: Mapping) -> str:
         parts += ["Reproduce with:", "", "```", config["command"], "```", ""]
     if config.get("counts"):
         parts += [f"Split sizes: {json.dumps(config['counts'])}.", ""]
+    if config.get("held_out"):
+        parts += [held_out_text(config["held_out"]), ""]
     if config.get("selection_rule"):
         parts += [f"Tuning rule (oracle-tuned rows): {config['selection_rule']}", ""]
     if config.get("tuning_grids"):
-        parts += ["Tuning grids (the same number of configurations per method):", ""]
-        parts += [f"- {name}: {grid_text(grid)}" for name, grid in config["tuning_grids"].items()]
+        cap = config.get("step_cap")
+        parts += ["Tuning grid" + (f" (max_steps = optimizer steps; this setting's retain-free "
+                                   f"cap is {cap} steps)" if cap else "") + ":", ""]
+        groups: dict[str, list[str]] = {}
+        for name, grid in config["tuning_grids"].items():
+            groups.setdefault(grid_text(grid), []).append(name)
+        parts += [f"- {text}: {', '.join(names)}" for text, names in groups.items()]
         parts += [""]
         if config.get("tune_methods") is not None:
             untuned = [m for m in config.get("methods", []) if m not in config["tune_methods"]
@@ -201,8 +213,11 @@ def results_markdown(results: Mapping) -> str:
         rule = config["retain_free_rule"]
         parts += [f"Retain-free rows ({rule['removal']} removal): {rule['rule']} Diverged runs "
                   "are shown as such and left out of every mean.", ""]
-    parts += ["Mean ± std over the reported seeds. Fractions in %. Avg. Gap = mean |metric − "
-              "Retrain| over the main metric columns (lower is better). RTE = wall-clock seconds "
+    parts += ["Mean ± sample std (ddof 1) over the reported seeds. Fractions in %. Avg. Gap = "
+              "mean |metric − Retrain| over the main metric columns (lower is better). "
+              "retrain vs retrain (noise floor) = a second Retrain model (seed + 1000) scored "
+              "against the first: the gap training randomness alone makes, which no method can "
+              "be expected to beat. RTE = wall-clock seconds "
               "of the unlearning itself (Retrain: its training time; Original: 0; \"resumed\": "
               "runs continued from a checkpoint, timed from there). Seconds vary run to run; "
               "the other numbers repeat given the command on the same machine and software "
@@ -217,6 +232,10 @@ def results_markdown(results: Mapping) -> str:
         parts += [table(results, SEQUENCE_COLUMNS, with_hparams=True), ""]
     else:
         parts += [table(results, CLASSIFICATION_COLUMNS, with_hparams=True), ""]
+        compared = comparison_table(results)
+        if compared:
+            parts += ["## Paired comparison with IMU (Avg. Gap)", "", COMPARISON_NOTE, "",
+                      compared, ""]
         versus = retain_free_table(results)
         if versus:
             parts += ["## Retain-free vs oracle-tuned", "", versus, ""]
@@ -224,11 +243,106 @@ def results_markdown(results: Mapping) -> str:
                   table(results, MIA_COLUMNS, with_needs=False), ""]
         matched = matched_forgetting(results)
         if matched:
-            parts += ["## Utility at matched forgetting (tuning sweep, mean over tuning seeds; "
-                      "UA levels relative to Retrain's)",
+            parts += ["## Utility at matched forgetting (tuning sweep, mean over tuning seeds, "
+                      "TA on the validation split; UA levels relative to Retrain's)",
                       "",
                       matched, ""]
     return "\n".join(parts)
+
+
+def held_out_text(held: Mapping) -> str:
+    """The paragraph of ``results.md`` naming the validation and test splits, their sizes, how
+    the validation split was made and what reads each (``config["held_out"]``).
+
+    >>> text = held_out_text({"validation": 162, "test": 161, "carve": {"fraction": 0.5,
+    ...                       "seed": 0, "stratified_by": "label"}})
+    >>> "validation split** (162 examples" in text and "test split** (161 examples" in text
+    True
+    """
+    carve = held.get("carve") or {}
+    how = (f"{100 * carve['fraction']:.0f} % of the released test split"
+           + (f", stratified by {carve['stratified_by']}" if carve.get("stratified_by") else "")
+           + f", split seed {carve.get('seed', 0)}") if carve.get("fraction") else \
+        "carved from the test split"
+    extra = [f"{name} {held[name]}" for name in ("forget_validation", "forget_test",
+                                                   "control_validation", "control_test")
+             if name in held]
+    return (f"Held-out data, three disjoint roles: the **validation split** "
+            f"({held.get('validation', '?')} examples; {how}) is what the retain-free stopping "
+            f"rule and the oracle tuning's Avg. Gap read; the **test split** "
+            f"({held.get('test', '?')} examples, the rest) is where TA, the membership attack's "
+            "non-members and every reported distance are measured, on the reported seeds only"
+            + (f" (forget / control parts: {', '.join(extra)})" if extra else "") + ". TA is "
+            "therefore measured on the reduced test split, not the released one: compare it with "
+            "published numbers (e.g. the paper's, on the full test split) with that in mind.")
+
+
+COMPARISON_NOTE = ("Difference of Avg. Gap, row − IMU (the IMU row of the same kind: retain-free "
+                   "with retain-free, oracle-tuned with oracle-tuned; otherwise IMU's retain-free "
+                   "row), paired by seed (each seed's runs share the original and Retrain "
+                   "models), in percentage points: mean and 95 % t-interval over the seeds both "
+                   "rows ran (t_{0.975, n−1} · sample std / √n; "
+                   "imu_jax.lab.report.runs.paired_difference). **tie** = the interval covers 0; "
+                   "lower / higher = the row's gap is below / above IMU's at that level.")
+
+
+def comparison_reference(rows: Sequence[str], row: str, method: str = "imu") -> str | None:
+    """The row of ``method`` that ``row`` is compared with: the same kind (retain-free,
+    oracle-tuned) when there is one, else ``method``'s retain-free row, else its plain row.
+
+    >>> rows = ["ga (retain-free)", "imu (retain-free)", "ga (oracle-tuned)", "imu (oracle-tuned)"]
+    >>> comparison_reference(rows, "ga (oracle-tuned)"), comparison_reference(rows, "original")
+    ('imu (oracle-tuned)', 'imu (retain-free)')
+    """
+    for suffix in (" (retain-free)", " (oracle-tuned)"):
+        if row.endswith(suffix) and method + suffix in rows:
+            return method + suffix
+    for candidate in (f"{method} (retain-free)", method, f"{method} (oracle-tuned)"):
+        if candidate in rows:
+            return candidate
+    return None
+
+
+def comparison_table(results: Mapping, method: str = "imu") -> str:
+    """Every row against ``method``'s (:func:`comparison_reference`): the paired difference of
+    their Avg. Gap over seeds with its 95 % t-interval and the verdict (``tie`` where the interval
+    covers zero). Empty when ``method`` has no row.
+
+    >>> run = lambda m, s, g, role="retain_free": {"method": m, "seed": s, "role": role,
+    ...     "metrics": {}, "avg_gap": g}
+    >>> runs = [run("imu", s, 0.02) for s in (0, 1, 2)] + [run("ga", s, g) for s, g in
+    ...        ((0, 0.03), (1, 0.01), (2, 0.02))] + [run("original", s, 0.5, "eval") for s in (0, 1, 2)]
+    >>> text = comparison_table({"runs": runs})
+    >>> "| ga (retain-free) | imu (retain-free) | +0.0 | [−2.5, +2.5] | 3 | tie |" in text
+    True
+    >>> "| original | imu (retain-free) | +48.0 | [+48.0, +48.0] | 3 | higher |" in text
+    True
+    """
+    runs = results["runs"]
+    rows = list(dict.fromkeys(row_label(r) for r in reported_runs(runs)))
+    if not any(r == method or r.startswith(method + " (") for r in rows):
+        return ""
+    scale = 1.0 if is_sequence(results) else 100.0
+
+    def number(value):
+        if value is None:
+            return "–"
+        value = round(scale * value, 1) + 0.0  # no "−0.0"
+        return f"{value:+.1f}".replace("-", "−")
+
+    lines = ["| Row | vs | Δ Avg. Gap | 95 % CI | seeds | verdict |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        reference = comparison_reference(rows, row, method)
+        if reference is None or reference == row:
+            continue
+        diff = paired_difference(runs, row, reference)
+        if diff is None:
+            continue
+        interval = ("–" if diff["low"] is None
+                    else f"[{number(diff['low'])}, {number(diff['high'])}]")
+        lines.append(f"| {DISPLAY_NAMES.get(row, row)} | {reference} | {number(diff['mean'])} | "
+                     f"{interval} | {diff['n']} | {diff['verdict']} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def grid_text(grid: Mapping[str, Sequence]) -> str:
@@ -248,7 +362,7 @@ def combined_markdown(named_results: Mapping[str, Mapping]) -> str:
     >>> run = lambda m, ua: {"method": m, "seed": 0, "role": "eval", "metrics": {
     ...     "ua": ua, "ra": 1.0, "ta": 0.9, "mia_efficacy": ua}, "avg_gap": 1 - ua, "seconds": 1.0}
     >>> text = combined_markdown({"a": {"runs": [run("imu", 1.0)]}, "b": {"runs": [run("imu", 0.5)]}})
-    >>> "| imu | 75.0 ± 25.0 |" in text
+    >>> "| imu | 75.0 ± 35.4 |" in text  # sample std (ddof 1) over the experiments
     True
     """
     names = list(named_results)
@@ -256,15 +370,15 @@ def combined_markdown(named_results: Mapping[str, Mapping]) -> str:
     methods = list(dict.fromkeys(m for s in per_experiment.values() for m in s))
     keys = [k for k, _ in CLASSIFICATION_COLUMNS] + ["avg_gap", "seconds"]
     labels = [label for _, label in CLASSIFICATION_COLUMNS] + ["Avg. Gap ↓", "RTE (s)"]
-    lines = [f"Mean ± std over {len(names)} experiments ({', '.join(names)}) of each "
+    lines = [f"Mean ± sample std over {len(names)} experiments ({', '.join(names)}) of each "
              "experiment's seed mean. Fractions in %.", "",
              "| Method | " + " | ".join(labels) + " |", "|" + "---|" * (len(keys) + 1)]
     for method in methods:
-        row = [method]
+        row = [DISPLAY_NAMES.get(method, method)]
         for key in keys:
             values = [per_experiment[n][method][key][0] for n in names
                       if method in per_experiment[n] and key in per_experiment[n][method]]
-            stats = (float(np.mean(values)), float(np.std(values)), len(values)) if values else None
+            stats = (float(np.mean(values)), sample_std(values), len(values)) if values else None
             row.append(format_cell(stats, "avg_gap_percent" if key == "avg_gap" else key))
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Avg. Gap (%) per experiment:", "",
@@ -272,7 +386,7 @@ def combined_markdown(named_results: Mapping[str, Mapping]) -> str:
     for method in methods:
         cells = [format_cell(per_experiment[n].get(method, {}).get("avg_gap"), "avg_gap_percent")
                  for n in names]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {DISPLAY_NAMES.get(method, method)} | " + " | ".join(cells) + " |")
     check = retain_free_check(per_experiment)
     if check:
         lines += ["", check]
