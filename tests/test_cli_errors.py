@@ -65,7 +65,7 @@ RUN_CASES = [
     ("--hparam", {"--hparam": (ADD, "imu.alpha=-1")}, "must be >= 0"),
     # values only the method itself knows are out of range: checked before training too
     ("--hparam", {"--hparam": (ADD, "imu.top_fraction=2")}, "top_fraction must be in (0, 1]"),
-    ("--hparam", {"--hparam": (ADD, "imu.clip_quantile=1.5")}, "clip_quantile must be in"),
+    ("--hparam", {"--hparam": (ADD, "imu.momentum=1.5")}, "momentum must be in"),
     ("--hparam", {"--hparam": (ADD, "imu.milestones=[5]")}, "fractions of the run in (0, 1)"),
     ("--hparam", {"--hparam": (ADD, 'imu.optimizer="adam"')}, "optimizer must be"),
     ("--grid", {"--grid": (ADD, "imu.top_fraction=0.5,3")}, "top_fraction=3"),

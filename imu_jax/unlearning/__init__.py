@@ -11,11 +11,21 @@ sharded step loop for users who write their own; :mod:`~imu_jax.unlearning.run_c
 
 from imu_jax.unlearning.config import UnlearnConfig, UnlearnReport
 from imu_jax.unlearning.loop import unlearn
-from imu_jax.unlearning.loop_checkpoint import LoopCheckpoint, use_run_checkpoints
 from imu_jax.unlearning.monitor import Monitor
-from imu_jax.unlearning.run_checkpoint import RunCheckpointer
 from imu_jax.unlearning.stopping import DivergenceWarning, StopRule, membership_auc
 
 
 __all__ = ["DivergenceWarning", "LoopCheckpoint", "Monitor", "RunCheckpointer", "StopRule",
            "UnlearnConfig", "UnlearnReport", "membership_auc", "unlearn", "use_run_checkpoints"]
+
+_CHECKPOINTS = {"LoopCheckpoint": "loop_checkpoint", "use_run_checkpoints": "loop_checkpoint",
+                "RunCheckpointer": "run_checkpoint"}
+
+
+def __getattr__(name: str):
+    """The run checkpoints load Orbax, so they are imported on first use, not with the package."""
+    if name in _CHECKPOINTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"imu_jax.unlearning.{_CHECKPOINTS[name]}"), name)
+    raise AttributeError(f"module 'imu_jax.unlearning' has no attribute {name!r}")
