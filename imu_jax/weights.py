@@ -83,7 +83,7 @@ def select_and_weight(
     Examples:
       >>> import jax.numpy as jnp, imu_jax as imu
       >>> order, k, w, fell_back = imu.select_and_weight(jnp.array([-4.0, 1.0, -1.0]), top_fraction=1.0)
-      >>> order[:int(k)].tolist(), w.round(2).tolist(), bool(fell_back)
+      >>> order[:int(k)].tolist(), [round(v, 2) for v in w.tolist()], bool(fell_back)
       ([0, 2], [1.93, 0.0, 1.0], False)
     """
     # Sorting needs the whole example axis on every device: on an Explicit mesh, scores sharded
@@ -140,7 +140,7 @@ def influence_weights(
     Examples:
       >>> import numpy as np, imu_jax as imu
       >>> idx, w = imu.influence_weights(np.array([-4.0, 0.5, -1.0, -9.0]), top_fraction=1.0)
-      >>> idx.tolist(), w.round(3).tolist()
+      >>> idx.tolist(), [round(v, 3) for v in w.tolist()]
       ([3, 0, 2], [2.86, 2.0, 1.0])
     """
     if not _checks.is_concrete(scores):

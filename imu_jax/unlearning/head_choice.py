@@ -139,6 +139,9 @@ def dense_layer(head: PyTree) -> tuple[str | None, dict | None, str]:
     >>> dense_layer({"a": {"kernel": np.ones((2, 2))}, "b": {"kernel": np.ones((2, 2))}})[2]
     'the head has 2 layers (a, b); the closed form needs one dense layer'
     """
+    found = heads.dense_softmax_head(head)  # the core's finder; below, only the reasons why not
+    if found is not None:
+        return _layer(found.kernel_path), found.take(head), ""
     leaves = _leaves(head)
     layers = sorted({_layer(p) for p in leaves})
     if len(layers) != 1:
