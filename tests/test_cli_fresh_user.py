@@ -100,3 +100,26 @@ def test_a_full_disk_while_saving_a_model_is_one_line_and_leaves_nothing(tmp_pat
     assert "No space left on device" in err and str(out) in err, err
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
     assert not out.exists()
+
+
+def test_a_config_file_with_a_syntax_error_is_one_line(tmp_path, capsys, no_training):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def get_config(:\n    return {}\n")
+    assert cli.main(["run", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = _one_line(capsys)
+    assert f"config file {bad}, line 1" in err, err
+
+
+def test_forgetting_every_class_is_refused_before_training(tmp_path, capsys, no_training):
+    argv = ["run", *BASE, "--forget", "classes:" + ",".join(map(str, range(10))),
+            "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "tfds")]
+    assert cli.main(argv) == 2
+    err = _one_line(capsys)
+    assert err.startswith("imu-jax run: error: --forget: ") and "retain set empty" in err, err
+
+
+def test_a_grid_without_tuning_seeds_is_refused(tmp_path, capsys, no_training):
+    argv = ["run", *BASE, "--forget", "class:3", "--grid", "imu.learning_rate=0.01,0.02",
+            "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "tfds")]
+    assert cli.main(argv) == 2
+    assert "--grid: only means something with --tune-seeds" in _one_line(capsys)

@@ -334,9 +334,9 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw
         mask[_read_indices(spec.path, n)] = True
     else:  # pragma: no cover - parse_forget_spec rejects unknown kinds
         raise ForgetSpecError(f"Unsupported forget spec {spec.text!r}.")
-    if spec is not None and not mask.any():
-        raise ForgetSpecError(
-            f"Forget spec {spec.text!r} leaves the forget set empty on {dataset!r}.")
+    if spec is not None and (not mask.any() or mask.all()):  # nothing to forget, or to keep
+        empty = "forget set empty" if not mask.any() else "retain set empty (forget less)"
+        raise ForgetSpecError(f"Forget spec {spec.text!r} leaves the {empty} on {dataset!r}.")
     forget, retain = take(train, mask), take(train, ~mask)
     if kind == "subclass":
         retain = take(train, np.isin(fine_tr, others))

@@ -24,7 +24,12 @@ def load_config_file(path: str) -> dict:
     if spec is None or not pathlib.Path(path).exists():
         raise FileNotFoundError(f"No config file {path}.")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:  # the user's file: one line, not a traceback
+        raise ValueError(f"config file {path}, line {err.lineno}: {err.msg}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise ValueError(f"config file {path} defines no get_config() function.")
     cfg = module.get_config()
     return dict(cfg if isinstance(cfg, dict) else vars(cfg))
 

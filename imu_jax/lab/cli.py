@@ -203,9 +203,13 @@ def run_run(args) -> int:
     line and exit with status 2 (:func:`main`)."""
     import contextlib
 
-    from imu_jax import sharding
+    from imu_jax import _extras, sharding
     from imu_jax.lab import runner, validate
     from imu_jax.unlearning import loop_checkpoint
+
+    for module, purpose in (("matplotlib", "imu-jax run's plots"),
+                            ("sklearn", "imu-jax run's membership attack")):
+        _extras.require(module, "experiments", purpose)  # the lab's extra, before any work
 
     mesh = mesh_from_args(args)  # first: the multi-host runtime starts before device use
     options = run_options(args)
@@ -233,10 +237,12 @@ def print_summary(out: pathlib.Path) -> None:
     columns = report.SEQUENCE_COLUMNS if report.is_sequence(results) else \
         report.CLASSIFICATION_COLUMNS
     print(report.table(results, columns))
+    curves = (f" and {out / 'curves.jsonl.xz'} (each check of the runs the retain-free rule "
+              f"stopped; draw them with: imu-jax plot {out})"
+              if (out / "curves.jsonl.xz").exists() else "")
     print(f"wrote {out / 'results.md'} (all tables and the command), {out / 'results.json'}, "
-          f"{out / 'tradeoff.png'} (forget vs test accuracy of every method) and, for runs "
-          f"stopped by the retain-free rule, {out / 'curves.jsonl.xz'} (each check; draw them "
-          f"with: imu-jax plot {out})", file=sys.stderr)
+          f"{out / 'tradeoff.png'} (forget vs test accuracy of every method){curves}",
+          file=sys.stderr)
 
 
 def run_interrupted(args) -> str:
@@ -289,8 +295,10 @@ def add_plot_command(subparsers) -> argparse.ArgumentParser:
 def run_plot(args) -> int:
     """``imu-jax plot``: the paths written on stdout; a folder without results or an unknown
     run name is one line and exit status 2 (:func:`main`)."""
+    from imu_jax import _extras
     from imu_jax.lab import figures
 
+    _extras.require("matplotlib", "experiments", "imu-jax plot")
     runs = args.run if args.run else (None if args.all or not args.summary else [])
     for path in figures.draw(args.out, runs, summary=args.summary, into=args.into):
         print(path)

@@ -157,6 +157,13 @@ def _tune_seeds_apart(values) -> str | None:
     return None
 
 
+def _grids_need_tuning(values) -> str | None:
+    """A grid is what tuning runs on: without tuning seeds it would be silently unused."""
+    if values.get("grids") and not values.get("tune_seeds"):
+        return "only means something with --tune-seeds (the seeds the grid runs on)"
+    return None
+
+
 def _tune_methods(values) -> str | None:
     chosen = values.get("tune_methods")
     if chosen is None:
@@ -325,6 +332,7 @@ RUN_CHECKS: list[tuple[str, Check]] = [
     ("--split-seed", _integer("split_seed", 0)),
     ("--hparam", _method_values("hparams", sweep=False)),
     ("--grid", _method_values("grids", sweep=True)),
+    ("--grid", _grids_need_tuning),
     ("--train-option", _train_options),
     ("--checkpoint-every", _integer("checkpoint_every", 0)),
     ("--keep-checkpoints", _integer("keep_checkpoints", 1)),
