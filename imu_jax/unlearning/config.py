@@ -62,6 +62,12 @@ class UnlearnConfig:
       closed_form: ``"auto"`` uses the dense-softmax closed form when it applies (the head is
         one dense layer, kernel ``[D, C]`` + bias ``[C]``, whatever its name, whose output is
         the logits); ``"never"`` forces the generic path. The report says which ran and why.
+      cache_features: ``"auto"`` computes the frozen body once when the head is one dense layer
+        whose input the model gives (the closed form's condition) and ``update_batch_stats`` is
+        off: the head's input features of the forget set and the held-out data are cached and
+        every ascent step and stopping check runs on the head alone (the same result to float
+        rounding, ``imu_jax.unlearning.feature_cache``); ``"never"`` runs the full model at
+        every step and check. The report's ``feature_cache`` says which ran and why.
     """
 
     head: Any = "head"  # str (regex) or a predicate fn(path, leaf) -> bool
@@ -83,12 +89,15 @@ class UnlearnConfig:
     update_batch_stats: bool = False
     influence_chunk_size: int | None = None
     closed_form: str = "auto"
+    cache_features: str = "auto"
 
     def __post_init__(self):
         for name, value, allowed in (("influence_mode", self.influence_mode, INFLUENCE_MODES),
                                      ("weighting", self.weighting, WEIGHTINGS),
                                      ("optimizer", self.optimizer, OPTIMIZERS),
-                                     ("closed_form", self.closed_form, ("auto", "never"))):
+                                     ("closed_form", self.closed_form, ("auto", "never")),
+                                     ("cache_features", self.cache_features,
+                                      ("auto", "never"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
         if self.influence_mode == "per_batch" and self.weighting == "shuffled":
@@ -146,6 +155,8 @@ class UnlearnReport:
     num_fallback_batches: int | None = None  # per-batch mode (num_kept = examples iterated)
     stop_reason: str | None = None  # imu_jax.unlearning.stopping.STOP_REASONS
     stopping: dict[str, Any] | None = None  # the rule's summary and per-check curve
+    feature_cache: bool = False
+    feature_cache_reason: str | None = None
     state: PyTree = dataclasses.field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:

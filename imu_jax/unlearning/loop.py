@@ -21,6 +21,7 @@ padding (mean token cross-entropy).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from typing import Mapping
@@ -40,7 +41,12 @@ from imu_jax.unlearning.config import LABEL_KEYS, PyTree, UnlearnConfig, Unlearn
 from imu_jax.unlearning.head_choice import resolve_head
 from imu_jax.unlearning.losses import (input_and_labels, labels_for_logits, make_example_loss,
                                        output_shape, train_apply)
-from imu_jax.unlearning.selection import forget_influence, select_examples
+from imu_jax.unlearning.feature_cache import plan_cache
+from imu_jax.unlearning.selection import (feature_batch_size, feature_fn, forget_influence,
+                                          select_examples)
+
+# traces of the step function (a Python side effect: it runs once per compilation), for tests
+TRACES: collections.Counter = collections.Counter()
 
 
 def _schedule(config: UnlearnConfig, total_steps: int) -> optax.Schedule | float:
@@ -124,6 +130,7 @@ def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformat
     uses_weights = not (config.influence_mode == "per_batch" and config.weighting == "influence")
 
     def step(head, opt_state, rest, state, x, y, weights, rng=None):
+        TRACES["step"] += 1
         if config.update_batch_stats:
             _, state = train_apply(model, heads.merge_head(head, rest), state, x, rng)
         loss = make_example_loss(model, rest, state)
@@ -137,6 +144,35 @@ def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformat
     if place:  # head, optimizer state and model state keep their placement on the mesh
         return place.jit(step, carry=(0, 1, 3))
     return jax.jit(step)
+
+
+# the fields of UnlearnConfig that make_optimizer and make_step read
+_STEP_FIELDS = ("optimizer", "learning_rate", "alpha", "momentum", "weight_decay",
+                "influence_mode", "weighting", "damping", "top_fraction", "clip_quantile",
+                "milestones", "gamma", "update_batch_stats")
+_STEPS: collections.OrderedDict = collections.OrderedDict()
+_MAX_STEPS_CACHED = 32
+
+
+def compiled_step(model, config: UnlearnConfig, total_steps: int):
+    """``(optimizer, jitted step)`` for ``model`` and ``config``, shared by every run with the
+    same model (``==``: the same object for protocol models, the same head paths for
+    :class:`~imu_jax.unlearning.feature_cache.HeadModel`) and the same optimizer settings: a second run with the same shapes does
+    not recompile. The step takes every array as an argument (``make_step``)."""
+    key = (model, tuple(getattr(config, f) for f in _STEP_FIELDS),
+           total_steps if config.milestones else 0)  # the schedule reads the length
+    try:
+        hit = _STEPS.get(key)
+    except TypeError:  # an unhashable model or head predicate: built for this run only
+        optimizer = make_optimizer(config, total_steps)
+        return optimizer, make_step(model, config, optimizer)
+    if hit is None:
+        optimizer = make_optimizer(config, total_steps)
+        hit = _STEPS[key] = (optimizer, make_step(model, config, optimizer))
+        while len(_STEPS) > _MAX_STEPS_CACHED:
+            _STEPS.popitem(last=False)
+    _STEPS.move_to_end(key)
+    return hit
 
 
 def _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, model):
@@ -306,7 +342,7 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray] | UnlearnCon
     head, rest = heads.split_head(params, selector)
     place = sharding.Placement(mesh if mesh is not None else sharding.current_mesh())
 
-    scores, closed_form, reason = None, None, None
+    scores, closed_form, reason, result = None, None, None, None
     if config.influence_mode == "global" and config.weighting != "uniform":
         result = forget_influence(model, params, state, x, y, config, place=place)
         (scores, closed_form), reason = result, getattr(result, "reason", None)
@@ -331,13 +367,27 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray] | UnlearnCon
                              "with it); got held_out=None.")
         plan, loop_config = _plan_batches(len(indices), config, rng), config
         monitor = monitor_lib.Monitor.fixed()
+    head_model, features, cache_reason = plan_cache(model, params, state, x, y, head, config,
+                                                    place, result)
+    step_model, step_x = model, x
+    if head_model is not None:  # the steps and checks on the head alone, over the features
+        step_model, step_x = head_model, features
+        monitor.use_features(head_model, features,
+                             feature_fn(model, params, state, head, feature_batch_size(y)),
+                             params, state)
+        cache_reason += (f" over {len(y)} forget" + (f" + {len(monitor.held_y)} held-out"
+                                                    if monitor.monitoring else "")
+                         + " examples")
     loop = _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, model)
     indices, weights, plan = _resume_selection(loop, indices, weights, plan, config.batch_size)
-    optimizer = make_optimizer(loop_config, len(plan))
+    if place:
+        optimizer = make_optimizer(loop_config, len(plan))
+        step = make_step(step_model, config, optimizer, place=place)
+    else:  # compiled once per model and settings, reused by later runs
+        optimizer, step = compiled_step(step_model, loop_config, len(plan))
     head, rest, state = place.params(head), place.replicate(rest), place.replicate(state)
     opt_state = place.init(optimizer, head)
-    step = make_step(model, config, optimizer, place=place)
-    kept_x, kept_y = _take(x, indices), y[indices]
+    kept_x, kept_y = _take(step_x, indices), y[indices]
     train_key = jax.random.key(seed) if config.update_batch_stats else None
     first, saved = loop.start({"params": head, "opt_state": opt_state, "model_state": state})
     head, opt_state, state = saved["params"], saved["opt_state"], saved["model_state"]
@@ -369,7 +419,8 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray] | UnlearnCon
         num_kept=int(len(indices)), fallback=bool(fallback), steps=monitor.steps,
         seconds=seconds, head_paths=heads.param_paths(head), closed_form=closed_form,
         closed_form_reason=reason, state=state,
-        stop_reason=monitor.stop_reason, stopping=monitor.result())
+        stop_reason=monitor.stop_reason, stopping=monitor.result(),
+        feature_cache=head_model is not None, feature_cache_reason=cache_reason)
     if scores is not None:
         report.num_negative = int(np.sum(scores < 0))
         report.influence = _summary(scores)

@@ -37,9 +37,9 @@ from imu_jax.unlearning.stopping import (_AUTO, UTILITY_LABEL, DivergenceWarning
 
 
 def _subset(arrays: Mapping[str, np.ndarray], limit: int, seed: int
-            ) -> tuple[PyTree, np.ndarray, np.ndarray]:
-    """``(x, y, utility_y)`` of a fixed random subset of at most ``limit`` examples (``x``: one
-    array or a dict of the inputs)."""
+            ) -> tuple[PyTree, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y, utility_y, rows)`` of a fixed random subset of at most ``limit`` examples (``x``:
+    one array or a dict of the inputs; ``rows``: their indices in ``arrays``)."""
     from imu_jax.unlearning.losses import input_and_labels
 
     x, y = input_and_labels(arrays)
@@ -47,10 +47,11 @@ def _subset(arrays: Mapping[str, np.ndarray], limit: int, seed: int
     if len(utility_y) != len(y):
         raise ValueError(f"held_out[{UTILITY_LABEL!r}] has {len(utility_y)} labels for "
                          f"{len(y)} examples.")
+    keep = np.arange(len(y))
     if len(y) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(y), limit, replace=False))
         x, y, utility_y = jax.tree.map(lambda a: a[keep], x), y[keep], utility_y[keep]
-    return x, y, utility_y
+    return x, y, utility_y, keep
 
 
 @functools.lru_cache(maxsize=64)
@@ -112,10 +113,10 @@ class Monitor:
         if held_out is None:
             raise ValueError("Monitor needs held_out data (a split the model never trained on); "
                              "got None. Use Monitor.fixed() for a fixed-length loop.")
-        self.forget_x, self.forget_y, _ = _subset(forget, self.rule.max_eval_examples,
-                                                  self.rule.seed)
-        self.held_x, self.held_y, self.utility_y = _subset(held_out, self.rule.max_eval_examples,
-                                                           self.rule.seed + 1)
+        self.forget_x, self.forget_y, _, self.forget_rows = _subset(
+            forget, self.rule.max_eval_examples, self.rule.seed)
+        self.held_x, self.held_y, self.utility_y, _ = _subset(
+            held_out, self.rule.max_eval_examples, self.rule.seed + 1)
         self.has_utility_labels = UTILITY_LABEL in held_out
         if len(self.forget_y) == 0 or len(self.held_y) == 0:
             raise ValueError(f"Monitor needs non-empty forget and held_out sets, got "
@@ -154,6 +155,21 @@ class Monitor:
         'fixed'
         """
         return cls(None, None, None, StopRule(eval_every=check_every))
+
+    def use_features(self, head_model, forget_features: PyTree, feature_fn, params: PyTree,
+                     state: PyTree) -> None:
+        """Evaluates from now on with ``head_model`` (the head alone, over the body's cached
+        features): the forget set's checks read ``forget_features`` (features of every forget
+        example, in order), the held-out checks the features ``feature_fn(held_x)`` computed
+        here, once. The data is first checked against the full model (shapes, labels, finite
+        inputs), so errors name the user's data as before; the checks' numbers are the full
+        model's to float rounding."""
+        if not self.monitoring:
+            return
+        self._check_data(params, state)
+        self.forget_x = jax.tree.map(lambda a: a[self.forget_rows], forget_features)
+        self.held_x = feature_fn(self.held_x)
+        self.model = head_model
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, params: PyTree, state: PyTree) -> dict[str, float]:

@@ -3,6 +3,7 @@ head allows it (else the streaming generic path) and select and weight the examp
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import jax
@@ -24,9 +25,10 @@ class Influence(tuple):
     and says why with ``reason`` (``"closed form: dense softmax top layer 'classifier' (kernel
     [64, 10], bias [10])"``, ``"generic: the head has 2 layers (...)"``, ...)."""
 
-    def __new__(cls, scores: np.ndarray, closed_form: bool, reason: str):
+    def __new__(cls, scores: np.ndarray, closed_form: bool, reason: str, features=None):
         self = super().__new__(cls, (scores, closed_form))
         self.reason = reason
+        self.features = features  # the head's input on every forget example (closed form)
         return self
 
     scores = property(lambda self: self[0])
@@ -38,9 +40,29 @@ def _take(x: PyTree, rows) -> PyTree:
 
 
 def _batched(fn, x: PyTree, batch_size: int) -> np.ndarray:
+    """``fn`` over ``x`` in batches of ``batch_size`` rows, the last one padded (its first row
+    repeated) so a jitted ``fn`` compiles for one shape; per-example ``fn`` only."""
     n = len(jax.tree.leaves(x)[0])
-    return np.concatenate([np.asarray(fn(_take(x, slice(i, i + batch_size))))
-                           for i in range(0, n, batch_size)])
+    size = min(batch_size, n)
+    out = []
+    for i in range(0, n, size):
+        rows = np.arange(i, min(i + size, n))
+        pad = np.concatenate([rows, np.full(size - len(rows), i)])
+        out.append(np.asarray(fn(_take(x, pad)))[:len(rows)])
+    return np.concatenate(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_head_input(model, layer: str):
+    """The jitted ``fn(params, state, x)`` giving ``layer``'s input (one per model and layer, so
+    repeated runs reuse its compilation), or ``(None, why not)``."""
+    fn, why = _head_input_fn(model, layer)
+    return (None, why) if fn is None else (jax.jit(fn), "")
+
+
+def feature_batch_size(y: np.ndarray) -> int:
+    """Rows per batch of the body's forward pass: 512 examples, 256 sequences."""
+    return 512 if np.ndim(y) == 1 else 256
 
 
 def _head_input_fn(model, layer: str):
@@ -57,7 +79,11 @@ def _head_input_fn(model, layer: str):
 def _closed_form_features(model, params, state, x, y, layer, dense):
     """``(features of every example, "")`` when ``features @ kernel + bias`` equals the model's
     logits on a few examples, else ``(None, why not)``."""
-    fn, why = _head_input_fn(model, layer)
+    try:
+        fn, why = _jitted_head_input(model, layer)
+    except TypeError:  # an unhashable model: no compilation cache
+        fn, why = _head_input_fn(model, layer)
+        fn = fn if fn is None else jax.jit(fn)
     if fn is None:
         return None, why
     probe = _take(x, slice(0, 8 if y.ndim == 1 else 2))
@@ -79,8 +105,34 @@ def _closed_form_features(model, params, state, x, y, layer, dense):
         return None, (f"the input of {layer!r} times its kernel plus bias is not the model's "
                       f"logits ({gap}): {layer!r} is not the model's output layer, or its output "
                       "is transformed")
-    feature_fn = jax.jit(fn)
-    return _batched(lambda xb: feature_fn(params, state, xb), x, 512 if y.ndim == 1 else 256), ""
+    return _batched(lambda xb: fn(params, state, xb), x, feature_batch_size(y)), ""
+
+
+def head_features(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndarray,
+                  head_tree: PyTree):
+    """``(DenseHead, features of every example of x, "")`` when the selected head is one dense
+    layer whose input the model gives and ``features @ kernel + bias`` is the logits (the closed
+    form's condition and probe), else ``(None, None, why not)``."""
+    layer, dense, why = dense_layer(head_tree)
+    if dense is None:
+        return None, None, why
+    if np.ndim(y) not in (1, 2):
+        return None, None, f"labels of shape {list(np.shape(y))} are neither classes nor sequences"
+    features, why = _closed_form_features(model, params, state, x, y, layer, dense)
+    if features is None:
+        return None, None, why
+    return heads.dense_softmax_head(head_tree), features, ""
+
+
+def feature_fn(model, params: PyTree, state: PyTree, head_tree: PyTree, batch_size: int):
+    """``fn(x) -> features`` (numpy, batched) of the head's input, for a head that
+    :func:`head_features` accepted."""
+    layer = dense_layer(head_tree)[0]
+    try:
+        fn = _jitted_head_input(model, layer)[0]
+    except TypeError:
+        fn = jax.jit(_head_input_fn(model, layer)[0])
+    return lambda x: _batched(lambda xb: fn(params, state, xb), x, batch_size)
 
 
 def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndarray,
@@ -118,11 +170,11 @@ def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndar
                 if y.ndim == 2:
                     scores = np.asarray(sequence_influence(features, jnp.asarray(y), dense,
                                                            damping=config.damping))
-                    return Influence(scores, True, reason + ", sequence labels")
-                features, labels = place.batch((features, jnp.asarray(y)))
-                scores = classifier_influence(features, labels, place.params(dense),
+                    return Influence(scores, True, reason + ", sequence labels", features)
+                placed, labels = place.batch((features, jnp.asarray(y)))
+                scores = classifier_influence(placed, labels, place.params(dense),
                                               damping=config.damping)
-                return Influence(place.host(scores), True, reason)
+                return Influence(place.host(scores), True, reason, features)
     loss = make_example_loss(model, place.replicate(rest), place.replicate(state))
     scores = influence_scores(loss, place.params(head_tree),
                               place.batch({"x": jax.tree.map(jnp.asarray, x), "y": jnp.asarray(y)}),
