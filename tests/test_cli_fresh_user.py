@@ -73,8 +73,12 @@ def test_catalogue_dataset_offline_fails_at_once_naming_the_folder(tmp_path, cap
     from imu_jax.data import sources
 
     monkeypatch.setattr(sources, "online", lambda *a, **k: False)
-    monkeypatch.setattr(sources.tfds, "data_source",
-                        lambda *a, **k: pytest.fail("TFDS was asked to download"))
+    def data_source(*args, download=True, **kwargs):
+        if download:
+            pytest.fail("TFDS was asked to download")
+        raise FileNotFoundError("not prepared")  # what TFDS raises for data it does not have
+
+    monkeypatch.setattr(sources.tfds, "data_source", data_source)
     data_dir = tmp_path / "my_tfds"
     assert cli.main(["run", *BASE, "--dataset", "cifar10", "--model", "fastcnn", "--forget",
                      "class:0", "--out", str(tmp_path / "o"), "--data-dir", str(data_dir)]) == 2

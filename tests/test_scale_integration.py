@@ -122,7 +122,10 @@ def test_run_cli_with_mesh_and_checkpoints(tmp_path, data_dir):
             for name in ("one", "mesh")}
     imu = {name: next(r for r in rs if r["method"] == "imu") for name, rs in runs.items()}
     for key, value in imu["one"]["metrics"].items():
-        assert imu["mesh"]["metrics"][key] == pytest.approx(value, abs=1e-3), key
+        # a membership attack's threshold may flip one of the ~150 test examples at float
+        # rounding (mesh vs one device): one example's worth of tolerance there
+        tolerance = 0.01 if key.startswith("mia") else 1e-3
+        assert imu["mesh"]["metrics"][key] == pytest.approx(value, abs=tolerance), key
     (run_dir,) = list((tmp_path / "mesh" / "checkpoints").iterdir())
     assert any(p.name.isdigit() for p in run_dir.iterdir())
 

@@ -100,6 +100,8 @@ HOST_ONLY = {  # host-side by design: numpy results of data-dependent size, skle
     "classification_metrics": "numpy / sklearn metrics", "mia_efficacy": "sklearn SVC",
     "mia_features": "numpy metric", "prediction_wasserstein": "scipy metric",
     "token_kl": "numpy metric", "transition_kl": "numpy metric",
+    "from_nnx": "adapts a user's NNX module (host-side, returns functions and pytrees)",
+    "from_linen": "adapts a user's Linen module and variables (host-side)",
     "path_prefix": "builds a head selector (a static predicate on parameter paths)",
     "dense_softmax_head": "reads the head tree's structure and shapes (static), no values",
     "head_candidates": "lists parameter paths (static structure)",

@@ -24,9 +24,10 @@ OPTIMIZERS = ("sgd", "adamw")
 INPUT_KEYS = ("image", "tokens")  # the library's data; any other input key works too
 
 
-# Keys of a data dict that are not inputs: the labels, and the held-out labels of the stopping
-# rule's utility guard (imu_jax.unlearning.stopping.UTILITY_LABEL). Every other key is an input.
-LABEL_KEYS = ("label", "utility_label")
+# Keys of a data dict that are not inputs: the labels, the held-out labels of the stopping
+# rule's utility guard (imu_jax.unlearning.stopping.UTILITY_LABEL) and example ids. Every other
+# key is an input.
+LABEL_KEYS = ("label", "utility_label", "id")  # not model inputs: labels and example ids
 
 
 @dataclasses.dataclass(frozen=True)
