@@ -227,11 +227,11 @@ def test_every_input_key_reaches_the_model():
 
 def test_an_input_the_model_does_not_take_is_a_loud_error(nnx_net):
     _, forget, _ = _data()
-    with pytest.raises(ValueError, match=r"forget: inputs \{'image': float32\[8\], 'id': int64"
+    with pytest.raises(ValueError, match=r"forget: inputs \{'image': float32\[8\], 'group': int64"
                                          r"\[\]\} per example do not fit the model \(the data has "
                                          r"2 input keys, so the model receives them as one dict "
-                                         r"\{'image', 'id'\}"):
-        imu.unlearn(nnx_net, {**forget, "id": np.arange(len(forget["label"]))},
+                                         r"\{'image', 'group'\}"):
+        imu.unlearn(nnx_net, {**forget, "group": np.arange(len(forget["label"]))},
                     imu.UnlearnConfig(head="^classifier/"))
 
 

@@ -384,9 +384,11 @@ def _run_all(store, splits, trainer, out, progress, trace_every, held_out, chose
                 bar.set_postfix_str(f"{method.name} seed {seed}")
                 runner.run(method, seed, "eval", defaults if selected is None else selected)
                 bar.update()
-            write_reports(out, results)
+            with store.lock():  # one writer at a time draws the reports of out
+                write_reports(out, results)
     store.add()  # the final report shows what every writer into out saved
-    write_reports(out, results)
+    with store.lock():
+        write_reports(out, results)
     return results
 
 

@@ -42,7 +42,7 @@ def _palette_png(source, path) -> None:
     image = source if isinstance(source, Image.Image) else Image.open(source)
     palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
                                             dither=Image.Dither.NONE)
-    tmp = f"{os.fspath(path)}.tmp"
+    tmp = f"{os.fspath(path)}.{os.getpid()}.tmp"  # several runs may draw into one folder
     palette.save(tmp, format="PNG", optimize=True)
     os.replace(tmp, path)
 

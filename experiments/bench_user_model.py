@@ -1,0 +1,123 @@
+"""Issue 25: the closed form on a user's own model costs about one forward pass.
+
+Run (about a minute on a 2-core CPU)::
+
+    python experiments/bench_user_model.py
+
+A Flax NNX MLP 64 → 512 → 512 → 10 written as a user would (its top layer is named
+``classifier``, not ``head``) and the same network in Linen (top layer ``Dense_2``), N = 2048
+forget examples, as in ``bench_influence.py``. For each, in one run:
+
+* ``forward``  — one jitted forward pass of the model over the N examples (the floor);
+* ``closed``   — ``forget_influence``, the influence step of ``imu.unlearn``, on the model as the
+  user passes it (the closed form engages by structure; the script asserts it did);
+* ``generic``  — the same with ``closed_form="never"`` (the streaming per-example path), for scale.
+
+Timing: round-robin (one call each per round after a warm-up round), ``--repeats`` rounds; the
+ratio of medians and of fastest runs are printed with ``os.getloadavg()`` before and after. The
+goal of issue 25 is closed / forward ≤ 1.1× on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import imu_jax as imu
+from imu_jax.unlearning.selection import forget_influence
+
+SIZES = (64, 512, 512, 10)
+
+
+class NnxNet(nnx.Module):
+    def __init__(self, rngs):
+        self.body1 = nnx.Linear(SIZES[0], SIZES[1], rngs=rngs)
+        self.body2 = nnx.Linear(SIZES[1], SIZES[2], rngs=rngs)
+        self.classifier = nnx.Linear(SIZES[2], SIZES[3], rngs=rngs)
+
+    def __call__(self, x):
+        return self.classifier(jax.nn.relu(self.body2(jax.nn.relu(self.body1(x)))))
+
+
+class LinenNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = jax.nn.relu(nn.Dense(SIZES[1])(x))
+        x = jax.nn.relu(nn.Dense(SIZES[2])(x))
+        return nn.Dense(SIZES[3])(x)
+
+
+def _time_round_robin(contenders: dict, repeats: int) -> dict[str, list[float]]:
+    times = {name: [] for name in contenders}
+    for round_ in range(repeats + 1):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            if round_:  # the first round warms up (compiles)
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def bench(name, model, params, state, x, y, head, repeats):
+    """Times forward / closed / generic for one user model; returns the record."""
+    fm, p, s = (model, params, state)
+    forward = jax.jit(lambda xb: fm.apply(p, s, xb, train=False)[0])
+    closed_cfg = imu.UnlearnConfig(head=head)
+    generic_cfg = imu.UnlearnConfig(head=head, closed_form="never")
+    check = forget_influence(fm, p, s, x, y, closed_cfg)
+    assert check[1], f"{name}: the closed form did not engage ({check.reason})"
+    contenders = {
+        "forward": lambda: forward(jnp.asarray(x)).block_until_ready(),
+        "closed": lambda: forget_influence(fm, p, s, x, y, closed_cfg),
+        "generic": lambda: forget_influence(fm, p, s, x, y, generic_cfg),
+    }
+    times = _time_round_robin(contenders, repeats)
+    scores_closed = np.asarray(forget_influence(fm, p, s, x, y, closed_cfg)[0])
+    scores_generic = np.asarray(forget_influence(fm, p, s, x, y, generic_cfg)[0])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}
+    return {"model": name, "reason": check.reason,
+            "median_s": med, "fastest_s": best,
+            "closed/forward (median)": med["closed"] / med["forward"],
+            "closed/forward (fastest)": best["closed"] / best["forward"],
+            "generic/closed (median)": med["generic"] / med["closed"],
+            "max_rel_diff_closed_vs_generic": float(
+                np.max(np.abs(scores_closed - scores_generic))
+                / (np.max(np.abs(scores_generic)) + 1e-30))}
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-examples", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.num_examples, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], args.num_examples).astype(np.int32)
+    load_before = os.getloadavg()
+    records = []
+    model, params, state = imu.from_nnx(NnxNet(nnx.Rngs(0)))
+    records.append(bench("nnx (classifier)", model, params, state, x, y, "^classifier/",
+                         args.repeats))
+    linen = LinenNet()
+    variables = linen.init(jax.random.key(0), x[:1])
+    model, params, state = imu.from_linen(linen, variables)
+    records.append(bench("linen (Dense_2)", model, params, state, x, y, "Dense_2",
+                         args.repeats))
+    for record in records:
+        record["loadavg_before"], record["loadavg_after"] = load_before, os.getloadavg()
+        print(json.dumps(record, indent=1))
+    return records
+
+
+if __name__ == "__main__":
+    main()
