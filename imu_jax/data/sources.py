@@ -187,12 +187,13 @@ def _catalogue_sources(base: str, dataset: str, explicit_dir, download: bool):
     """The catalogue dataset's train/test sources; missing data fails at once, naming the folder
     TFDS reads and writes (``--data-dir``/``$IMU_JAX_DATA_DIR`` if given, else TFDS's own)."""
     kwargs = {"data_dir": os.fspath(explicit_dir)} if explicit_dir else {}
+    # the folder TFDS reads and writes (<root>/<name>/<version>), without building a builder
+    root = pathlib.Path(kwargs.get("data_dir") or tfds.core.constants.get_default_data_dir())
     try:  # prepared (or faked by tfds.testing.mock_data): no network needed
         sources = tfds.data_source(base, split=["train", "test"], download=False, **kwargs)
-        return dict(zip(("train", "test"), sources)), _tfds_root(base, kwargs)
+        return dict(zip(("train", "test"), sources)), root
     except Exception:  # noqa: BLE001 - not prepared: download below, if the network is there
         pass
-    root = _tfds_root(base, kwargs)
     if not download or not online():
         why = ("is not prepared" if not download else
                "is not prepared and the network cannot be reached to download it")
@@ -205,13 +206,6 @@ def _catalogue_sources(base: str, dataset: str, explicit_dir, download: bool):
     sources = tfds.data_source(base, split=["train", "test"], download=download, **kwargs)
     return dict(zip(("train", "test"), sources)), root
 
-
-def _tfds_root(base: str, kwargs: dict) -> pathlib.Path:
-    """The folder TFDS reads and writes ``base`` in (``<root>/<name>/<version>``)."""
-    try:
-        return pathlib.Path(tfds.builder(base, **kwargs).data_dir).parents[1]
-    except Exception:  # noqa: BLE001 - e.g. a mocked builder: name the folder asked for
-        return pathlib.Path(kwargs.get("data_dir") or tfds.core.constants.DATA_DIR)
 
 
 def load(dataset: str, *, data_dir=None, download: bool = True) -> dict[str, dict[str, np.ndarray]]:

@@ -33,7 +33,7 @@ from imu_jax.lab.protocol import (FLOOR_SEED_OFFSET, PROTOCOL, RETRAIN_FLOOR, SC
                                   check_protocol, held_out_record, is_test_data)
 from imu_jax.lab.selection import (RETAIN_FREE_RULE, SELECTION_RULE, plan_jobs, select_hparams,
                                    tuning_grids)
-from imu_jax.lab.store import check_resume, load_results, run_key, write_reports
+from imu_jax.lab.store import check_resume, key_of, load_results, run_key, write_reports
 from imu_jax.unlearning.losses import input_and_labels
 from imu_jax.lab.store import SharedResults
 
@@ -65,8 +65,7 @@ class _Runner:
         results = store.results
         self.trace_every = int(trace_every)
         self.held_out = held_out  # (held-out arrays, removal) of the retain-free rule
-        self.done = {run_key(r["method"], r["seed"], r.get("role", "eval"), r["hparams"])
-                     for r in results["runs"]}
+        self.done = {key_of(r) for r in results["runs"]}
         self.progress = progress
         self._models: dict[tuple[bool, int], TrainedModel] = {}
         self._evaluated: dict[tuple[bool, int, str], tuple[dict, dict]] = {}
@@ -90,7 +89,7 @@ class _Runner:
 
     def record(self, run: dict) -> None:
         self.store.add(run)  # saved at once, merged with what other writers saved
-        self.done.add(run_key(run["method"], run["seed"], run["role"], run["hparams"]))
+        self.done.add(key_of(run))
 
     def run(self, method: methods_lib.Method, seed: int, role: str, hparams: dict) -> None:
         if run_key(method.name, seed, role, hparams) in self.done:

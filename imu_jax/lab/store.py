@@ -213,7 +213,8 @@ def _live_writers(out: pathlib.Path) -> dict[int, dict]:
     return live
 
 
-def _key(run: Mapping) -> str:
+def key_of(run: Mapping) -> str:
+    """:func:`run_key` of a stored run (older runs without a role were ``"eval"``)."""
     return run_key(run["method"], run["seed"], run.get("role", "eval"), run["hparams"])
 
 
@@ -248,28 +249,25 @@ class SharedResults:
                     raise ValueError(
                         f"another imu-jax run (process {pid}) is writing into {self.out} with "
                         f"other settings ({'; '.join(conflicts)}); use another --out.")
-            joined = bool(others) or resume
-            stale = [] if joined else load_results(self.out)["runs"] if (
-                self.out / RESULTS_JSON).exists() else []
-            self.stale = {_key(r) for r in stale}  # a fresh start replaces these
+            self.joined = bool(others)
+            fresh = not (self.joined or resume)  # a fresh start replaces the runs on disk
+            self.stale = {key_of(r) for r in load_results(self.out)["runs"]} if fresh else set()
             (self.out / WRITERS).mkdir(exist_ok=True)
             (self.out / WRITERS / str(os.getpid())).write_text(
                 json.dumps(settings, default=_json_default))
-        self.joined = bool(others)
 
     def add(self, run: dict | None = None) -> None:
         """Adds ``run`` (if any) and saves, merging the runs other writers saved meanwhile."""
         if run is not None:
             self.results["runs"].append(run)
         with _locked(self.out):
-            mine = {_key(r) for r in self.results["runs"]}
-            path = self.out / RESULTS_JSON
-            disk = load_results(self.out)["runs"] if path.exists() else []
-            theirs = [r for r in disk if _key(r) not in mine and _key(r) not in self.stale]
+            mine = {key_of(r) for r in self.results["runs"]}
+            theirs = [r for r in load_results(self.out)["runs"]
+                      if key_of(r) not in mine and key_of(r) not in self.stale]
             self.results["runs"].extend(theirs)
             config = self.results.setdefault("config", {})
-            for run in theirs:  # the merged file names every seed and method it holds
-                for field, value in (("seeds", run["seed"]), ("methods", run["method"])):
+            for other in theirs:  # the merged file names every seed and method it holds
+                for field, value in (("seeds", other["seed"]), ("methods", other["method"])):
                     if isinstance(config.get(field), list) and value not in config[field]:
                         config[field].append(value)
             save_results(self.out, self.results)
