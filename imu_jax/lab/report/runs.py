@@ -127,13 +127,28 @@ def paired_difference(runs: Sequence[Mapping], row: str, reference: str, key: st
     if not seeds:
         return None
     diffs = [by_row[row][s] - by_row[reference][s] for s in seeds]
+    return {**mean_interval(diffs), "seeds": seeds}
+
+
+def mean_interval(diffs: Sequence[float]) -> dict:
+    """The mean of paired differences ``diffs`` with its 95 % t-interval
+    ``mean ± t_{0.975, n−1} · std / √n`` (sample std) and ``verdict``: ``"tie"`` where the
+    interval covers zero, else ``"lower"`` / ``"higher"``; one difference: no interval
+    (``low`` / ``high`` ``None``, verdict ``"n=1"``).
+
+    >>> d = mean_interval([0.05, 0.06, 0.04])
+    >>> round(d["low"], 4), round(d["high"], 4), d["verdict"]
+    (0.0252, 0.0748, 'higher')
+    >>> mean_interval([0.1, -0.1])["verdict"]
+    'tie'
+    """
+    if not len(diffs):
+        raise ValueError("no paired differences to summarise.")
     mean, n = float(np.mean(diffs)), len(diffs)
     if n < 2:
-        return {"mean": mean, "std": 0.0, "n": 1, "low": None, "high": None, "seeds": seeds,
-                "verdict": "n=1"}
+        return {"mean": mean, "std": 0.0, "n": 1, "low": None, "high": None, "verdict": "n=1"}
     std = sample_std(diffs)
     half = t_quantile_975(n - 1) * std / math.sqrt(n)
     low, high = mean - half, mean + half
     verdict = "tie" if low <= 0.0 <= high else ("lower" if high < 0 else "higher")
-    return {"mean": mean, "std": std, "n": n, "low": low, "high": high, "seeds": seeds,
-            "verdict": verdict}
+    return {"mean": mean, "std": std, "n": n, "low": low, "high": high, "verdict": verdict}
