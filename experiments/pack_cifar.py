@@ -99,7 +99,7 @@ def mosaic(images: np.ndarray, columns: int = COLUMNS) -> np.ndarray:
     """Tiles ``[N, H, W, C]`` row-major into ``[rows·H, columns·W, C]`` (last row zero-padded).
 
     >>> m = mosaic(np.arange(3 * 2 * 2, dtype=np.uint8).reshape(3, 2, 2, 1), columns=2)
-    >>> m.shape, (untile(m, 3, (2, 2), 2)[2] == np.arange(8, 12).reshape(2, 2, 1)).all()
+    >>> m.shape, bool((untile(m, 3, (2, 2), 2)[2] == np.arange(8, 12).reshape(2, 2, 1)).all())
     ((4, 4, 1), True)
     """
     n, h, w, c = images.shape
