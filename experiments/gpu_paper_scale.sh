@@ -1,7 +1,7 @@
 #!/bin/bash
 # The paper's first setting at its scale, on one GPU: ResNet-18 on CIFAR-10, forget class 0
-# (airplane), Retrain and the forget-only methods IMU, GA-head and GA, each also retain-free
-# (stopped by the rule of docs/STOPPING.md), seed 0, within ~8 minutes of one H100.
+# (airplane), Retrain and the forget-only methods IMU, GA-head and GA, retain-free (stopped by
+# the rule of docs/STOPPING.md), seed 0, within ~8 minutes of one H100.
 #
 # Shortened recipe (the paper's, compressed): ResNet-18, SGD lr 0.1, momentum 0.9, weight decay
 # 5e-4, batch 256, random crop + flip, EPOCHS=15 epochs (the paper: 182) with lr x0.1 at
@@ -12,7 +12,8 @@
 # shared JPEGs; its docstring compares the encodings), unpacked there into a PNG image folder
 # with the same labels and example ids as the zip.
 #
-# 1. Here (a machine with ../shared/data and pip access), from the repository root:
+# 1. Here (a machine with ../shared/data and pip access), from the root of the checkout the device
+#    tool sends (the session's own, e.g. /work/main, not a helper's worktree):
 #      bash experiments/gpu_paper_scale.sh prepare
 #    writes data/cifar10.pack.npz (ignored by git) and .whl/ (the wheels of tensorflow-datasets
 #    and its dependencies, which the GPU image lacks; ignored by git). Tree + both: ~40 MiB.
