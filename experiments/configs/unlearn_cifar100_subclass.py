@@ -1,27 +1,29 @@
-"""CIFAR-100 (20 coarse labels), forget one fine class (rocket, fine 69, in vehicles_2;
-``subclass:rocket`` = ``subclass:69``); retain and test are the other 4 fine classes of that
-superclass (lawn_mower, streetcar, tank, tractor), Retrain trains on all but the rocket.
+"""CIFAR-100 (real images, JPEG image folder), forget one fine class on CPU, ``fastcnn``: rocket
+(fine 69, in vehicles_2; ``subclass:rocket`` = ``subclass:69``). The models train on the 20
+superclasses; retain and test are the other 4 fine classes of vehicles_2 (lawn_mower, streetcar,
+tank, tractor), and Retrain trains on everything but the rocket images (the paper's setting).
 
-Command (needs the TFDS cifar100 files in --data-dir, or network access to download them):
+Everything else as ``unlearn_cifar100_superclass.py`` (recipe, methods retain-free, seeds 0-2).
+
+Command (copy the superclass run's ``models/original_seed*`` in first: same 20-superclass
+training set, so the original models are shared):
+  mkdir -p experiments/results/cifar100_subclass_rocket/models
+  cp -r experiments/results/cifar100_superclass_vehicles_2/models/original_seed* \
+      experiments/results/cifar100_subclass_rocket/models/
   imu-jax run --config experiments/configs/unlearn_cifar100_subclass.py \
-      --out experiments/results/cifar100_subclass_rocket
-Offline, the shared CIFAR-100 JPEGs (their coarse_labels.json gives the same fine and superclass
-ids; converted into the data dir on first use; JPEG pixels, see ../shared/data/README.md):
-  imu-jax run --config experiments/configs/unlearn_cifar100_subclass.py \
-      --dataset imagefolder:../shared/data/cifar100-jpeg.zip \
-      --out experiments/results/cifar100_subclass_rocket
-Expected GPU time (one H100): ~1.5 h (8 ResNet-18 trainings) plus ~10 min of unlearning runs.
-Not run offline here.
+      --out experiments/results/cifar100_subclass_rocket --no-progress
+The data is read from ../shared/data/cifar100-jpeg.zip; JPEG pixels, see ../shared/data/README.md.
 """
+
+import importlib.util
+import pathlib
+
+_spec = importlib.util.spec_from_file_location(
+    "unlearn_cifar100_superclass",
+    pathlib.Path(__file__).with_name("unlearn_cifar100_superclass.py"))
+_superclass = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_superclass)
 
 
 def get_config() -> dict:
-    return {
-        "dataset": "cifar100",
-        "model": "resnet18",
-        "forget": "subclass:rocket",
-        "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random", "npo", "ssd",
-                    "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
-        "seeds": [0, 1, 2],
-        "tune_seeds": [100],
-    }
+    return {**_superclass.get_config(), "forget": "subclass:rocket"}

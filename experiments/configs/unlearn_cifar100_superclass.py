@@ -1,26 +1,45 @@
-"""CIFAR-100 (20 coarse labels), forget one superclass (vehicles_2: lawn_mower, rocket, streetcar,
-tank, tractor; coarse class 19, ``superclass:vehicles_2`` = ``superclass:19``), ResNet-18.
+"""CIFAR-100 (real images, JPEG image folder), forget one superclass on CPU, ``fastcnn``:
+vehicles_2 (lawn_mower, rocket, streetcar, tank, tractor; ``superclass:vehicles_2`` =
+``superclass:19``). The models train on the 20 superclasses (the paper's setting).
 
-Command (needs the TFDS cifar100 files in --data-dir, or network access to download them):
+Original and Retrain: the CPU recipe of ``train_cifar100_fastcnn.py`` (its docstring gives the
+measured accuracy and cost). Every method that does not pass over the retain set runs retain-free
+(its defaults, stopped by the rule of docs/STOPPING.md), seeds 0-2, no oracle tuning, as for
+CIFAR-10 (``unlearn_cifar10_fastcnn_class.py``, whose method list this shares); the retain-set
+methods are in ``unlearn_cifar100_retain_set.py`` (``--fixed-length``).
+
+Command:
   imu-jax run --config experiments/configs/unlearn_cifar100_superclass.py \
-      --out experiments/results/cifar100_superclass_vehicles_2
-Offline, the shared CIFAR-100 JPEGs (their coarse_labels.json gives the same superclass ids;
-converted into the data dir on first use; JPEG pixels, see ../shared/data/README.md):
-  imu-jax run --config experiments/configs/unlearn_cifar100_superclass.py \
-      --dataset imagefolder:../shared/data/cifar100-jpeg.zip \
-      --out experiments/results/cifar100_superclass_vehicles_2
-Expected GPU time (one H100): ~1.5 h (8 ResNet-18 trainings) plus ~10 min of unlearning runs.
-Not run offline here.
+      --out experiments/results/cifar100_superclass_vehicles_2 --no-progress
+  python experiments/summarize.py experiments/results/cifar100_superclass_vehicles_2
+The original models (20 superclasses, the whole training set) are the subclass setting's too:
+copy ``models/original_seed*`` into ``experiments/results/cifar100_subclass_rocket/models/``
+before running that one. The data is read from ../shared/data/cifar100-jpeg.zip (converted into
+the data dir on first use, ~1 CPU-minute); JPEG pixels, see ../shared/data/README.md.
+The paper's ResNet-18 (GPU) on the same folder: ``imu-jax run --dataset
+imagefolder:../shared/data/cifar100-jpeg.zip --model resnet18 --forget superclass:vehicles_2
+--seeds 0,1,2 --out ...`` (recipe ``imu_jax.train.recipe("imagefolder:...", "resnet18")``).
 """
+
+import importlib.util
+import pathlib
+
+
+def _sibling(name: str):
+    path = pathlib.Path(__file__).with_name(name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def get_config() -> dict:
+    train = _sibling("train_cifar100_fastcnn").get_config()
     return {
-        "dataset": "cifar100",
-        "model": "resnet18",
+        "dataset": train.pop("dataset"),
+        "model": train.pop("model"),
         "forget": "superclass:vehicles_2",
-        "methods": ["retrain", "finetune", "ga", "ga_head", "imu", "imu_random", "npo", "ssd",
-                    "salun", "scrub", "l1_sparse", "jit", "scar", "graddiff", "npo_rt", "simnpo"],
+        "methods": list(_sibling("unlearn_cifar10_fastcnn_class").FORGET_ONLY),
         "seeds": [0, 1, 2],
-        "tune_seeds": [100],
+        "train_config": train,
     }
