@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imu_jax import heads, sharding
+from imu_jax import _checks, heads, sharding
 from imu_jax.influence import (NoNegativeInfluenceWarning, classifier_influence, influence_scores,
                                influence_weights)
 from imu_jax.lm_head import sequence_influence
 from imu_jax.models import adapters
 from imu_jax.unlearning.config import PyTree, UnlearnConfig
-from imu_jax.unlearning.head_choice import dense_layer, resolve_head
+from imu_jax.unlearning.head_choice import dense_layer
 from imu_jax.unlearning.losses import make_example_loss
 
 
@@ -52,6 +52,15 @@ def _batched(fn, x: PyTree, batch_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _cached(factory, *key):
+    """``factory(*key)``, compiled once per key (the model included); an unhashable model gets
+    a fresh one."""
+    try:
+        return factory(*key)
+    except TypeError:  # an unhashable model: no compilation cache
+        return factory.__wrapped__(*key)
+
+
 @functools.lru_cache(maxsize=64)
 def _jitted_head_input(model, layer: str):
     """The jitted ``fn(params, state, x)`` giving ``layer``'s input (one per model and layer, so
@@ -65,6 +74,11 @@ def feature_batch_size(y: np.ndarray) -> int:
     return 512 if np.ndim(y) == 1 else 256
 
 
+def probe_size(y: np.ndarray) -> int:
+    """Examples on which the closed form's condition is checked: 8 examples, 2 sequences."""
+    return 8 if np.ndim(y) == 1 else 2
+
+
 def _head_input_fn(model, layer: str):
     """``fn(params, state, x)`` giving the input of ``layer``, or ``(None, why not)``."""
     if hasattr(model, "head_input"):
@@ -76,36 +90,117 @@ def _head_input_fn(model, layer: str):
                   "have head_input)")
 
 
-def _closed_form_features(model, params, state, x, y, layer, dense):
-    """``(features of every example, "")`` when ``features @ kernel + bias`` equals the model's
-    logits on a few examples, else ``(None, why not)``."""
-    try:
-        fn, why = _jitted_head_input(model, layer)
-    except TypeError:  # an unhashable model: no compilation cache
-        fn, why = _head_input_fn(model, layer)
-        fn = fn if fn is None else jax.jit(fn)
-    if fn is None:
+class _NoClosedForm(Exception):
+    """Raised while tracing the closed-form program when the head's input does not fit it."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _in_chunks(fn, x: PyTree, chunk: int) -> jax.Array:
+    """``fn(x)`` for a per-example ``fn``, traced over ``chunk`` rows at a time
+    (``jax.lax.map``; the last chunk padded with copies of row 0), so the body's activations of
+    only one chunk are live at once."""
+    n = jax.tree.leaves(x)[0].shape[0]
+    if n <= chunk:
+        return fn(x)
+    count = -(-n // chunk)
+    pad = count * chunk - n
+
+    def split(a):
+        a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])]) if pad else a
+        return a.reshape((count, chunk) + a.shape[1:])
+
+    out = jax.lax.map(fn, jax.tree.map(split, x))
+    return out.reshape((count * chunk,) + out.shape[2:])[:n]
+
+
+def _check_closed_form(features, logits, kernel, bias, layer: str, sequences: bool):
+    """At trace time: raises :class:`_NoClosedForm` unless ``features`` is ``[N, D]`` (or
+    ``[N, T, D]``) with the kernel's ``D`` and ``features @ kernel + bias`` has the logits'
+    shape; returns the largest difference to the logits and whether it is within 1e-4."""
+    if features.ndim != (3 if sequences else 2) or features.shape[-1] != kernel.shape[0]:
+        raise _NoClosedForm(
+            f"the input of {layer!r} has shape {list(features.shape)}, not [N, D] "
+            f"{'[N, T, D] ' if sequences else ''}with D = {kernel.shape[0]}")
+    out = features @ kernel + bias
+    if out.shape != logits.shape:
+        raise _NoClosedForm(
+            f"the input of {layer!r} times its kernel plus bias is not the model's logits (shape "
+            f"{list(out.shape[1:])} per example, the logits' {list(logits.shape[1:])}): "
+            f"{layer!r} is not the model's output layer, or its output is transformed")
+    logits = logits.astype(out.dtype)
+    gap = jnp.max(jnp.abs(out - logits))
+    return gap, jnp.all(jnp.abs(out - logits) <= 1e-4 + 1e-4 * jnp.abs(logits))
+
+
+def _all_finite(*arrays) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays]))
+
+
+@functools.lru_cache(maxsize=64)
+def _closed_form_program(model, layer: str, probe: int, chunk: int, sequences: bool,
+                         with_scores: bool, keep_features: bool = True):
+    """``(program, "")``: ONE jitted ``program(params, state, x, labels, kernel, bias,
+    damping)`` that runs the body once over every forget example capturing the head's input, the
+    model on the first ``probe`` examples (the closed form's condition, checked on device), and
+    with ``with_scores`` the closed-form scores; nothing goes to the host between the stages.
+    Compiled once per model, layer and shapes: the parameters are arguments, never constants.
+    ``(None, why not)`` when the model gives no head input."""
+    capture, why = _head_input_fn(model, layer)
+    if capture is None:
         return None, why
-    probe = _take(x, slice(0, 8 if y.ndim == 1 else 2))
+
+    def program(params, state, x, labels, kernel, bias, damping):
+        try:
+            features = _in_chunks(lambda xb: capture(params, state, xb), x, chunk)
+        except _NoClosedForm:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure means: no closed form, say why
+            first = (str(err).strip().splitlines() or [""])[0][:160]
+            raise _NoClosedForm(f"the input of {layer!r} could not be captured "
+                                f"({type(err).__name__}: {first})") from err
+        probe_logits = model.apply(params, state, _take(x, slice(0, probe)), train=False)[0]
+        gap, fits = _check_closed_form(features[:probe], probe_logits, kernel, bias, layer,
+                                       sequences)
+        out = {"features": features if keep_features else None, "gap": gap, "fits": fits,
+               "finite": _all_finite(features), "head_finite": _all_finite(kernel, bias)}
+        if with_scores:
+            out["scores"] = classifier_influence(features, labels,
+                                                 {"kernel": kernel, "bias": bias},
+                                                 damping=damping)
+        return out
+
+    return jax.jit(program), ""
+
+
+def _run_closed_form(model, params, state, x, y, layer, dense, damping, with_scores):
+    """The closed-form program's results (device ``features``, host ``scores`` when asked), or
+    ``(None, why not)``."""
+    sequences = np.ndim(y) == 2
+    program, why = _cached(_closed_form_program, model, layer, probe_size(y),
+                           feature_batch_size(y), sequences, with_scores)
+    if program is None:
+        return None, why
+    if with_scores:
+        _checks.check_labels_in_range(y, np.shape(dense["kernel"])[1], "labels",
+                                      what=f"the head has {np.shape(dense['kernel'])[1]} classes")
+    labels = jnp.asarray(y) if with_scores else None
     try:
-        features = np.asarray(fn(params, state, probe))
-    except Exception as err:  # noqa: BLE001 - any failure means: no closed form, say why
-        first = (str(err).strip().splitlines() or [""])[0][:160]
-        return None, f"the input of {layer!r} could not be captured ({type(err).__name__}: {first})"
-    logits = np.asarray(model.apply(params, state, probe, train=False)[0])
-    if features.ndim != y.ndim + 1 or features.shape[-1] != np.shape(dense["kernel"])[0]:
-        return None, (f"the input of {layer!r} has shape {list(features.shape)}, not [N, D] "
-                      f"{'' if y.ndim == 1 else '[N, T, D] '}with D = "
-                      f"{np.shape(dense['kernel'])[0]}")
-    out = features @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
-    if out.shape != logits.shape or not np.allclose(out, logits, rtol=1e-4, atol=1e-4):
-        gap = (f"max difference {float(np.max(np.abs(out - logits))):.3g}"
-               if out.shape == logits.shape else
-               f"shape {list(out.shape[1:])} per example, the logits' {list(logits.shape[1:])}")
+        out = program(params, state, x, labels, dense["kernel"], dense["bias"], damping)
+    except _NoClosedForm as err:
+        return None, err.reason
+    host = jax.device_get({k: v for k, v in out.items() if k != "features"})
+    if not host["head_finite"]:
+        _checks.check_finite({"kernel": dense["kernel"], "bias": dense["bias"]}, "head")
+    if not host["fits"]:
         return None, (f"the input of {layer!r} times its kernel plus bias is not the model's "
-                      f"logits ({gap}): {layer!r} is not the model's output layer, or its output "
-                      "is transformed")
-    return _batched(lambda xb: fn(params, state, xb), x, feature_batch_size(y)), ""
+                      f"logits (max difference {float(host['gap']):.3g}): {layer!r} is not the "
+                      "model's output layer, or its output is transformed")
+    if not host["finite"]:
+        _checks.check_finite(np.asarray(out["features"]), "features")
+    return {**host, "features": out["features"]}, ""
 
 
 def head_features(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndarray,
@@ -118,20 +213,18 @@ def head_features(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndarray
         return None, None, why
     if np.ndim(y) not in (1, 2):
         return None, None, f"labels of shape {list(np.shape(y))} are neither classes nor sequences"
-    features, why = _closed_form_features(model, params, state, x, y, layer, dense)
-    if features is None:
+    result, why = _run_closed_form(model, params, state, x, y, layer, dense,
+                                   UnlearnConfig().damping, with_scores=False)
+    if result is None:
         return None, None, why
-    return heads.dense_softmax_head(head_tree), features, ""
+    return heads.dense_softmax_head(head_tree), result["features"], ""
 
 
 def feature_fn(model, params: PyTree, state: PyTree, head_tree: PyTree, batch_size: int):
     """``fn(x) -> features`` (numpy, batched) of the head's input, for a head that
     :func:`head_features` accepted."""
     layer = dense_layer(head_tree)[0]
-    try:
-        fn = _jitted_head_input(model, layer)[0]
-    except TypeError:
-        fn = jax.jit(_head_input_fn(model, layer)[0])
+    fn = _cached(_jitted_head_input, model, layer)[0]
     return lambda x: _batched(lambda xb: fn(params, state, xb), x, batch_size)
 
 
@@ -145,6 +238,8 @@ def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndar
     model's ``head_input(params, state, x, layer)`` (or ``features``), times the kernel plus the
     bias must equal the logits on a few examples. Otherwise the streaming generic path of the
     core runs. The result unpacks as ``(scores, closed_form)`` and says why in ``.reason``.
+    The closed form is one compiled program per model and shapes: the body's pass over the
+    examples, the check and the scores, with the parameters as arguments.
     With a ``place``ment on a mesh, the examples are sharded over ``data`` and the head over
     ``model``. ``model`` may also be an ``nnx.Module`` or a ``(linen_module, variables)`` pair,
     with ``params`` and ``state`` None (``imu_jax.models.adapters``); ``x`` is one array or a
@@ -152,7 +247,8 @@ def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndar
     """
     model, params, state, _ = adapters.resolve(model, params, state)
     place = place or sharding.Placement(None)
-    head_tree, rest = heads.split_head(params, resolve_head(params, config.head))
+    heads.check_head_selector(params, config.head)
+    head_tree, rest = heads.split_head(params, config.head)
     if config.closed_form == "never":
         why = "closed_form='never'"
     else:
@@ -162,11 +258,16 @@ def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndar
         elif dense is not None and y.ndim not in (1, 2):
             why = f"labels of shape {list(np.shape(y))} are neither classes nor sequences"
         elif dense is not None:
-            features, why = _closed_form_features(model, params, state, x, y, layer, dense)
-            if features is not None:
+            with_scores = y.ndim == 1 and not place
+            result, why = _run_closed_form(model, params, state, x, y, layer, dense,
+                                           config.damping, with_scores)
+            if result is not None:
+                features = result["features"]
                 kernel, bias = np.shape(dense["kernel"]), np.shape(dense["bias"])
                 reason = (f"closed form: dense softmax top layer {layer!r} (kernel "
                           f"{list(kernel)}, bias {list(bias)})")
+                if with_scores:
+                    return Influence(result["scores"], True, reason, features)
                 if y.ndim == 2:
                     scores = np.asarray(sequence_influence(features, jnp.asarray(y), dense,
                                                            damping=config.damping))
