@@ -41,9 +41,10 @@ def dense_layer(head: PyTree) -> tuple[str | None, dict | None, str]:
     'the head has 2 layers (a, b); the closed form needs one dense layer'
     """
     found = heads.dense_softmax_head(head)  # the core's finder; below, only the reasons why not
-    if found is not None:
-        return _layer(found.kernel_path), found.take(head), ""
     leaves = _leaves(head)
+    if found is not None:
+        return (_layer(found.kernel_path),
+                {"kernel": leaves[found.kernel_path], "bias": leaves[found.bias_path]}, "")
     layers = sorted({_layer(p) for p in leaves})
     if len(layers) != 1:
         return None, None, (f"the head has {len(layers)} layers ({', '.join(layers)}); the closed "
@@ -58,4 +59,5 @@ def dense_layer(head: PyTree) -> tuple[str | None, dict | None, str]:
     if len(k) != 2 or b != k[1:]:
         return None, None, (f"the head layer {layer!r} has kernel {list(k)} and bias {list(b)}; "
                             "the closed form needs a kernel [D, C] and a bias [C]")
-    return layer, {"kernel": kernel, "bias": bias}, ""
+    return None, None, (f"the head layer {layer!r} has a kernel and bias that are not "
+                        "floating-point; the closed form needs float parameters")

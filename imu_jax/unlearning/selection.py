@@ -4,15 +4,18 @@ head allows it (else the streaming generic path) and select and weight the examp
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jax_core
 
 from imu_jax import _checks, heads, sharding
-from imu_jax.influence import (NoNegativeInfluenceWarning, classifier_influence, influence_scores,
-                               influence_weights)
+from imu_jax.influence import (NoNegativeInfluenceWarning, classifier_influence,
+                               closed_form_errors, closed_form_scores, closed_form_sums,
+                               influence_scores, influence_weights)
 from imu_jax.lm_head import sequence_influence
 from imu_jax.models import adapters
 from imu_jax.unlearning.config import PyTree, UnlearnConfig
@@ -98,78 +101,152 @@ class _NoClosedForm(Exception):
         self.reason = reason
 
 
-def _in_chunks(fn, x: PyTree, chunk: int) -> jax.Array:
-    """``fn(x)`` for a per-example ``fn``, traced over ``chunk`` rows at a time
-    (``jax.lax.map``; the last chunk padded with copies of row 0), so the body's activations of
-    only one chunk are live at once."""
+# Bytes of the body's per-example intermediates one chunk of the closed-form pass may hold,
+# per backend (the rows per chunk follow from the model, see _rows_per_chunk).
+PASS_CHUNK_BYTES = {"cpu": 256 * 2**20, "default": 2**30}
+
+
+def _chunks(x: PyTree, size: int):
+    """``(x as [count, size, ...] per leaf, n)``: rows in chunks of ``size``, the last chunk
+    padded with copies of row 0."""
     n = jax.tree.leaves(x)[0].shape[0]
-    if n <= chunk:
-        return fn(x)
-    count = -(-n // chunk)
-    pad = count * chunk - n
+    count = -(-n // size)
+    pad = count * size - n
 
     def split(a):
         a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])]) if pad else a
-        return a.reshape((count, chunk) + a.shape[1:])
+        return a.reshape((count, size) + a.shape[1:])
 
-    out = jax.lax.map(fn, jax.tree.map(split, x))
-    return out.reshape((count * chunk,) + out.shape[2:])[:n]
+    return jax.tree.map(split, x), n
 
 
-def _check_closed_form(features, logits, kernel, bias, layer: str, sequences: bool):
-    """At trace time: raises :class:`_NoClosedForm` unless ``features`` is ``[N, D]`` (or
-    ``[N, T, D]``) with the kernel's ``D`` and ``features @ kernel + bias`` has the logits'
-    shape; returns the largest difference to the logits and whether it is within 1e-4."""
+def _unchunk(a: jax.Array, n: int) -> jax.Array:
+    return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])[:n]
+
+
+def _in_chunks(fn, x: PyTree, size: int) -> PyTree:
+    """``fn(x)`` for a per-example ``fn``, traced over ``size`` rows at a time
+    (``jax.lax.map``), so the body's activations of only one chunk are live at once."""
+    n = jax.tree.leaves(x)[0].shape[0]
+    if n <= size:
+        return fn(x)
+    size = -(-n // -(-n // size))  # as many chunks, as little padding
+    parts, n = _chunks(x, size)
+    return jax.tree.map(lambda a: _unchunk(a, n), jax.lax.map(fn, parts))
+
+
+def _intermediate_bytes(fn, *args) -> int:
+    """Bytes of every value ``fn(*args)`` computes (its jaxpr's equations, nested ones too)."""
+
+    def total(jaxpr) -> int:
+        size = 0
+        for eqn in jaxpr.eqns:
+            size += sum(int(np.prod(v.aval.shape)) * v.aval.dtype.itemsize
+                        for v in eqn.outvars if hasattr(v.aval, "shape"))
+            for sub in jax_core.jaxprs_in_params(eqn.params):
+                size += total(sub)
+        return size
+
+    return total(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def _rows_per_chunk(fn, params, state, x) -> int:
+    """Rows of ``x`` per chunk of the pass ``fn(params, state, x)``: as many as fit
+    ``PASS_CHUNK_BYTES`` of per-example intermediates (two rows' minus one row's, so the
+    parameters' own conversions do not count)."""
+    spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
+    rows = lambda k: jax.tree.map(lambda a: jax.ShapeDtypeStruct((k,) + a.shape[1:], a.dtype),
+                                  x)  # noqa: E731
+    p, s = jax.tree.map(spec, params), jax.tree.map(spec, state)
+    per_row = max(1, _intermediate_bytes(fn, p, s, rows(2)) - _intermediate_bytes(fn, p, s, rows(1)))
+    budget = PASS_CHUNK_BYTES.get(jax.default_backend(), PASS_CHUNK_BYTES["default"])
+    return max(1, budget // per_row)
+
+
+def _fitting_features(features, kernel, layer: str, sequences: bool):
+    """``features``, after raising :class:`_NoClosedForm` (at trace time) unless they are
+    ``[N, D]`` (or ``[N, T, D]``) with the kernel's ``D``."""
     if features.ndim != (3 if sequences else 2) or features.shape[-1] != kernel.shape[0]:
         raise _NoClosedForm(
             f"the input of {layer!r} has shape {list(features.shape)}, not [N, D] "
             f"{'[N, T, D] ' if sequences else ''}with D = {kernel.shape[0]}")
-    out = features @ kernel + bias
-    if out.shape != logits.shape:
+    return features
+
+
+def _check_closed_form(head_logits, logits, layer: str):
+    """At trace time: raises :class:`_NoClosedForm` unless the head's ``features @ kernel +
+    bias`` has the logits' shape; returns the largest difference to the logits and whether
+    every one is within ``np.allclose``'s 1e-4 (on device)."""
+    if head_logits.shape != logits.shape:
         raise _NoClosedForm(
             f"the input of {layer!r} times its kernel plus bias is not the model's logits (shape "
-            f"{list(out.shape[1:])} per example, the logits' {list(logits.shape[1:])}): "
+            f"{list(head_logits.shape[1:])} per example, the logits' {list(logits.shape[1:])}): "
             f"{layer!r} is not the model's output layer, or its output is transformed")
-    logits = logits.astype(out.dtype)
-    gap = jnp.max(jnp.abs(out - logits))
-    return gap, jnp.all(jnp.abs(out - logits) <= 1e-4 + 1e-4 * jnp.abs(logits))
+    logits = logits.astype(head_logits.dtype)
+    gap = jnp.abs(head_logits - logits)
+    return jnp.max(gap), jnp.all(gap <= 1e-4 + 1e-4 * jnp.abs(logits))
 
 
 def _all_finite(*arrays) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays]))
 
 
-@functools.lru_cache(maxsize=64)
-def _closed_form_program(model, layer: str, probe: int, chunk: int, sequences: bool,
-                         with_scores: bool, keep_features: bool = True):
-    """``(program, "")``: ONE jitted ``program(params, state, x, labels, kernel, bias,
-    damping)`` that runs the body once over every forget example capturing the head's input, the
-    model on the first ``probe`` examples (the closed form's condition, checked on device), and
-    with ``with_scores`` the closed-form scores; nothing goes to the host between the stages.
-    Compiled once per model, layer and shapes: the parameters are arguments, never constants.
-    ``(None, why not)`` when the model gives no head input."""
+def _pass_fn(model, layer: str, sequences: bool):
+    """``(fn(params, state, x) -> (features, logits or None), "")`` — one pass of the model giving
+    the head's input, and its logits when the model gives both at once (the adapters'
+    ``head_input_and_logits``; not for sequences, whose [N, T, V] logits would be large) — or
+    ``(None, why not)``."""
+    if hasattr(model, "head_input_and_logits") and not sequences:
+        return (lambda p, s, xb: model.head_input_and_logits(p, s, xb, layer)), ""
     capture, why = _head_input_fn(model, layer)
     if capture is None:
         return None, why
+    return (lambda p, s, xb: (capture(p, s, xb), None)), ""
+
+
+@functools.lru_cache(maxsize=64)
+def _closed_form_program(model, layer: str, probe: int, sequences: bool, with_scores: bool):
+    """``(program, "")``: ONE jitted ``program(params, state, x, labels, kernel, bias,
+    damping)`` that runs the model once over every forget example capturing the head's input
+    (and, from the adapters, its logits), checks the closed form's condition on device
+    (``features @ kernel + bias`` equals the logits on the first ``probe`` examples; without
+    logits from the pass, the model runs on them in this program) and, with ``with_scores``,
+    computes the closed-form scores from the features and the logits. Nothing goes to the host
+    between the stages. Compiled once per model, layer and shapes: the parameters are
+    arguments, never constants. ``(None, why not)`` when the model gives no head input."""
+    pass_fn, why = _pass_fn(model, layer, sequences)
+    if pass_fn is None:
+        return None, why
 
     def program(params, state, x, labels, kernel, bias, damping):
+        def one_pass(xb):
+            features, logits = pass_fn(params, state, xb)
+            return _fitting_features(features, kernel, layer, sequences), logits
+
         try:
-            features = _in_chunks(lambda xb: capture(params, state, xb), x, chunk)
+            rows = _rows_per_chunk(pass_fn, params, state, x)
+            features, logits = _in_chunks(one_pass, x, rows)
         except _NoClosedForm:
             raise
         except Exception as err:  # noqa: BLE001 - any failure means: no closed form, say why
             first = (str(err).strip().splitlines() or [""])[0][:160]
             raise _NoClosedForm(f"the input of {layer!r} could not be captured "
                                 f"({type(err).__name__}: {first})") from err
-        probe_logits = model.apply(params, state, _take(x, slice(0, probe)), train=False)[0]
-        gap, fits = _check_closed_form(features[:probe], probe_logits, kernel, bias, layer,
-                                       sequences)
-        out = {"features": features if keep_features else None, "gap": gap, "fits": fits,
-               "finite": _all_finite(features), "head_finite": _all_finite(kernel, bias)}
-        if with_scores:
-            out["scores"] = classifier_influence(features, labels,
-                                                 {"kernel": kernel, "bias": bias},
-                                                 damping=damping)
+        probe_logits = (model.apply(params, state, _take(x, slice(0, probe)), train=False)[0]
+                        if logits is None else logits[:probe])  # else: from the same pass
+        gap, fits = _check_closed_form(features[:probe] @ kernel + bias, probe_logits, layer)
+        out = {"features": features}
+        if with_scores:  # the head's output: the model's logits (they passed the check above)
+            logits = features @ kernel + bias if logits is None else logits
+            errors = closed_form_errors(logits.astype(features.dtype), labels)
+            out["scores"] = closed_form_scores(features, errors,
+                                               closed_form_sums(features, errors),
+                                               features.shape[0], damping)
+        # NaN or inf in the features reach every score (through the means): checking the [N]
+        # scores costs nothing, the [N, D] features a pass over them (sequences: no scores here)
+        finite = _all_finite(out["scores"] if with_scores else features)
+        out["checks"] = jnp.stack([gap.astype(jnp.float32), fits, _all_finite(kernel, bias),
+                                   finite]).astype(jnp.float32)  # one transfer to the host
         return out
 
     return jax.jit(program), ""
@@ -179,19 +256,20 @@ def _run_closed_form(model, params, state, x, y, layer, dense, damping, with_sco
     """The closed-form program's results (device ``features``, host ``scores`` when asked), or
     ``(None, why not)``."""
     sequences = np.ndim(y) == 2
-    program, why = _cached(_closed_form_program, model, layer, probe_size(y),
-                           feature_batch_size(y), sequences, with_scores)
+    program, why = _cached(_closed_form_program, model, layer, probe_size(y), sequences,
+                           with_scores)
     if program is None:
         return None, why
     if with_scores:
         _checks.check_labels_in_range(y, np.shape(dense["kernel"])[1], "labels",
                                       what=f"the head has {np.shape(dense['kernel'])[1]} classes")
-    labels = jnp.asarray(y) if with_scores else None
+    labels = np.asarray(y) if with_scores else None  # the jitted program moves it
     try:
         out = program(params, state, x, labels, dense["kernel"], dense["bias"], damping)
     except _NoClosedForm as err:
         return None, err.reason
     host = jax.device_get({k: v for k, v in out.items() if k != "features"})
+    host.update(zip(("gap", "fits", "head_finite", "finite"), host.pop("checks").tolist()))
     if not host["head_finite"]:
         _checks.check_finite({"kernel": dense["kernel"], "bias": dense["bias"]}, "head")
     if not host["fits"]:
@@ -199,7 +277,7 @@ def _run_closed_form(model, params, state, x, y, layer, dense, damping, with_sco
                       f"logits (max difference {float(host['gap']):.3g}): {layer!r} is not the "
                       "model's output layer, or its output is transformed")
     if not host["finite"]:
-        _checks.check_finite(np.asarray(out["features"]), "features")
+        _checks.check_finite(np.asarray(out["features"]), "features")  # names the features
     return {**host, "features": out["features"]}, ""
 
 
@@ -228,6 +306,43 @@ def feature_fn(model, params: PyTree, state: PyTree, head_tree: PyTree, batch_si
     return lambda x: _batched(lambda xb: fn(params, state, xb), x, batch_size)
 
 
+def _aval(leaf) -> tuple:
+    dtype = getattr(leaf, "dtype", None)
+    return np.shape(leaf), (dtype if dtype is not None else np.result_type(leaf))
+
+
+@functools.lru_cache(maxsize=256)
+def _head_layout(treedef, avals: tuple, selector) -> tuple[str | None, int, int, str]:
+    """``(layer, kernel index, bias index, "")`` of the selected head's dense layer among the
+    flattened parameters, or ``(None, -1, -1, why not)``; decided on shapes alone (once per
+    structure and selector). Raises, as :func:`imu_jax.check_head_selector`, for a selector that
+    matches nothing or is ambiguous."""
+    shapes = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype)
+                                          for shape, dtype in avals])
+    heads.check_head_selector(shapes, selector)
+    layer, dense, why = dense_layer(heads.split_head(shapes, selector)[0])
+    if dense is None:
+        return None, -1, -1, why
+    index = {id(leaf): i for i, leaf in enumerate(jax.tree.leaves(shapes))}
+    return layer, index[id(dense["kernel"])], index[id(dense["bias"])], ""
+
+
+def selected_dense_layer(params: PyTree, selector) -> tuple[str | None, dict | None, str]:
+    """``(layer, {"kernel", "bias"}, "")`` when ``selector`` picks one dense layer of ``params``,
+    else ``(None, None, why not)``, after the core's head check (which raises for a selector
+    that matches nothing or is ambiguous). A string or compiled regex is decided once per
+    parameter structure (a few microseconds per call after that); a predicate, which may read
+    the values, on every call."""
+    if not isinstance(selector, (str, re.Pattern)):
+        heads.check_head_selector(params, selector)
+        return dense_layer(heads.split_head(params, selector)[0])
+    leaves, treedef = jax.tree.flatten(params)
+    layer, kernel, bias, why = _head_layout(treedef, tuple(map(_aval, leaves)), selector)
+    if layer is None:
+        return None, None, why
+    return layer, {"kernel": leaves[kernel], "bias": leaves[bias]}, ""
+
+
 def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndarray,
                      config: UnlearnConfig, *, place: sharding.Placement | None = None
                      ) -> Influence:
@@ -247,12 +362,10 @@ def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndar
     """
     model, params, state, _ = adapters.resolve(model, params, state)
     place = place or sharding.Placement(None)
-    heads.check_head_selector(params, config.head)
-    head_tree, rest = heads.split_head(params, config.head)
+    layer, dense, why = selected_dense_layer(params, config.head)  # the head check included
     if config.closed_form == "never":
         why = "closed_form='never'"
     else:
-        layer, dense, why = dense_layer(head_tree)
         if dense is not None and y.ndim == 2 and place:
             why = "sequence labels on a mesh (the sequence closed form runs on one device)"
         elif dense is not None and y.ndim not in (1, 2):
@@ -276,6 +389,7 @@ def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndar
                 scores = classifier_influence(placed, labels, place.params(dense),
                                               damping=config.damping)
                 return Influence(place.host(scores), True, reason, features)
+    head_tree, rest = heads.split_head(params, config.head)
     loss = make_example_loss(model, place.replicate(rest), place.replicate(state))
     scores = influence_scores(loss, place.params(head_tree),
                               place.batch({"x": jax.tree.map(jnp.asarray, x), "y": jnp.asarray(y)}),
