@@ -1,8 +1,8 @@
 """Issue 25: the closed form on a user's own model costs about one forward pass.
 
-Run (about a minute on a 2-core CPU)::
+Run (about a minute on a 2-core CPU; ``--profile`` adds the closed form's stages)::
 
-    python experiments/bench_user_model.py
+    python experiments/bench_user_model.py [--profile]
 
 A Flax NNX MLP 64 → 512 → 512 → 10 written as a user would (its top layer is named
 ``classifier``, not ``head``) and the same network in Linen (top layer ``Dense_2``), N = 2048
@@ -109,10 +109,64 @@ def bench(name, model, params, state, x, y, head, repeats):
                 / (np.max(np.abs(scores_generic)) + 1e-30))}
 
 
+def stage_profile(model, params, state, x, y, layer, repeats) -> dict:
+    """Where the closed form's time goes beyond a forward pass: jitted programs that stop after
+    each stage of the closed-form program (``imu_jax.unlearning.selection``), timed round-robin
+    (median CPU time, ms), and each stage's cost over the one before it.
+
+    Stages: the model's forward pass (logits only); the pass giving the head's input and the
+    logits (``head_input_and_logits``, the features [N, D] kept); + the errors ``E`` and ``Eᵀ H``;
+    + ``(E∘E)ᵀ (H∘H)`` (the diagonal Fisher); + the scores ``H (ḡ/F)ᵀ`` (the whole closed form,
+    the check included); + the host work of ``forget_influence`` (head check, transfers).
+    """
+    from imu_jax.influence import closed_form_errors, closed_form_scores, closed_form_sums
+
+    kernel, bias = params[layer]["kernel"], params[layer]["bias"]
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    def both(p, s, xb):
+        return model.head_input_and_logits(p, s, xb, layer)
+
+    def first_sum(p, s, xb, yb):
+        h, logits = both(p, s, xb)
+        e = closed_form_errors(logits, yb)
+        return h, jnp.tensordot(e, h, ((0,), (0,)))
+
+    def both_sums(p, s, xb, yb):
+        h, logits = both(p, s, xb)
+        return h, closed_form_sums(h, closed_form_errors(logits, yb))
+
+    def scores(p, s, xb, yb):
+        h, logits = both(p, s, xb)
+        e = closed_form_errors(logits, yb)
+        return h, closed_form_scores(h, e, closed_form_sums(h, e), h.shape[0], 0.01)
+
+    config = imu.UnlearnConfig(head=f"^{layer}/")
+    stages = {
+        "forward (logits)": (jax.jit(lambda p, s, xb: model.apply(p, s, xb)[0]), (xj,)),
+        "+ head input kept": (jax.jit(both), (xj,)),
+        "+ E and E^T H": (jax.jit(first_sum), (xj, yj)),
+        "+ (E*E)^T (H*H)": (jax.jit(both_sums), (xj, yj)),
+        "+ scores H dir^T": (jax.jit(scores), (xj, yj)),
+    }
+    contenders = {name: (lambda fn=fn, args=args: jax.block_until_ready(fn(params, state, *args)))
+                  for name, (fn, args) in stages.items()}
+    contenders["+ forget_influence host work"] = lambda: forget_influence(model, params, state, x,
+                                                                          y, config)
+    _, cpu = _time_round_robin(contenders, repeats)
+    med = {k: 1e3 * statistics.median(v) for k, v in cpu.items()}
+    names = list(med)
+    return {"median_cpu_ms": med,
+            "stage_cost_ms": {n: med[n] - med[names[i - 1]] for i, n in enumerate(names) if i},
+            "of_forward": {n: med[n] / med[names[0]] for n in names}}
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-examples", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--profile", action="store_true",
+                        help="also time the closed form's stages (stage_profile)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.num_examples, SIZES[0])).astype(np.float32)
@@ -122,11 +176,17 @@ def main(argv=None) -> list[dict]:
     model, params, state = imu.from_nnx(NnxNet(nnx.Rngs(0)))
     records.append(bench("nnx (classifier)", model, params, state, x, y, "^classifier/",
                          args.repeats))
+    if args.profile:
+        records[-1]["stages"] = stage_profile(model, params, state, x, y, "classifier",
+                                              args.repeats)
     linen = LinenNet()
     variables = linen.init(jax.random.key(0), x[:1])
     model, params, state = imu.from_linen(linen, variables)
     records.append(bench("linen (Dense_2)", model, params, state, x, y, "Dense_2",
                          args.repeats))
+    if args.profile:
+        records[-1]["stages"] = stage_profile(model, params, state, x, y, "Dense_2",
+                                              args.repeats)
     for record in records:
         record["loadavg_before"], record["loadavg_after"] = load_before, os.getloadavg()
         print(json.dumps(record, indent=1))

@@ -392,12 +392,14 @@ def closed_form_errors(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def closed_form_sums(features: jax.Array, errors: jax.Array) -> tuple[jax.Array, ...]:
     """``(Eᵀ H, (E∘E)ᵀ (H∘H), Σ_i e_i, Σ_i e_i²)``: ``[C, D]``, ``[C, D]``, ``[C]``, ``[C]``;
     sums over the examples, so chunks of rows add up to the whole."""
-    # Contractions over N are written [C, N] @ [N, D], with the squares kept out of the matmul
-    # (optimization_barrier): XLA:CPU otherwise fuses them into a slow loop (5x here).
+    # Contractions over N are written [C, N] @ [N, D] with the [C, N] side transposed for real
+    # and the squares kept out of the matmul (optimization_barrier): XLA:CPU then runs a plain
+    # matmul (2x faster than contracting both operands' leading axis) and does not fuse the
+    # squares into a slow loop (5x).
     barrier = jax.lax.optimization_barrier
-    over_n = ((0,), (0,))
-    squares = _layout.tensordot(barrier(errors * errors), barrier(features * features), over_n)
-    return (_layout.tensordot(errors, features, over_n), squares,
+    errors_t, squares_t = barrier((errors.T, (errors * errors).T))
+    return (_layout.tensordot(errors_t, features, 1),
+            _layout.tensordot(squares_t, barrier(features * features), 1),
             jnp.sum(errors, axis=0), jnp.sum(errors * errors, axis=0))
 
 
