@@ -115,24 +115,20 @@ def stage_profile(model, params, state, x, y, layer, repeats) -> dict:
     (median CPU time, ms), and each stage's cost over the one before it.
 
     Stages: the model's forward pass (logits only); the pass giving the head's input and the
-    logits (``head_input_and_logits``, the features [N, D] kept); + the errors ``E`` and ``Eᵀ H``;
-    + ``(E∘E)ᵀ (H∘H)`` (the diagonal Fisher); + the scores ``H (ḡ/F)ᵀ`` (the whole closed form,
-    the check included); + the host work of ``forget_influence`` (head check, transfers).
+    logits (``head_input_and_logits``, the features [N, D] kept); + the errors ``E`` and the sums
+    ``Eᵀ H``, ``(E∘E)ᵀ (H∘H)``; + the scores ``rowsum((H dirᵀ) ∘ E)`` (the closed form); + the
+    rest of ``forget_influence`` (the head check, the check on device, moving x and y to the
+    device and the scores back). Stopping after a stage changes what XLA fuses, so the costs are
+    indicative.
     """
     from imu_jax.influence import closed_form_errors, closed_form_scores, closed_form_sums
 
-    kernel, bias = params[layer]["kernel"], params[layer]["bias"]
     xj, yj = jnp.asarray(x), jnp.asarray(y)
 
     def both(p, s, xb):
         return model.head_input_and_logits(p, s, xb, layer)
 
-    def first_sum(p, s, xb, yb):
-        h, logits = both(p, s, xb)
-        e = closed_form_errors(logits, yb)
-        return h, jnp.tensordot(e, h, ((0,), (0,)))
-
-    def both_sums(p, s, xb, yb):
+    def sums(p, s, xb, yb):
         h, logits = both(p, s, xb)
         return h, closed_form_sums(h, closed_form_errors(logits, yb))
 
@@ -145,14 +141,13 @@ def stage_profile(model, params, state, x, y, layer, repeats) -> dict:
     stages = {
         "forward (logits)": (jax.jit(lambda p, s, xb: model.apply(p, s, xb)[0]), (xj,)),
         "+ head input kept": (jax.jit(both), (xj,)),
-        "+ E and E^T H": (jax.jit(first_sum), (xj, yj)),
-        "+ (E*E)^T (H*H)": (jax.jit(both_sums), (xj, yj)),
-        "+ scores H dir^T": (jax.jit(scores), (xj, yj)),
+        "+ errors and sums": (jax.jit(sums), (xj, yj)),
+        "+ scores": (jax.jit(scores), (xj, yj)),
     }
     contenders = {name: (lambda fn=fn, args=args: jax.block_until_ready(fn(params, state, *args)))
                   for name, (fn, args) in stages.items()}
-    contenders["+ forget_influence host work"] = lambda: forget_influence(model, params, state, x,
-                                                                          y, config)
+    contenders["+ rest of forget_influence"] = lambda: forget_influence(model, params, state, x,
+                                                                        y, config)
     _, cpu = _time_round_robin(contenders, repeats)
     med = {k: 1e3 * statistics.median(v) for k, v in cpu.items()}
     names = list(med)
@@ -187,9 +182,15 @@ def main(argv=None) -> list[dict]:
     if args.profile:
         records[-1]["stages"] = stage_profile(model, params, state, x, y, "Dense_2",
                                               args.repeats)
+    load_after = os.getloadavg()
     for record in records:
-        record["loadavg_before"], record["loadavg_after"] = load_before, os.getloadavg()
+        record["loadavg_before"], record["loadavg_after"] = load_before, load_after
         print(json.dumps(record, indent=1))
+    for record in records:
+        print(f"{record['model']}: closed / forward {record['closed/forward (median)']:.2f}x "
+              f"median, {record['closed/forward (fastest)']:.2f}x fastest runs, "
+              f"{record['closed/forward (median CPU time)']:.2f}x median CPU time")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     return records
 
 
