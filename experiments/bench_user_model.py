@@ -111,7 +111,7 @@ def bench(name, model, params, state, x, y, head, repeats):
 
 def stage_profile(model, params, state, x, y, layer, repeats) -> dict:
     """Where the closed form's time goes beyond a forward pass: jitted programs that stop after
-    each stage of the closed-form program (``imu_jax.unlearning.selection``), timed round-robin
+    each stage of the closed-form program (``imu_jax.unlearning.closed_form``), timed round-robin
     (median CPU time, ms), and each stage's cost over the one before it.
 
     Stages: the model's forward pass (logits only); the pass giving the head's input and the

@@ -380,7 +380,7 @@ def _classifier_influence(features, labels, kernel, bias, damping, out_sharding=
 
 
 # The closed form in three stages, so a caller can run it inside its own compiled pass over the
-# examples (``imu_jax.unlearning.selection`` does, sharing the head's logits with its check);
+# examples (``imu_jax.unlearning.closed_form`` does, sharing the head's logits with its check);
 # :func:`classifier_influence` is the three in a row. No value checks here.
 
 
