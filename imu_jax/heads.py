@@ -103,10 +103,7 @@ def head_mask(params: PyTree, selector: Selector) -> PyTree:
     mask = jax.tree_util.tree_map_with_path(lambda p, leaf: bool(chosen(param_path(p), leaf)),
                                             params)
     if not any(jax.tree.leaves(mask)):
-        available = param_paths(params)
-        raise ValueError(
-            f"head selector {selector!r} matches no parameter. Available paths "
-            f"({len(available)}): {', '.join(available) if available else '(none)'}.")
+        raise ValueError(_matches_nothing(params, selector))
     return mask
 
 
@@ -238,14 +235,71 @@ def head_candidates(params: PyTree, selector: Selector) -> list[str]:
     return layers
 
 
+def _selector_name(selector: Selector) -> str:
+    if isinstance(selector, re.Pattern):
+        return repr(selector.pattern)
+    if isinstance(selector, str):
+        return repr(selector)
+    return getattr(selector, "__name__", None) or repr(selector)
+
+
+def _dense_layers(params: PyTree) -> dict[str, tuple[tuple, tuple]]:
+    """``{layer: (kernel shape, bias shape)}`` of the layers holding a kernel ``[D, C]`` and a
+    bias ``[C]``, in tree order."""
+    leaves = {param_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+    out: dict[str, tuple[tuple, tuple]] = {}
+    for path in leaves:
+        layer = _layer(path)
+        kernel, bias = leaves.get(f"{layer}/kernel"), leaves.get(f"{layer}/bias")
+        if layer and layer not in out and kernel is not None and bias is not None:
+            k, b = tuple(np.shape(kernel)), tuple(np.shape(bias))
+            if len(k) == 2 and b == k[1:]:
+                out[layer] = (k, b)
+    return out
+
+
+def _how_to_select(layer: str, what: str) -> str:
+    return (f"{what}: imu_jax.path_prefix({layer!r}), the anchored regular expression "
+            f"'^{layer}/' (UnlearnConfig(head='^{layer}/') in imu_jax.unlearn), or a predicate "
+            f"such as lambda path, leaf: path.startswith('{layer}/')")
+
+
+def _listing(items: list[str], limit: int) -> str:
+    return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)"
+                                       if len(items) > limit else "")
+
+
+def _matches_nothing(params: PyTree, selector: Selector) -> str:
+    """The error text for a selector that picks no parameter: the paths, the dense layers, and
+    how to select one (the narrowest dense layer, most likely the one giving the logits)."""
+    paths = param_paths(params)
+    dense = _dense_layers(params)
+    lines = [f"head selector {_selector_name(selector)} matches no parameter. Its parameter "
+             f"paths ({len(paths)}): {_listing(paths, 40) if paths else '(none)'}."]
+    if dense:
+        lines.append("Its dense layers (kernel [D, C] + bias [C]):")
+        lines += [f"  {layer}: kernel {list(k)}, bias {list(b)}" for layer, (k, b) in dense.items()]
+        narrowest = min(b[0] for _, b in dense.values())
+        suggestion = [layer for layer, (_, b) in dense.items() if b[0] == narrowest][-1]
+    else:
+        suggestion = _layer(paths[-1]) if paths else ""
+    if suggestion:
+        lines.append(_how_to_select(suggestion, "Select the head by its path, e.g.") + ".")
+    return "\n".join(lines)
+
+
 def check_head_selector(params: PyTree, selector: Selector) -> None:
     """Raises ``ValueError`` when ``selector`` matches nothing, or is a plain word (no regex
     syntax) that picks several layers of which some only contain the word inside a name
     (``"head"`` picking ``head`` and ``pre_head``): the user most likely meant one of them.
 
-    Several layers that all have the word as a whole path component (``"attn"`` picking
-    ``blocks/0/attn/q`` and ``blocks/1/attn/q``) are a deliberate multi-layer head and pass, as
-    do regular expressions and predicates.
+    This is THE head check: :func:`imu_jax.unlearn` (its ``UnlearnConfig.head``, the default
+    ``"head"`` included) runs it, so a selector gets the same decision and the same message in
+    the core and in the loop. A selector matching nothing lists the parameter paths and the
+    dense layers; an ambiguous one lists each layer's selected paths, and both say how to select
+    one layer exactly. Several layers that all have the word as a whole path component
+    (``"attn"`` picking ``blocks/0/attn/q`` and ``blocks/1/attn/q``) are a deliberate
+    multi-layer head and pass, as do regular expressions and predicates.
 
     Examples:
       >>> import imu_jax as imu
@@ -259,6 +313,7 @@ def check_head_selector(params: PyTree, selector: Selector) -> None:
     head_mask(params, selector)  # raises, listing the paths, when nothing matches
     if not isinstance(selector, str) or not re.fullmatch(r"[\w/-]+", selector):
         return  # a regular expression or a predicate says what it means
+    selected = _selected_paths(params, selector)
     layers = head_candidates(params, selector)
     words = selector.strip("/").split("/")
 
@@ -266,15 +321,19 @@ def check_head_selector(params: PyTree, selector: Selector) -> None:
         parts = path.split("/")
         return any(parts[i:i + len(words)] == words for i in range(len(parts)))
 
-    if len(layers) > 1 and not all(whole(path) for path in _selected_paths(params, selector)):
+    if len(layers) > 1 and not all(whole(path) for path in selected):
         exact = sorted((layer for layer in layers if whole(layer)),
                        key=lambda layer: (layer != selector.strip("/"), layer.count("/")))
-        hint = (f"imu_jax.path_prefix({exact[0]!r}) or r'^{re.escape(exact[0])}/'" if exact
-                else "imu_jax.path_prefix('<layer>') with one of them")
+        listing = "\n".join(
+            f"  {layer}: {_listing([p for p in selected if _layer(p) == layer], 8)}"
+            for layer in layers)
+        hint = (_how_to_select(exact[0], "Select one layer exactly") if exact else
+                "Select one layer exactly with imu_jax.path_prefix('<layer>'), an anchored "
+                "regular expression or a predicate")
         raise ValueError(
             f"head selector {selector!r} is ambiguous: it matches {len(layers)} layers, "
             f"{', '.join(layers)} (a selector is a regular expression searched anywhere in the "
-            f"path). Select one layer exactly, e.g. {hint}; to mean all of them, use a regular "
+            f"parameter path):\n{listing}\n{hint}; to mean all of them, use a regular "
             "expression or a predicate.")
 
 

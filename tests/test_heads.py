@@ -127,7 +127,7 @@ def test_path_prefix_is_anchored_and_ambiguous_plain_selectors_are_reported():
     assert imu.head_candidates(params, imu.path_prefix("head")) == ["head"]
     assert imu.param_paths(imu.split_head(params, imu.path_prefix("head"))[0]) == [
         "head/bias", "head/kernel"]
-    with pytest.raises(ValueError, match=r"'head' is ambiguous: it matches 3 layers, "
+    with pytest.raises(ValueError, match=r"(?s)'head' is ambiguous: it matches 3 layers, "
                                          r"blocks/head, head, pre_head.*path_prefix\('head'\)"):
         imu.check_head_selector(params, "head")
     imu.check_head_selector(params, imu.path_prefix("head"))  # exact: fine

@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 import imu_jax as imu
+from imu_jax.models import adapters
 from imu_jax.unlearning import losses, selection
 
 import tiny_models
@@ -241,7 +242,7 @@ def test_the_ambiguous_default_head_is_an_error_listing_the_candidates():
     with pytest.raises(ValueError) as err:
         imu.unlearn(net, forget)
     message = str(err.value)
-    assert "'head' occurs in the parameter paths of 2 layers" in message
+    assert "head selector 'head' is ambiguous: it matches 2 layers, head, pre_head" in message
     assert "  head: head/bias, head/kernel\n" in message
     assert "  pre_head: pre_head/bias, pre_head/kernel\n" in message
     assert "UnlearnConfig(head='^head/')" in message and "predicate" in message
@@ -253,12 +254,70 @@ def test_the_ambiguous_default_head_is_an_error_listing_the_candidates():
 
 def test_a_default_head_that_matches_nothing_suggests_the_dense_layer_of_the_logits(linen_net):
     _, forget, _ = _data()
-    with pytest.raises(ValueError, match=r"no layer named 'head'") as err:
+    with pytest.raises(ValueError, match=r"head selector 'head' matches no parameter") as err:
         imu.unlearn(linen_net, forget)
     message = str(err.value)
-    assert "  Dense_2: kernel [16, 4], bias [4] (as wide as the logits)\n" in message
+    assert "  Dense_2: kernel [16, 4], bias [4]\n" in message
     assert "  Dense_0: kernel [8, 16], bias [16]" in message
     assert "UnlearnConfig(head='^Dense_2/')" in message
+
+
+def _core_and_loop_errors(user_model, selector):
+    """The error of the core's head check and of ``imu.unlearn`` for one selector."""
+    _, forget, _ = _data()
+    _, params, _, _ = adapters.resolve(user_model)
+    errors = []
+    for call in (lambda: imu.check_head_selector(params, selector),
+                 lambda: imu.unlearn(user_model, forget, imu.UnlearnConfig(head=selector,
+                                                                           epochs=1)),
+                 lambda: selection.forget_influence(user_model, None, None, forget["image"],
+                                                    forget["label"],
+                                                    imu.UnlearnConfig(head=selector))):
+        with pytest.raises(ValueError) as err:
+            call()
+        errors.append((type(err.value), str(err.value)))
+    return errors
+
+
+class LinenTwoHeads(nn.Module):
+    """Linen layers named ``pre_head`` and ``head``."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(4, name="head")(nn.relu(nn.Dense(16, name="pre_head")(x)))
+
+
+@pytest.mark.parametrize("which", ["nnx", "linen"])
+def test_one_head_check_gives_the_same_error_in_the_core_and_in_unlearn(which, linen_net):
+    """The default ``"head"`` picking ``head`` and ``pre_head``, and a selector matching nothing:
+    the core's check, ``imu.unlearn`` and the influence step raise the same class and text."""
+    if which == "nnx":
+        ambiguous, plain = TwoHeads(nnx.Rngs(0)), NNXNet(nnx.Rngs(0))
+    else:
+        two = LinenTwoHeads()
+        ambiguous = (two, two.init(jax.random.key(0), jnp.ones((1, 8))))
+        plain = linen_net
+    errors = _core_and_loop_errors(ambiguous, "head")
+    assert len(set(errors)) == 1
+    kind, message = errors[0]
+    assert kind is ValueError
+    assert message.startswith("head selector 'head' is ambiguous: it matches 2 layers, head, "
+                              "pre_head")
+    assert "imu_jax.path_prefix('head')" in message
+    errors = _core_and_loop_errors(plain, "^fc/")
+    assert len(set(errors)) == 1
+    message = errors[0][1]
+    assert message.startswith("head selector '^fc/' matches no parameter. Its parameter paths")
+    top = "classifier" if which == "nnx" else "Dense_2"
+    assert f"  {top}: kernel [16, 4], bias [4]\n" in message
+    assert f"imu_jax.path_prefix('{top}')" in message
+    # the core's selectors (split_head, head_mask) fail with the same text
+    _, params, _, _ = adapters.resolve(plain)
+    with pytest.raises(ValueError) as err:
+        imu.split_head(params, "^fc/")
+    assert str(err.value) == message
+    # an exact selector passes everywhere
+    imu.check_head_selector(params, imu.path_prefix(top))
 
 
 def test_the_report_says_why_the_generic_path_ran(nnx_net, linen_net):

@@ -8,7 +8,9 @@ The protocol (``imu_jax.unlearning.loop``): a model object with
 * ``head_input(params, state, x, layer) -> [N, D]`` (or ``[N, T, D]``): the input of the layer at
   the "/"-joined parameter path ``layer`` in inference mode, which lets influence use the dense
   softmax closed form on whatever layer is the head (``features(params, state, x)``, the input of
-  ``head``, is the older form the library's own models have).
+  ``head``, is the older form the library's own models have). The adapters also have
+  ``head_input_and_logits(params, state, x, layer)``, both from one pass: the closed form then
+  checks its condition on every example at no extra cost.
 
 ``x`` is what the data holds besides the labels: one array, or a dict when there are several
 (``{"image", "mask", "label"}`` gives the model ``{"image": ..., "mask": ...}``).
@@ -160,8 +162,13 @@ class NNXModel:
 
     def head_input(self, params: PyTree, state: PyTree, x: PyTree, layer: str) -> jax.Array:
         """The input of the submodule at path ``layer`` (inference mode)."""
-        _, _, captured = self._run(params, state, x, False, None, layer)
-        return _recorded(captured, layer)
+        return self.head_input_and_logits(params, state, x, layer)[0]
+
+    def head_input_and_logits(self, params: PyTree, state: PyTree, x: PyTree, layer: str
+                              ) -> tuple[jax.Array, jax.Array]:
+        """``(input of the submodule at path layer, logits)`` from one inference-mode pass."""
+        _, logits, captured = self._run(params, state, x, False, None, layer)
+        return _recorded(captured, layer), logits
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -203,6 +210,11 @@ class LinenModel:
     def head_input(self, params: PyTree, state: PyTree, x: PyTree, layer: str) -> jax.Array:
         """The input of the submodule at path ``layer`` (inference mode), recorded with
         ``flax.linen.intercept_methods``."""
+        return self.head_input_and_logits(params, state, x, layer)[0]
+
+    def head_input_and_logits(self, params: PyTree, state: PyTree, x: PyTree, layer: str
+                              ) -> tuple[jax.Array, jax.Array]:
+        """``(input of the submodule at path layer, logits)`` from one inference-mode pass."""
         import flax.linen as nn
 
         path, captured = tuple(layer.split("/")), []
@@ -213,8 +225,9 @@ class LinenModel:
             return next_fun(*args, **kwargs)
 
         with nn.intercept_methods(record):
-            self.module.apply(self.variables(params, state), x, **_mode_kwargs(self.mode, False))
-        return _recorded(captured, layer)
+            logits = self.module.apply(self.variables(params, state), x,
+                                       **_mode_kwargs(self.mode, False))
+        return _recorded(captured, layer), logits
 
 
 def from_nnx(module: nnx.Module, *, train_kwarg: str | None = "auto"

@@ -1,7 +1,8 @@
 """The unlearning loop a user calls, and the pieces it is made of.
 
 Data flows one way: :mod:`~imu_jax.unlearning.losses` (inputs, labels, per-example losses) →
-:mod:`~imu_jax.unlearning.selection` (influence, kept examples and weights) →
+:mod:`~imu_jax.unlearning.selection` (influence, with the closed form's compiled program in
+:mod:`~imu_jax.unlearning.closed_form`; kept examples and weights) →
 :mod:`~imu_jax.unlearning.loop` (:func:`unlearn`: jitted head-only ascent) ← the stopping rule
 (:mod:`~imu_jax.unlearning.stopping`, applied by :mod:`~imu_jax.unlearning.monitor`), which the
 loop receives as a value and which never imports the loop. :mod:`~imu_jax.unlearning.steps` is the

@@ -38,11 +38,11 @@ class UnlearnConfig:
     see ``docs/DEVIATIONS.md``.
 
     Attributes:
-      head: the parameters θ_h. The default ``"head"`` is the one layer named head (an error
-        lists the candidates when ``head`` occurs in several layers' paths, e.g. ``head`` and
-        ``pre_head``, or in none); any other string is a regex (``re.search`` on "/"-joined
-        paths: ``"^classifier/"``, ``"^Dense_2/"``); a callable is a predicate
-        ``fn(path, leaf) -> bool`` (``imu_jax.unlearning.head_choice``).
+      head: the parameters θ_h: a regex (``re.search`` on "/"-joined paths: ``"^classifier/"``,
+        ``"^Dense_2/"``) or a predicate ``fn(path, leaf) -> bool``, checked by
+        :func:`imu_jax.check_head_selector` as in the core: a plain word such as the default
+        ``"head"`` that also picks layers merely containing it (``head`` and ``pre_head``) is
+        an error listing the candidates, as is a selector matching nothing.
       influence_mode: ``"global"`` (one pass over D_f, spec §1–2) or ``"per_batch"`` (weights
         recomputed inside each mini-batch, the LLM variant; every forget example is iterated).
       weighting: ``"influence"`` (IMU), ``"uniform"`` (every forget example, weight 1: GA on the

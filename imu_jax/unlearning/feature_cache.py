@@ -1,7 +1,7 @@
 """A frozen body computed once: IMU's ascent steps and stopping checks over cached head inputs.
 
 IMU updates only the head. When the head is one dense layer whose input the model gives (the
-closed form's condition and probe, :func:`imu_jax.unlearning.selection.head_features`) and the
+closed form's condition and probe, :func:`imu_jax.unlearning.closed_form.head_features`) and the
 body is frozen and deterministic (inference mode, no ``update_batch_stats``), the logits are
 ``features @ kernel + bias`` with ``features`` fixed for the whole run: :func:`imu_jax.unlearn`
 computes them once for the forget set and the held-out data and runs on :class:`HeadModel`,
@@ -27,8 +27,8 @@ import numpy as np
 
 from imu_jax import heads
 from imu_jax.heads import DenseHead
+from imu_jax.unlearning.closed_form import head_features
 from imu_jax.unlearning.config import PyTree
-from imu_jax.unlearning.selection import head_features
 
 
 @dataclasses.dataclass(frozen=True)

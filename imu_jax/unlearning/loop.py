@@ -37,13 +37,12 @@ from imu_jax.models import adapters
 from imu_jax.transforms import imu_sgd, influence_weighted_ascent, l1_penalty, weighted_ascent
 from imu_jax.unlearning import monitor as monitor_lib
 from imu_jax.unlearning import stopping
+from imu_jax.unlearning.closed_form import feature_batch_size, feature_fn
 from imu_jax.unlearning.config import LABEL_KEYS, PyTree, UnlearnConfig, UnlearnReport
-from imu_jax.unlearning.head_choice import resolve_head
 from imu_jax.unlearning.losses import (input_and_labels, labels_for_logits, make_example_loss,
                                        output_shape, train_apply)
 from imu_jax.unlearning.feature_cache import plan_cache
-from imu_jax.unlearning.selection import (feature_batch_size, feature_fn, forget_influence,
-                                          select_examples)
+from imu_jax.unlearning.selection import forget_influence, select_examples
 
 # traces of the step function (a Python side effect: it runs once per compilation), for tests
 TRACES: collections.Counter = collections.Counter()
@@ -338,7 +337,8 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray] | UnlearnCon
     y = labels_for_logits(logits_shape, y)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
-    selector = resolve_head(params, config.head, logits_width=logits_shape[-1])
+    heads.check_head_selector(params, config.head)  # the core's check: the same decision
+    selector = config.head
     head, rest = heads.split_head(params, selector)
     place = sharding.Placement(mesh if mesh is not None else sharding.current_mesh())
 

@@ -4,6 +4,7 @@ head allows it (else the streaming generic path) and select and weight the examp
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 
 import jax
@@ -15,8 +16,9 @@ from imu_jax.influence import (NoNegativeInfluenceWarning, classifier_influence,
                                influence_weights)
 from imu_jax.lm_head import sequence_influence
 from imu_jax.models import adapters
+from imu_jax.unlearning.closed_form import run_closed_form
 from imu_jax.unlearning.config import PyTree, UnlearnConfig
-from imu_jax.unlearning.head_choice import dense_layer, resolve_head
+from imu_jax.unlearning.head_choice import dense_layer
 from imu_jax.unlearning.losses import make_example_loss
 
 
@@ -35,104 +37,41 @@ class Influence(tuple):
     closed_form = property(lambda self: self[1])
 
 
-def _take(x: PyTree, rows) -> PyTree:
-    return jax.tree.map(lambda a: a[rows], x)
+def _aval(leaf) -> tuple:
+    dtype = getattr(leaf, "dtype", None)
+    return np.shape(leaf), (dtype if dtype is not None else np.result_type(leaf))
 
 
-def _batched(fn, x: PyTree, batch_size: int) -> np.ndarray:
-    """``fn`` over ``x`` in batches of ``batch_size`` rows, the last one padded (its first row
-    repeated) so a jitted ``fn`` compiles for one shape; per-example ``fn`` only."""
-    n = len(jax.tree.leaves(x)[0])
-    size = min(batch_size, n)
-    out = []
-    for i in range(0, n, size):
-        rows = np.arange(i, min(i + size, n))
-        pad = np.concatenate([rows, np.full(size - len(rows), i)])
-        out.append(np.asarray(fn(_take(x, pad)))[:len(rows)])
-    return np.concatenate(out)
-
-
-@functools.lru_cache(maxsize=64)
-def _jitted_head_input(model, layer: str):
-    """The jitted ``fn(params, state, x)`` giving ``layer``'s input (one per model and layer, so
-    repeated runs reuse its compilation), or ``(None, why not)``."""
-    fn, why = _head_input_fn(model, layer)
-    return (None, why) if fn is None else (jax.jit(fn), "")
-
-
-def feature_batch_size(y: np.ndarray) -> int:
-    """Rows per batch of the body's forward pass: 512 examples, 256 sequences."""
-    return 512 if np.ndim(y) == 1 else 256
-
-
-def _head_input_fn(model, layer: str):
-    """``fn(params, state, x)`` giving the input of ``layer``, or ``(None, why not)``."""
-    if hasattr(model, "head_input"):
-        return (lambda p, s, xb: model.head_input(p, s, xb, layer)), ""
-    if hasattr(model, "features"):
-        return model.features, ""
-    return None, ("the model gives no head input: it has neither head_input(params, state, x, "
-                  "layer) nor features(params, state, x) (imu.from_nnx / imu.from_linen models "
-                  "have head_input)")
-
-
-def _closed_form_features(model, params, state, x, y, layer, dense):
-    """``(features of every example, "")`` when ``features @ kernel + bias`` equals the model's
-    logits on a few examples, else ``(None, why not)``."""
-    try:
-        fn, why = _jitted_head_input(model, layer)
-    except TypeError:  # an unhashable model: no compilation cache
-        fn, why = _head_input_fn(model, layer)
-        fn = fn if fn is None else jax.jit(fn)
-    if fn is None:
-        return None, why
-    probe = _take(x, slice(0, 8 if y.ndim == 1 else 2))
-    try:
-        features = np.asarray(fn(params, state, probe))
-    except Exception as err:  # noqa: BLE001 - any failure means: no closed form, say why
-        first = (str(err).strip().splitlines() or [""])[0][:160]
-        return None, f"the input of {layer!r} could not be captured ({type(err).__name__}: {first})"
-    logits = np.asarray(model.apply(params, state, probe, train=False)[0])
-    if features.ndim != y.ndim + 1 or features.shape[-1] != np.shape(dense["kernel"])[0]:
-        return None, (f"the input of {layer!r} has shape {list(features.shape)}, not [N, D] "
-                      f"{'' if y.ndim == 1 else '[N, T, D] '}with D = "
-                      f"{np.shape(dense['kernel'])[0]}")
-    out = features @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
-    if out.shape != logits.shape or not np.allclose(out, logits, rtol=1e-4, atol=1e-4):
-        gap = (f"max difference {float(np.max(np.abs(out - logits))):.3g}"
-               if out.shape == logits.shape else
-               f"shape {list(out.shape[1:])} per example, the logits' {list(logits.shape[1:])}")
-        return None, (f"the input of {layer!r} times its kernel plus bias is not the model's "
-                      f"logits ({gap}): {layer!r} is not the model's output layer, or its output "
-                      "is transformed")
-    return _batched(lambda xb: fn(params, state, xb), x, feature_batch_size(y)), ""
-
-
-def head_features(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndarray,
-                  head_tree: PyTree):
-    """``(DenseHead, features of every example of x, "")`` when the selected head is one dense
-    layer whose input the model gives and ``features @ kernel + bias`` is the logits (the closed
-    form's condition and probe), else ``(None, None, why not)``."""
-    layer, dense, why = dense_layer(head_tree)
+@functools.lru_cache(maxsize=256)
+def _head_layout(treedef, avals: tuple, selector) -> tuple[str | None, int, int, str]:
+    """``(layer, kernel index, bias index, "")`` of the selected head's dense layer among the
+    flattened parameters, or ``(None, -1, -1, why not)``; decided on shapes alone (once per
+    structure and selector). Raises, as :func:`imu_jax.check_head_selector`, for a selector that
+    matches nothing or is ambiguous."""
+    shapes = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype)
+                                          for shape, dtype in avals])
+    heads.check_head_selector(shapes, selector)
+    layer, dense, why = dense_layer(heads.split_head(shapes, selector)[0])
     if dense is None:
-        return None, None, why
-    if np.ndim(y) not in (1, 2):
-        return None, None, f"labels of shape {list(np.shape(y))} are neither classes nor sequences"
-    features, why = _closed_form_features(model, params, state, x, y, layer, dense)
-    if features is None:
-        return None, None, why
-    return heads.dense_softmax_head(head_tree), features, ""
+        return None, -1, -1, why
+    index = {id(leaf): i for i, leaf in enumerate(jax.tree.leaves(shapes))}
+    return layer, index[id(dense["kernel"])], index[id(dense["bias"])], ""
 
 
-def feature_fn(model, params: PyTree, state: PyTree, head_tree: PyTree, batch_size: int):
-    """``fn(x) -> features`` (numpy, batched) of the head's input, for a head that
-    :func:`head_features` accepted."""
-    layer = dense_layer(head_tree)[0]
-    try:
-        fn = _jitted_head_input(model, layer)[0]
-    except TypeError:
-        fn = jax.jit(_head_input_fn(model, layer)[0])
-    return lambda x: _batched(lambda xb: fn(params, state, xb), x, batch_size)
+def selected_dense_layer(params: PyTree, selector) -> tuple[str | None, dict | None, str]:
+    """``(layer, {"kernel", "bias"}, "")`` when ``selector`` picks one dense layer of ``params``,
+    else ``(None, None, why not)``, after the core's head check (which raises for a selector
+    that matches nothing or is ambiguous). A string or compiled regex is decided once per
+    parameter structure (a few microseconds per call after that); a predicate, which may read
+    the values, on every call."""
+    if not isinstance(selector, (str, re.Pattern)):
+        heads.check_head_selector(params, selector)
+        return dense_layer(heads.split_head(params, selector)[0])
+    leaves, treedef = jax.tree.flatten(params)
+    layer, kernel, bias, why = _head_layout(treedef, tuple(map(_aval, leaves)), selector)
+    if layer is None:
+        return None, None, why
+    return layer, {"kernel": leaves[kernel], "bias": leaves[bias]}, ""
 
 
 def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndarray,
@@ -145,6 +84,8 @@ def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndar
     model's ``head_input(params, state, x, layer)`` (or ``features``), times the kernel plus the
     bias must equal the logits on a few examples. Otherwise the streaming generic path of the
     core runs. The result unpacks as ``(scores, closed_form)`` and says why in ``.reason``.
+    The closed form is one compiled program per model and shapes: the body's pass over the
+    examples, the check and the scores, with the parameters as arguments.
     With a ``place``ment on a mesh, the examples are sharded over ``data`` and the head over
     ``model``. ``model`` may also be an ``nnx.Module`` or a ``(linen_module, variables)`` pair,
     with ``params`` and ``state`` None (``imu_jax.models.adapters``); ``x`` is one array or a
@@ -152,21 +93,25 @@ def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndar
     """
     model, params, state, _ = adapters.resolve(model, params, state)
     place = place or sharding.Placement(None)
-    head_tree, rest = heads.split_head(params, resolve_head(params, config.head))
+    layer, dense, why = selected_dense_layer(params, config.head)  # the head check included
     if config.closed_form == "never":
         why = "closed_form='never'"
     else:
-        layer, dense, why = dense_layer(head_tree)
         if dense is not None and y.ndim == 2 and place:
             why = "sequence labels on a mesh (the sequence closed form runs on one device)"
         elif dense is not None and y.ndim not in (1, 2):
             why = f"labels of shape {list(np.shape(y))} are neither classes nor sequences"
         elif dense is not None:
-            features, why = _closed_form_features(model, params, state, x, y, layer, dense)
-            if features is not None:
+            with_scores = y.ndim == 1 and not place
+            result, why = run_closed_form(model, params, state, x, y, layer, dense,
+                                           config.damping, with_scores)
+            if result is not None:
+                features = result["features"]
                 kernel, bias = np.shape(dense["kernel"]), np.shape(dense["bias"])
                 reason = (f"closed form: dense softmax top layer {layer!r} (kernel "
                           f"{list(kernel)}, bias {list(bias)})")
+                if with_scores:
+                    return Influence(result["scores"], True, reason, features)
                 if y.ndim == 2:
                     scores = np.asarray(sequence_influence(features, jnp.asarray(y), dense,
                                                            damping=config.damping))
@@ -175,6 +120,7 @@ def forget_influence(model, params: PyTree, state: PyTree, x: PyTree, y: np.ndar
                 scores = classifier_influence(placed, labels, place.params(dense),
                                               damping=config.damping)
                 return Influence(place.host(scores), True, reason, features)
+    head_tree, rest = heads.split_head(params, config.head)
     loss = make_example_loss(model, place.replicate(rest), place.replicate(state))
     scores = influence_scores(loss, place.params(head_tree),
                               place.batch({"x": jax.tree.map(jnp.asarray, x), "y": jnp.asarray(y)}),
