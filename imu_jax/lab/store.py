@@ -218,13 +218,45 @@ def key_of(run: Mapping) -> str:
     return run_key(run["method"], run["seed"], run.get("role", "eval"), run["hparams"])
 
 
+def check_fresh(out: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Raises a one-line ``ValueError`` when a run without ``--resume`` would start alone into
+    ``out`` while ``out/results.json`` holds finished runs (hours of work, perhaps): it names
+    the folder and the two ways on, ``--resume`` (keep them, run what is missing, add methods or
+    seeds) and ``--overwrite`` (replace them). A run that joins another writer live in ``out``
+    (one process per seed) keeps every run and is allowed; so is ``overwrite``.
+
+    >>> import tempfile
+    >>> check_fresh(tempfile.mkdtemp())  # nothing there yet
+    """
+    out = pathlib.Path(out)
+    if overwrite or not (out / RESULTS_JSON).exists():
+        return
+    with _locked(out):
+        if _live_writers(out):
+            return
+        runs = load_results(out)["runs"]
+    if runs:
+        raise _would_drop(out, len(runs))
+
+
+def _would_drop(out: pathlib.Path, count: int) -> ValueError:
+    return ValueError(
+        f"--out: {out} already holds {count} finished run(s) in {out / RESULTS_JSON}; add "
+        "--resume to keep them and run only what is missing (or add methods and seeds), or "
+        f"--overwrite to replace them (the trained models in {out / 'models'} are reused either "
+        "way; in Python: resume=True or overwrite=True).")
+
+
 class SharedResults:
     """``OUT/results.json`` shared by every ``imu-jax run`` writing into ``OUT`` at once (say one
     process per seed): each save merges, under a lock, the runs the others saved since.
 
     A run that starts while another writes into ``OUT`` joins it (its settings must be the
-    same, else a one-line ``ValueError``); a run that starts alone without ``resume`` starts
-    over, as before: the runs already on disk are dropped at its first save.
+    same, else a one-line ``ValueError``); a run that starts alone without ``resume`` is refused
+    when ``OUT`` holds finished runs (:func:`check_fresh`), unless ``overwrite``: then they are
+    dropped at its first save. Each run is saved with the command that made it
+    (``run["command"]``, from ``results["config"]["command"]``) so that results.md can name
+    every command that contributed.
 
     Examples:
       >>> import tempfile, pathlib
@@ -238,7 +270,8 @@ class SharedResults:
       >>> a.close(); b.close()
     """
 
-    def __init__(self, out: str | os.PathLike, results: dict, *, resume: bool):
+    def __init__(self, out: str | os.PathLike, results: dict, *, resume: bool,
+                 overwrite: bool = False):
         self.out, self.results = pathlib.Path(out), results
         settings = {k: results.get("config", {}).get(k) for k in RESULT_SETTINGS}
         with _locked(self.out):
@@ -249,9 +282,15 @@ class SharedResults:
                     raise ValueError(
                         f"another imu-jax run (process {pid}) is writing into {self.out} with "
                         f"other settings ({'; '.join(conflicts)}); use another --out.")
+            if others and overwrite:
+                raise ValueError(f"--overwrite: another imu-jax run (process {min(others)}) is "
+                                 f"writing into {self.out}; wait for it, or use another --out.")
             self.joined = bool(others)
             fresh = not (self.joined or resume)  # a fresh start replaces the runs on disk
-            self.stale = {key_of(r) for r in load_results(self.out)["runs"]} if fresh else set()
+            on_disk = load_results(self.out)["runs"] if fresh else []
+            if on_disk and not overwrite:
+                raise _would_drop(self.out, len(on_disk))
+            self.stale = {key_of(r) for r in on_disk}
             (self.out / WRITERS).mkdir(exist_ok=True)
             (self.out / WRITERS / str(os.getpid())).write_text(
                 json.dumps(settings, default=_json_default))
@@ -259,7 +298,8 @@ class SharedResults:
     def add(self, run: dict | None = None) -> None:
         """Adds ``run`` (if any) and saves, merging the runs other writers saved meanwhile."""
         if run is not None:
-            self.results["runs"].append(run)
+            command = self.results.get("config", {}).get("command")
+            self.results["runs"].append({**run, "command": command} if command else run)
         with _locked(self.out):
             mine = {key_of(r) for r in self.results["runs"]}
             theirs = [r for r in load_results(self.out)["runs"]

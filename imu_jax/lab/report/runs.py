@@ -18,6 +18,22 @@ def reported_runs(runs: Sequence[Mapping]) -> list[Mapping]:
     return [r for r in runs if r.get("role", "eval") in REPORTED_ROLES]
 
 
+def commands_of(results: Mapping) -> list[str]:
+    """Every distinct command that made runs of ``results``, in the order of their first run
+    (``run["command"]``, recorded per run since several commands may write one folder: a resume
+    that adds seeds, one process per seed); a folder of an older imu-jax, whose runs record none,
+    gives its config's one command.
+
+    >>> commands_of({"runs": [{"command": "a"}, {"command": "b"}, {"command": "a"}]})
+    ['a', 'b']
+    >>> commands_of({"runs": [{}], "config": {"command": "c"}})
+    ['c']
+    """
+    found = list(dict.fromkeys(r["command"] for r in results.get("runs", []) if r.get("command")))
+    config_command = (results.get("config") or {}).get("command")
+    return found or ([config_command] if config_command else [])
+
+
 def _values(runs: Iterable[Mapping], key: str) -> list[float]:
     out = []
     for run in runs:
