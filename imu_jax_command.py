@@ -40,6 +40,9 @@ def main() -> int:
         from imu_jax.lab import cli
     except KeyboardInterrupt:
         pressed.append(signal.SIGINT)
+    except Exception:  # a C extension's import turns a Ctrl-C into ImportError
+        if not pressed:
+            raise
     finally:
         if handled:
             sys.unraisablehook = previous_hook

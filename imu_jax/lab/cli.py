@@ -373,13 +373,19 @@ def main(argv: list[str] | None = None) -> int:
                 parser.print_help()
                 return 0
             return _call(args)
+        except Exception:
+            if not interrupts.requested():
+                raise
+            # else an error the Ctrl-C caused: a C extension imported meanwhile (tensorstore,
+            # under Orbax) turns it into "ImportError: initialization failed"
         except KeyboardInterrupt:
-            with interrupts.quiet():  # a second Ctrl-C while the line is written
-                message = getattr(args, "interrupted", None)
-                command = f"imu-jax {args.command}" if args is not None else "imu-jax"
-                print(f"{command}: " + (message(args) if message else "interrupted."),
-                      file=sys.stderr)
-                return 130
+            pass
+        with interrupts.quiet():  # a second Ctrl-C while the line is written
+            message = getattr(args, "interrupted", None)
+            command = f"imu-jax {args.command}" if args is not None else "imu-jax"
+            print(f"{command}: " + (message(args) if message else "interrupted."),
+                  file=sys.stderr)
+            return 130
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -393,13 +399,19 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 
 def _call(args) -> int:
-    """Runs the subcommand; user errors are one line with exit status 2, a bug a traceback and 1."""
+    """Runs the subcommand; user errors are one line with exit status 2, a bug a traceback and 1
+    (an error that a Ctrl-C caused goes on to :func:`main`, which reports the interruption)."""
+    from imu_jax.lab import interrupts
+
     try:
         return int(args.func(args) or 0)
-    except MissingExtraError as err:  # one line naming the pip install that adds it
-        print(f"imu-jax {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as err:
+    except Exception as err:
+        if interrupts.requested() or not isinstance(err, (MissingExtraError, ValueError,
+                                                          OSError)):
+            raise
+        if isinstance(err, MissingExtraError):  # one line naming the pip install that adds it
+            print(f"imu-jax {args.command}: error: {err}", file=sys.stderr)
+            return 2
         if is_user_error(err):  # one line, exit status 2
             flag = f"{err.flag}: " if getattr(err, "flag", None) else ""  # e.g. ForgetSpecError
             print(f"imu-jax {args.command}: error: {flag}{err}", file=sys.stderr)

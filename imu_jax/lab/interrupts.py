@@ -11,7 +11,7 @@ Two places lose it:
 
 Inside :func:`reliable_interrupts` SIGINT has a handler of its own that records the request and
 raises as usual; a ``KeyboardInterrupt`` that reaches ``sys.unraisablehook`` is not printed but
-delivered again (``_thread.interrupt_main``, 50 ms later, once the callback has returned), so it
+delivered again (SIGINT to the main thread, 50 ms later, once the callback has returned), so it
 is raised in ordinary code;
 and :func:`check` (called by the runner between runs) raises when a request was swallowed all the
 same. A SIGINT that was ignored when the block started (``nohup``, a background job of a script)
@@ -94,11 +94,20 @@ def reliable_interrupts():
 
 
 def _deliver_again() -> None:
-    """Simulates the SIGINT again shortly, from another thread: called in the hook itself, the
-    handler would run inside the hook (and be lost once more)."""
-    import _thread
+    """Sends SIGINT to the main thread again shortly, from another thread: sent from the hook
+    itself, the handler would run inside the hook (and be lost once more). A real signal, not
+    ``_thread.interrupt_main``, so that it also ends a blocking call (a sleep, a lock wait)."""
+    main = threading.main_thread().ident
 
-    timer = threading.Timer(REDELIVERY_SECONDS, _thread.interrupt_main, args=(signal.SIGINT,))
+    def send():
+        if hasattr(signal, "pthread_kill"):
+            signal.pthread_kill(main, signal.SIGINT)
+        else:  # pragma: no cover - Windows
+            import _thread
+
+            _thread.interrupt_main(signal.SIGINT)
+
+    timer = threading.Timer(REDELIVERY_SECONDS, send)
     timer.daemon = True
     timer.start()
 

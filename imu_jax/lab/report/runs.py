@@ -21,17 +21,21 @@ def reported_runs(runs: Sequence[Mapping]) -> list[Mapping]:
 def commands_of(results: Mapping) -> list[str]:
     """Every distinct command that made runs of ``results``, in the order of their first run
     (``run["command"]``, recorded per run since several commands may write one folder: a resume
-    that adds seeds, one process per seed); a folder of an older imu-jax, whose runs record none,
-    gives its config's one command.
+    that adds seeds, one process per seed; an id spelled out in ``config["commands"]``); a folder
+    of an older imu-jax, whose runs record none, gives its config's one command.
 
-    >>> commands_of({"runs": [{"command": "a"}, {"command": "b"}, {"command": "a"}]})
-    ['a', 'b']
-    >>> commands_of({"runs": [{}], "config": {"command": "c"}})
-    ['c']
+    >>> commands_of({"runs": [{"command": "a1"}, {"command": "b2"}, {"command": "a1"}],
+    ...              "config": {"commands": {"a1": "imu-jax run --seeds 0",
+    ...                                      "b2": "imu-jax run --seeds 1"}}})
+    ['imu-jax run --seeds 0', 'imu-jax run --seeds 1']
+    >>> commands_of({"runs": [{}], "config": {"command": "imu-jax run"}})
+    ['imu-jax run']
     """
-    found = list(dict.fromkeys(r["command"] for r in results.get("runs", []) if r.get("command")))
-    config_command = (results.get("config") or {}).get("command")
-    return found or ([config_command] if config_command else [])
+    config = results.get("config") or {}
+    spelled = config.get("commands") or {}
+    ids = dict.fromkeys(r["command"] for r in results.get("runs", []) if r.get("command"))
+    found = [spelled.get(i, i) for i in ids]
+    return found or ([config["command"]] if config.get("command") else [])
 
 
 def _values(runs: Iterable[Mapping], key: str) -> list[float]:
