@@ -160,8 +160,8 @@ TINY = ["--dataset", "digits", "--model", "mlp", "--forget", "class:3", "--train
 def finished(tmp_path_factory):
     """A finished tiny run (retrain + imu, seed 0) and its command line."""
     out = tmp_path_factory.mktemp("finished")
-    argv = ["run", *TINY, "--methods", "retrain,imu", "--seeds", "0", "--out", str(out),
-            "--data-dir", str(tmp_path_factory.mktemp("tfds"))]
+    argv = ["run", *TINY, "--methods", "retrain,imu", "--seeds", "0", "--no-noise-floor",
+            "--out", str(out), "--data-dir", str(tmp_path_factory.mktemp("tfds"))]
     assert cli.main(argv) == 0
     return out, argv
 
@@ -205,7 +205,7 @@ def test_overwrite_replaces_the_runs_and_resume_keeps_them(finished, tmp_path):
     assert cli.main(only_retrain + ["--resume"]) == 0
     assert "imu" in {r["method"] for r in _runs(out)}  # kept
     assert cli.main(only_retrain + ["--overwrite"]) == 0
-    assert {r["method"] for r in _runs(out)} == {"original", "retrain", "retrain_floor"}
+    assert {r["method"] for r in _runs(out)} == {"original", "retrain"}
     assert not (out / "curves.jsonl.xz").exists()  # imu's curve went with its run
 
 
@@ -261,7 +261,7 @@ def test_resumed_checkpointed_run_keeps_the_whole_curve(finished, tmp_path, monk
     out, argv = _copy(finished, tmp_path)
     (out / "results.json").unlink()
     (out / "curves.jsonl.xz").unlink()
-    argv += ["--checkpoint-every", "1", "--no-noise-floor"]
+    argv += ["--checkpoint-every", "1"]
     real = monitor.Monitor.after_step
 
     def interrupted_at_step_2(self, step, params, state):

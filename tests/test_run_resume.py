@@ -345,7 +345,7 @@ def test_real_ctrl_c_during_training(tmp_path, data_dir):
     import time
 
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "imu_jax.lab.cli", "run", *TINY, "--train-option", "epochs=500",
+    cmd = [sys.executable, "-m", "imu_jax.lab.cli", "run", *TINY, "--train-option", "epochs=5000",
            "--methods", "retrain", "--seeds", "0", "--out", str(out), "--data-dir", data_dir]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
