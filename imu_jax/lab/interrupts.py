@@ -12,10 +12,9 @@ Two places lose it:
 Inside :func:`reliable_interrupts` SIGINT has a handler of its own that records the request and
 raises as usual; a ``KeyboardInterrupt`` that reaches ``sys.unraisablehook`` is not printed but
 delivered again (SIGINT to the main thread, 50 ms later, once the callback has returned), so it
-is raised in ordinary code;
-and :func:`check` (called by the runner between runs) raises when a request was swallowed all the
-same. A SIGINT that was ignored when the block started (``nohup``, a background job of a script)
-stays ignored.
+is raised in ordinary code; and :func:`check` (called by the runner between runs) raises when a
+request was swallowed all the same. A SIGINT that was ignored when the block started
+(``nohup``, a background job of a script) stays ignored.
 
 Examples:
   >>> import signal

@@ -23,7 +23,8 @@ class LoopCheckpoint:
     examples); then ``progress`` holds what ``done`` saved with it (``None`` when nothing was
     resumed). ``done(step, state, progress=...)`` saves when due (and always at
     ``total_steps``), with ``progress``: JSON the loop needs on resume beyond the arrays (the
-    stopping rule's curve so far), or a function returning it (called only when a save is due). ``finish()`` waits for the asynchronous writes.
+    stopping rule's curve so far), or a function returning it (called only when a save is due).
+    ``finish()`` waits for the asynchronous writes.
 
     Examples:
       >>> import tempfile, numpy as np, jax.numpy as jnp

@@ -7,9 +7,9 @@ last ``keep`` are kept):
   (each process writes its own shards), restored onto any target sharding (8 devices → 1 and
   back);
 * ``selection``: the unlearned examples' ``indices`` and ``weights`` (numpy);
-* ``meta``: JSON — the run's ``config``, the ``architecture`` (parameter paths → shapes, plus any
-  model description the caller gives), the step and the loop's ``progress`` (what a resumed loop
-  needs beyond the arrays, e.g. the stopping rule's curve so far).
+* ``meta``: JSON — the run's ``config``, the ``architecture`` (parameter paths → shapes, plus
+  any model description the caller gives), the step and the loop's ``progress`` (what a resumed
+  loop needs beyond the arrays, e.g. the stopping rule's curve so far).
 
 Restoring reads ``meta`` first: a different architecture is a :class:`ArchitectureMismatchError`
 naming both; a checkpoint that cannot be read (truncated, corrupted, half-deleted) is skipped with
