@@ -127,3 +127,155 @@ def test_a_grid_without_tuning_seeds_is_refused(tmp_path, capsys, no_training):
             "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "tfds")]
     assert cli.main(argv) == 2
     assert "--grid: only means something with --tune-seeds" in _one_line(capsys)
+
+
+# -- argparse errors: one line and a hint, like every other error ------------------------------
+
+@pytest.mark.parametrize("argv,prog,contains", [
+    (["run", "--seeds", "a", "--out", "o"], "imu-jax run",
+     "--seeds: expected comma-separated integers, got 'a'"),
+    (["run", "--forget", "class:3"], "imu-jax run", "the following arguments are required: --out"),
+    (["run", "--out", "o", "--bogus"], "imu-jax run", "unrecognized arguments: --bogus"),
+    (["run", "--out", "o", "--resume", "--overwrite"], "imu-jax run",
+     "--overwrite: not allowed with argument --resume"),
+    (["train", "--out", "o", "--epochs", "x"], "imu-jax train", "--epochs: invalid int value"),
+    (["rnu"], "imu-jax", "invalid choice: 'rnu'"),
+    (["plot"], "imu-jax plot", "required: OUT"),
+])
+def test_argparse_errors_are_one_line_with_a_hint(argv, prog, contains, capsys, no_training):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "usage:" not in err, err
+    assert err.startswith(f"{prog}: error: ") and contains in err, err
+    assert err.endswith(f"(see {prog} --help)"), err
+
+
+# -- an --out that holds finished runs -----------------------------------------------------------
+
+TINY = ["--dataset", "digits", "--model", "mlp", "--forget", "class:3", "--train-option",
+        "epochs=1", "--train-option", 'model_options={"hidden": [16]}', "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run (retrain + imu, seed 0) and its command line."""
+    out = tmp_path_factory.mktemp("finished")
+    argv = ["run", *TINY, "--methods", "retrain,imu", "--seeds", "0", "--no-noise-floor",
+            "--out", str(out), "--data-dir", str(tmp_path_factory.mktemp("tfds"))]
+    assert cli.main(argv) == 0
+    return out, argv
+
+
+def _copy(finished, tmp_path, name="copy"):
+    import shutil
+
+    out, argv = finished
+    copy = tmp_path / name
+    shutil.copytree(out, copy)
+    return copy, [str(copy) if a == str(out) else a for a in argv]
+
+
+def _runs(out):
+    return json.loads((out / "results.json").read_text())["runs"]
+
+
+def test_a_fresh_run_into_a_folder_with_finished_runs_is_refused(finished, tmp_path, capsys,
+                                                                 monkeypatch):
+    """Rerunning the command (or another one) into a folder with results silently dropped them
+    at the first save; now it names the folder and the two ways on, before any work."""
+    from imu_jax.lab import runner
+
+    out, argv = _copy(finished, tmp_path)
+    before = (out / "results.json").read_text()
+    monkeypatch.setattr(runner, "make_splits", lambda *a, **k: pytest.fail("data loaded"),
+                        raising=False)
+    monkeypatch.setattr(runner, "cached_trainer", lambda *a, **k: pytest.fail("trained"))
+    assert cli.main(argv) == 2
+    err = _one_line(capsys)
+    count = len(json.loads(before)["runs"])
+    assert err.startswith(f"imu-jax run: error: --out: {out} already holds {count} finished "
+                          "run(s)"), err
+    assert "--resume" in err and "--overwrite" in err, err
+    assert (out / "results.json").read_text() == before
+
+
+def test_overwrite_replaces_the_runs_and_resume_keeps_them(finished, tmp_path):
+    out, argv = _copy(finished, tmp_path)
+    only_retrain = [a if a != "retrain,imu" else "retrain" for a in argv]
+    assert cli.main(only_retrain + ["--resume"]) == 0
+    assert "imu" in {r["method"] for r in _runs(out)}  # kept
+    assert cli.main(only_retrain + ["--overwrite"]) == 0
+    assert {r["method"] for r in _runs(out)} == {"original", "retrain"}
+    assert not (out / "curves.jsonl.xz").exists()  # imu's curve went with its run
+
+
+def test_results_md_names_every_command_that_made_runs(finished, tmp_path):
+    """A resume that adds a method is a second command: results.md listed only the last one, so
+    following it did not make the runs of the first."""
+    from imu_jax.lab import report
+
+    out, argv = _copy(finished, tmp_path)
+    [first] = report.commands_of(json.loads((out / "results.json").read_text()))
+    more = [a if a != "retrain,imu" else "retrain,imu,ga" for a in argv]
+    assert cli.main(more + ["--resume"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    commands = results["config"]["commands"]  # each run names its command by id
+    assert {commands[r["command"]] for r in results["runs"] if r["method"] != "ga"} == {first}
+    second = commands[next(r["command"] for r in results["runs"] if r["method"] == "ga")]
+    assert first != second and "retrain,imu,ga" in second and "--resume" not in second
+    assert report.commands_of(results) == [first, second]
+    text = (out / "results.md").read_text()
+    assert "Reproduce with these 2 commands" in text and "the later ones with --resume" in text
+    assert text.index(first) < text.index(second)
+
+
+def test_concurrent_writers_record_their_own_commands(tmp_path):
+    from imu_jax.lab import report, store
+
+    config = {"forget": "class:3", "seeds": [0], "methods": ["imu"]}
+    a = store.SharedResults(tmp_path, {"config": {**config, "command": "imu-jax run --seeds 0"},
+                                       "runs": []}, resume=False)
+    b = store.SharedResults(tmp_path, {"config": {**config, "command": "imu-jax run --seeds 1"},
+                                       "runs": []}, resume=False)  # joins a: allowed
+    run = {"method": "imu", "role": "eval", "hparams": {}, "metrics": {}, "avg_gap": 0.0}
+    a.add({**run, "seed": 0})
+    b.add({**run, "seed": 1})
+    a.close(), b.close()
+    results = store.load_results(tmp_path)
+    assert sorted(report.commands_of(results)) == ["imu-jax run --seeds 0",
+                                                   "imu-jax run --seeds 1"]
+    assert "Reproduce with these 2 commands" in report.results_markdown(results)
+    with pytest.raises(ValueError, match="already holds 2 finished run"):  # alone now: refused
+        store.SharedResults(tmp_path, {"config": config, "runs": []}, resume=False)
+
+
+# -- a resumed --checkpoint-every run keeps the whole stopping curve ------------------------------
+
+def test_resumed_checkpointed_run_keeps_the_whole_curve(finished, tmp_path, monkeypatch):
+    """Interrupted inside IMU's monitored loop, then --resume: curves.jsonl.xz had only the
+    checks after the checkpoint; now it is the uninterrupted run's curve."""
+    from imu_jax.lab import curves
+    from imu_jax.unlearning import monitor
+
+    reference, _ = _copy(finished, tmp_path, "reference")
+    out, argv = _copy(finished, tmp_path)
+    (out / "results.json").unlink()
+    (out / "curves.jsonl.xz").unlink()
+    argv += ["--checkpoint-every", "1"]
+    real = monitor.Monitor.after_step
+
+    def interrupted_at_step_2(self, step, params, state):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real(self, step, params, state)
+
+    monkeypatch.setattr(monitor.Monitor, "after_step", interrupted_at_step_2)
+    assert cli.main(argv) == 130
+    monkeypatch.setattr(monitor.Monitor, "after_step", real)
+    assert cli.main(argv + ["--resume"]) == 0
+    imu = next(r for r in _runs(out) if r["method"] == "imu")
+    assert imu["info"]["resumed_from_step"] >= 1
+    name = "imu_retain_free_seed0"
+    whole = curves.read_curve(reference, name)["curve"]
+    assert [p["step"] for p in whole][:3] == [0, 1, 2]
+    assert curves.read_curve(out, name)["curve"] == whole

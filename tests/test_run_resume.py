@@ -238,7 +238,7 @@ def test_fresh_run_drops_the_previous_runs_curves_and_resume_keeps_them(finished
     drawn.write_bytes(b"png")
     assert cli.main(args + ["--resume"]) == 0
     assert stale in curves.read_curves(out) and drawn.exists()  # resume: other runs' curves
-    assert cli.main(args) == 0
+    assert cli.main(args + ["--overwrite"]) == 0  # without it: refused (the runs would go)
     runs = json.loads((out / "results.json").read_text())["runs"]
     referenced = {r["info"]["curve_file"] for r in runs if "curve_file" in r.get("info", {})}
     assert referenced and {curves.curve_ref(n) for n in curves.read_curves(out)} == referenced
@@ -345,7 +345,7 @@ def test_real_ctrl_c_during_training(tmp_path, data_dir):
     import time
 
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "imu_jax.lab.cli", "run", *TINY, "--train-option", "epochs=500",
+    cmd = [sys.executable, "-m", "imu_jax.lab.cli", "run", *TINY, "--train-option", "epochs=5000",
            "--methods", "retrain", "--seeds", "0", "--out", str(out), "--data-dir", data_dir]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

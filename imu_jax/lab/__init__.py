@@ -5,7 +5,8 @@ Train-or-load models (:mod:`.models_cache`), run methods × seeds on one forget 
 (:mod:`.runner`), score them (:mod:`.evaluation`), store and resume results (:mod:`.store`) and
 the per-run curves (:mod:`.curves`), select hyperparameters (:mod:`.selection`), report
 (:mod:`.report`; figures on demand: :mod:`.figures`, ``imu-jax plot``), and the ``imu-jax`` command
-(:mod:`.cli` over :mod:`.arguments` and :mod:`.validate`). It needs the ``[experiments]`` extra.
+(:mod:`.cli` over :mod:`.arguments`, :mod:`.validate` and :mod:`.interrupts`). It needs the
+``[experiments]`` extra.
 """
 
 from imu_jax.lab import report

@@ -159,9 +159,15 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
                    "(default: every method); the others get only their retain-free row")
     p.add_argument("--out", required=True, help="output directory (models are cached in "
                    "OUT/models)")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the runs already in OUT/results.json and skip them (with "
-                   "--checkpoint-every: continue an interrupted run from its checkpoint)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="keep the runs already in OUT/results.json and skip them (also to "
+                       "add methods or seeds; with --checkpoint-every: continue an interrupted "
+                       "run from its checkpoint)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the runs already in OUT/results.json (without --resume or "
+                       "--overwrite a folder with finished runs is refused; the trained models "
+                       "in OUT/models are reused either way)")
     p.add_argument("--hparam", action="append", metavar="METHOD.NAME=VALUE",
                    help="override a method's default, e.g. imu.learning_rate=0.02 (repeatable)")
     p.add_argument("--grid", action="append", metavar="METHOD.NAME=V1,V2",
@@ -220,8 +226,9 @@ def run_run(args) -> int:
             scale.enter_context(loop_checkpoint.use_run_checkpoints(
                 pathlib.Path(args.out) / "checkpoints", save_every=args.checkpoint_every,
                 keep=args.keep_checkpoints, resume=args.resume))
-        runner.run(**options, out=args.out, resume=args.resume, data_dir=args.data_dir,
-                   progress=not args.no_progress, command=run_command_line(args),
+        runner.run(**options, out=args.out, resume=args.resume, overwrite=args.overwrite,
+                   data_dir=args.data_dir, progress=not args.no_progress,
+                   command=run_command_line(args),
                    retain_free=not getattr(args, "fixed_length", False),
                    noise_floor=not getattr(args, "no_noise_floor", False))
     out = pathlib.Path(args.out)
@@ -309,11 +316,37 @@ def run_plot(args) -> int:
 SUBCOMMANDS = [add_train_command, add_data_command, add_run_command, add_plot_command]
 
 
+class UsageError(Exception):
+    """A command line that argparse cannot parse (unknown flag, missing ``--out``, a value of the
+    wrong type): :func:`main` prints it as one line with a hint, not argparse's usage block."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` (and, through ``add_subparsers``, its subcommands' parsers) whose
+    errors are :class:`UsageError`.
+
+    >>> try:
+    ...     _Parser(prog="imu-jax run").parse_args(["--nope"])
+    ... except UsageError as err:
+    ...     print(err.prog, "|", err)
+    imu-jax run | unrecognized arguments: --nope
+    """
+
+    def error(self, message: str):
+        if message.startswith("argument "):  # "argument --seeds: ..." → "--seeds: ..."
+            message = message[len("argument "):]
+        raise UsageError(self.prog, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
     from imu_jax import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="imu-jax", description="Influence-guided machine unlearning (IMU) in JAX.")
     parser.add_argument("--version", action="version", version=f"imu-jax {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -323,23 +356,62 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``imu-jax``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 0
+    """Entry point of ``imu-jax``; returns the exit status. Ctrl-C anywhere inside it (also while
+    JAX is busy, see :mod:`imu_jax.lab.interrupts`) is one line and exit status 130."""
+    from imu_jax.lab import interrupts
+
+    args = None
+    with interrupts.reliable_interrupts():
+        try:
+            parser = build_parser()
+            try:
+                args = _parse(parser, argv)
+            except UsageError as err:  # one line and a hint, like every other error
+                print(f"{err.prog}: error: {err} (see {err.prog} --help)", file=sys.stderr)
+                return 2
+            if getattr(args, "func", None) is None:
+                parser.print_help()
+                return 0
+            return _call(args)
+        except Exception:
+            if not interrupts.requested():
+                raise
+            # else an error the Ctrl-C caused: a C extension imported meanwhile (tensorstore,
+            # under Orbax) turns it into "ImportError: initialization failed"
+        except KeyboardInterrupt:
+            pass
+        with interrupts.quiet():  # a second Ctrl-C while the line is written
+            message = getattr(args, "interrupted", None)
+            command = f"imu-jax {args.command}" if args is not None else "imu-jax"
+            print(f"{command}: " + (message(args) if message else "interrupted."),
+                  file=sys.stderr)
+            return 130
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, with unrecognized arguments charged to the subcommand they
+    were given to (``imu-jax run: error: unrecognized arguments: ...``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        prog = f"imu-jax {args.command}" if getattr(args, "command", None) else "imu-jax"
+        raise UsageError(prog, f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _call(args) -> int:
+    """Runs the subcommand; user errors are one line with exit status 2, a bug a traceback and 1
+    (an error that a Ctrl-C caused goes on to :func:`main`, which reports the interruption)."""
+    from imu_jax.lab import interrupts
+
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        message = getattr(args, "interrupted", None)
-        print(f"imu-jax {args.command}: " + (message(args) if message else "interrupted."),
-              file=sys.stderr)
-        return 130
-    except MissingExtraError as err:  # one line naming the pip install that adds it
-        print(f"imu-jax {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as err:
+    except Exception as err:
+        if interrupts.requested() or not isinstance(err, (MissingExtraError, ValueError,
+                                                          OSError)):
+            raise
+        if isinstance(err, MissingExtraError):  # one line naming the pip install that adds it
+            print(f"imu-jax {args.command}: error: {err}", file=sys.stderr)
+            return 2
         if is_user_error(err):  # one line, exit status 2
             flag = f"{err.flag}: " if getattr(err, "flag", None) else ""  # e.g. ForgetSpecError
             print(f"imu-jax {args.command}: error: {flag}{err}", file=sys.stderr)

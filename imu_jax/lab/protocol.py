@@ -42,6 +42,16 @@ RETRAIN_FLOOR = methods_lib.Method(
     reference=True)
 
 
+def _evaluated_by_the_runner(task, hparams, seed):
+    raise RuntimeError("'original' is the trained model itself; the runner evaluates it.")
+
+
+# A pseudo-method so the original model gets a row (and an Avg. Gap) in every table.
+ORIGINAL = methods_lib.Method(name="original", needs="— (before unlearning)",
+                              summary="the trained model, nothing unlearned",
+                              run=_evaluated_by_the_runner)
+
+
 def is_test_data(arrays: Mapping[str, np.ndarray], splits) -> bool:
     """Whether ``arrays`` is (or shares its arrays with) a split that reported runs are scored on
     (``test``, ``forget_test``, ``control_test``)."""

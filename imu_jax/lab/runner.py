@@ -29,13 +29,14 @@ from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, evaluate
                                     validation_view, with_validation)
 from imu_jax.lab.models_cache import TrainedModel, Trainer, cached_trainer
 from imu_jax.lab.curves import remove_curves, write_curve
-from imu_jax.lab.protocol import (FLOOR_SEED_OFFSET, PROTOCOL, RETRAIN_FLOOR, SCORED_ON,
-                                  check_protocol, held_out_record, is_test_data)
+from imu_jax.lab.protocol import (FLOOR_SEED_OFFSET, ORIGINAL, PROTOCOL, RETRAIN_FLOOR,
+                                  SCORED_ON, check_protocol, held_out_record, is_test_data)
 from imu_jax.lab.selection import (RETAIN_FREE_RULE, SELECTION_RULE, plan_jobs, select_hparams,
                                    tuning_grids)
-from imu_jax.lab.store import check_resume, key_of, load_results, run_key, write_reports
+from imu_jax.lab import interrupts
+from imu_jax.lab.store import (SharedResults, check_fresh, check_resume, key_of, load_results,
+                               run_key, write_reports)
 from imu_jax.unlearning.losses import input_and_labels
-from imu_jax.lab.store import SharedResults
 
 
 def _get_method(name: str) -> methods_lib.Method:
@@ -92,6 +93,7 @@ class _Runner:
         self.done.add(key_of(run))
 
     def run(self, method: methods_lib.Method, seed: int, role: str, hparams: dict) -> None:
+        interrupts.check()  # a Ctrl-C that something swallowed stops here, between two runs
         if run_key(method.name, seed, role, hparams) in self.done:
             return
         view = SCORED_ON[role]
@@ -185,16 +187,6 @@ class _Runner:
                 "progress": bool(self.progress)}
 
 
-def _evaluated_by_the_runner(task, hparams, seed):
-    raise RuntimeError("'original' is the trained model itself; the runner evaluates it.")
-
-
-# A pseudo-method so the original model gets a row (and an Avg. Gap) in every table.
-ORIGINAL = methods_lib.Method(name="original", needs="— (before unlearning)",
-                              summary="the trained model, nothing unlearned",
-                              run=_evaluated_by_the_runner)
-
-
 def run_experiment(
     *,
     splits,
@@ -203,6 +195,7 @@ def run_experiment(
     seeds: Sequence[int],
     out: str | os.PathLike,
     resume: bool = False,
+    overwrite: bool = False,
     tune_seeds: Sequence[int] = (),
     hparams: Mapping[str, Mapping[str, Any]] | None = None,
     grids: Mapping[str, Mapping[str, Sequence]] | None = None,
@@ -227,8 +220,11 @@ def run_experiment(
         Retrain model itself. The original model is always reported as ``"original"``.
       seeds: model and unlearning seeds; each seed has its own original and Retrain model.
       out: output directory.
-      resume: keep the (method, seed) runs already in ``out/results.json`` and skip them;
-        without it the run starts afresh (the previous run's ``out/curves.jsonl.xz`` is removed).
+      resume: keep the (method, seed) runs already in ``out/results.json`` and skip them.
+        Without it a folder that holds finished runs is refused (a one-line ``ValueError`` naming
+        ``resume`` and ``overwrite``), unless another writer into ``out`` is running (it joins).
+      overwrite: start afresh in a folder that holds finished runs: they are dropped at the first
+        save and the previous run's ``out/curves.jsonl.xz`` is removed.
       tune_seeds: when given, each method's grid runs on these seeds (their own original and
         Retrain models), scored on the validation split, and the config with the smallest mean
         Avg. Gap is reported on ``seeds`` (``SELECTION_RULE``). Empty: every method runs its
@@ -334,7 +330,7 @@ def run_experiment(
     retain_free = retain_free and held_out is not None
     results["config"]["retain_free_rule"] = (
         {"rule": RETAIN_FREE_RULE, "removal": held_out[1]} if retain_free else None)
-    store = SharedResults(out, results, resume=resume)  # other runs may write into out too
+    store = SharedResults(out, results, resume=resume, overwrite=overwrite)  # and other writers
     if not resume and not store.joined:  # a fresh run: old curves would sit beside it
         remove_curves(out)
     try:
@@ -402,6 +398,7 @@ def run(
     tune_seeds: Sequence[int] = (),
     tune_methods: Sequence[str] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     hparams: Mapping[str, Mapping[str, Any]] | None = None,
     grids: Mapping[str, Mapping[str, Sequence]] | None = None,
     train_config: Mapping[str, Any] | None = None,
@@ -424,26 +421,25 @@ def run(
     """
     for name in methods:  # unknown methods fail before any data is touched
         _get_method(name)
-    from imu_jax.data import make_splits
+    from imu_jax.data import VALIDATION_FRACTION, make_splits
     from imu_jax.train import build_model, recipe
 
-    cfg = {**recipe(dataset, model), **dict(train_config or {})}
-    cfg["forget"] = forget
+    cfg = {**recipe(dataset, model), **dict(train_config or {}), "forget": forget}
     record = {"dataset": dataset, "model": cfg["model"], "forget": forget,
               "split_seed": split_seed, "train_config": cfg, "command": command,
               "retain_free": bool(retain_free)}
     if resume:  # before any data or training
         check_resume(out, {**record, "hparams": dict(hparams or {}), "grids": dict(grids or {}),
                            "tune_seeds": list(tune_seeds)})
-    from imu_jax.data import VALIDATION_FRACTION
-
+    else:  # finished runs in out are not dropped without overwrite
+        check_fresh(out, overwrite=overwrite)
     splits = make_splits(dataset, forget, seed=split_seed, data_dir=data_dir,
                          validation=VALIDATION_FRACTION)  # the rule's and the tuning's data
     build_model(cfg, splits)  # a model that does not fit the data fails before any training
     held_out = held_out_for(splits, forget, seed=split_seed)
     trainer = cached_trainer(splits, cfg, out, progress=progress)
     return run_experiment(splits=splits, trainer=trainer, methods=methods, seeds=seeds, out=out,
-                          resume=resume, tune_seeds=tune_seeds, tune_methods=tune_methods,
-                          hparams=hparams, grids=grids,
+                          resume=resume, overwrite=overwrite, tune_seeds=tune_seeds,
+                          tune_methods=tune_methods, hparams=hparams, grids=grids,
                           config=record, progress=progress, trace_every=trace_every,
                           held_out=held_out, retain_free=retain_free, noise_floor=noise_floor)

@@ -44,8 +44,8 @@ def load_results(out: pathlib.Path) -> dict:
         problem = f"not valid JSON ({err.msg if hasattr(err, 'msg') else err})"
     if problem:
         raise ValueError(f"cannot resume from {path}: {problem}; delete it (the cached models in "
-                         f"{path.parent / 'models'} are kept) or run without --resume to start "
-                         "over.")
+                         f"{path.parent / 'models'} are kept) or run with --overwrite (not "
+                         "--resume) to start over.")
     return results
 
 
@@ -218,13 +218,68 @@ def key_of(run: Mapping) -> str:
     return run_key(run["method"], run["seed"], run.get("role", "eval"), run["hparams"])
 
 
+def check_fresh(out: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Raises a one-line ``ValueError`` when a run without ``--resume`` would start alone into
+    ``out`` while ``out/results.json`` holds finished runs (hours of work, perhaps): it names
+    the folder and the two ways on, ``--resume`` (keep them, run what is missing, add methods or
+    seeds) and ``--overwrite`` (replace them). A run that joins another writer live in ``out``
+    (one process per seed) keeps every run and is allowed; so is ``overwrite``.
+
+    >>> import tempfile
+    >>> check_fresh(tempfile.mkdtemp())  # nothing there yet
+    """
+    out = pathlib.Path(out)
+    if overwrite or not (out / RESULTS_JSON).exists():
+        return
+    with _locked(out):
+        if _live_writers(out):
+            return
+        runs = load_results(out)["runs"]
+    if runs:
+        raise _would_drop(out, len(runs))
+
+
+def _runs_to_replace(out: pathlib.Path, overwrite: bool) -> list[dict]:
+    """The runs on disk that a fresh start replaces; with ``overwrite`` an unreadable
+    ``results.json`` is removed (it is being replaced) rather than an error."""
+    try:
+        return load_results(out)["runs"]
+    except ValueError:
+        if not overwrite:
+            raise
+        (out / RESULTS_JSON).unlink()
+        return []
+
+
+def _would_drop(out: pathlib.Path, count: int) -> ValueError:
+    return ValueError(
+        f"--out: {out} already holds {count} finished run(s) in {out / RESULTS_JSON}; add "
+        "--resume to keep them and run only what is missing (or add methods and seeds), or "
+        f"--overwrite to replace them (the trained models in {out / 'models'} are reused either "
+        "way; in Python: resume=True or overwrite=True).")
+
+
+def command_id(command: str) -> str:
+    """The short id a stored run names its command by (``config["commands"][id]`` holds it).
+
+    >>> command_id("imu-jax run --seeds 0")
+    '99d0f2d6'
+    """
+    import hashlib
+
+    return hashlib.sha1(command.encode()).hexdigest()[:8]
+
+
 class SharedResults:
     """``OUT/results.json`` shared by every ``imu-jax run`` writing into ``OUT`` at once (say one
     process per seed): each save merges, under a lock, the runs the others saved since.
 
     A run that starts while another writes into ``OUT`` joins it (its settings must be the
-    same, else a one-line ``ValueError``); a run that starts alone without ``resume`` starts
-    over, as before: the runs already on disk are dropped at its first save.
+    same, else a one-line ``ValueError``); a run that starts alone without ``resume`` is refused
+    when ``OUT`` holds finished runs (:func:`check_fresh`), unless ``overwrite``: then they are
+    dropped at its first save. Each run is saved with the command that made it (``run["command"]``,
+    an id of ``results["config"]["command"]``, spelled out in ``config["commands"]``) so that
+    results.md can name every command that contributed.
 
     Examples:
       >>> import tempfile, pathlib
@@ -238,7 +293,8 @@ class SharedResults:
       >>> a.close(); b.close()
     """
 
-    def __init__(self, out: str | os.PathLike, results: dict, *, resume: bool):
+    def __init__(self, out: str | os.PathLike, results: dict, *, resume: bool,
+                 overwrite: bool = False):
         self.out, self.results = pathlib.Path(out), results
         settings = {k: results.get("config", {}).get(k) for k in RESULT_SETTINGS}
         with _locked(self.out):
@@ -249,27 +305,39 @@ class SharedResults:
                     raise ValueError(
                         f"another imu-jax run (process {pid}) is writing into {self.out} with "
                         f"other settings ({'; '.join(conflicts)}); use another --out.")
-            self.joined = bool(others)
+            self.joined = bool(others)  # joins them (with overwrite too: they replaced the runs)
             fresh = not (self.joined or resume)  # a fresh start replaces the runs on disk
-            self.stale = {key_of(r) for r in load_results(self.out)["runs"]} if fresh else set()
+            on_disk = _runs_to_replace(self.out, overwrite) if fresh else []
+            if on_disk and not overwrite:
+                raise _would_drop(self.out, len(on_disk))
+            self.stale = {key_of(r) for r in on_disk}
             (self.out / WRITERS).mkdir(exist_ok=True)
             (self.out / WRITERS / str(os.getpid())).write_text(
                 json.dumps(settings, default=_json_default))
 
     def add(self, run: dict | None = None) -> None:
         """Adds ``run`` (if any) and saves, merging the runs other writers saved meanwhile."""
+        config = self.results.setdefault("config", {})
         if run is not None:
+            command = config.get("command")
+            if command:  # by id: the command line once per folder, not once per run
+                config.setdefault("commands", {})[command_id(command)] = command
+                run = {**run, "command": command_id(command)}
             self.results["runs"].append(run)
         with _locked(self.out):
+            on_disk = load_results(self.out)
             mine = {key_of(r) for r in self.results["runs"]}
-            theirs = [r for r in load_results(self.out)["runs"]
+            theirs = [r for r in on_disk["runs"]
                       if key_of(r) not in mine and key_of(r) not in self.stale]
             self.results["runs"].extend(theirs)
-            config = self.results.setdefault("config", {})
             for other in theirs:  # the merged file names every seed and method it holds
                 for field, value in (("seeds", other["seed"]), ("methods", other["method"])):
                     if isinstance(config.get(field), list) and value not in config[field]:
                         config[field].append(value)
+            commands = {**(on_disk.get("config") or {}).get("commands", {}),
+                        **config.get("commands", {})}
+            used = {r.get("command") for r in self.results["runs"]}
+            config["commands"] = {k: v for k, v in commands.items() if k in used}
             save_results(self.out, self.results)
 
     def lock(self):

@@ -391,6 +391,7 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray] | UnlearnCon
     train_key = jax.random.key(seed) if config.update_batch_stats else None
     first, saved = loop.start({"params": head, "opt_state": opt_state, "model_state": state})
     head, opt_state, state = saved["params"], saved["opt_state"], saved["model_state"]
+    monitor.resume(loop.progress)  # the curve before the checkpoint (None: nothing resumed)
     done = monitor.start(heads.merge_head(head, rest), state, total_steps=len(plan), step=first)
     for i in range(first, len(plan)):
         if done:
@@ -400,7 +401,8 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray] | UnlearnCon
         head, opt_state, state = step(head, opt_state, rest, state,
                                       *place.batch((_take(kept_x, batch), kept_y[batch],
                                                     weights[batch])), key)
-        loop.done(i + 1, {"params": head, "opt_state": opt_state, "model_state": state})
+        loop.done(i + 1, {"params": head, "opt_state": opt_state, "model_state": state},
+                  progress=monitor.progress)
         if on_step is not None:
             on_step(i + 1, heads.merge_head(head, rest), state)
         done = monitor.after_step(i + 1, heads.merge_head(head, rest), state)

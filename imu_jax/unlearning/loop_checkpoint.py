@@ -20,7 +20,10 @@ class LoopCheckpoint:
 
     ``start(state)`` returns ``(first_step, state)``: ``(0, state)``, or with ``resume`` the
     newest readable checkpoint's (checking that it was saved for the same selection of forget
-    examples). ``done(step, state)`` saves when due (and always at ``total_steps``);
+    examples); then ``progress`` holds what ``done`` saved with it (``None`` when nothing was
+    resumed). ``done(step, state, progress=...)`` saves when due (and always at
+    ``total_steps``), with ``progress``: JSON the loop needs on resume beyond the arrays (the
+    stopping rule's curve so far), or a function returning it (called only when a save is due).
     ``finish()`` waits for the asynchronous writes.
 
     Examples:
@@ -47,6 +50,7 @@ class LoopCheckpoint:
         self.selection = None if selection is None else {
             k: np.asarray(v) for k, v in selection.items()}
         self.config = dict(config or {})
+        self.progress: dict[str, Any] | None = None
 
     def saved_selection(self) -> dict[str, np.ndarray] | None:
         """With ``resume``: the selection the checkpointed run used, adopted as this run's.
@@ -94,12 +98,13 @@ class LoopCheckpoint:
         settings = _SETTINGS.get()
         if settings is not None:  # so the caller can say the run was resumed (see resumed_steps)
             settings.setdefault("resumed", []).append(int(restored.step))
+        self.progress = restored.meta.get("progress")
         return restored.step, restored.state
 
-    def done(self, step: int, state: PyTree) -> None:
+    def done(self, step: int, state: PyTree, progress=None) -> None:
         if self.checkpointer is not None:
             self.checkpointer.save(step, state, selection=self.selection, config=self.config,
-                                   force=int(step) == self.total_steps)
+                                   progress=progress, force=int(step) == self.total_steps)
 
     def finish(self) -> None:
         if self.checkpointer is not None:

@@ -108,6 +108,7 @@ class Monitor:
         self._bar, self._progress, self._label = None, progress, label
         self.removal = self.threshold = None
         self.utility_floor: float | None = None  # held-out accuracy the guard keeps above
+        self._resumed = False  # resume(): the checks before the checkpoint are in self.curve
         if not self.monitoring:
             return
         if held_out is None:
@@ -266,16 +267,46 @@ class Monitor:
             shown["floor"] = f"{self.utility_floor:.3f}"
         self._bar.set_postfix(**shown)
 
+    # -- checkpoints ---------------------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        """What a checkpointed loop saves besides its arrays, so that a resumed run's curve and
+        utility floor are the uninterrupted run's (JSON; :meth:`resume` reads it back)."""
+        floor = self.utility_floor
+        return {"curve": [dict(p) for p in self.curve],
+                "utility_floor": None if floor is None or math.isinf(floor) else floor,
+                "floor_set": floor is not None}
+
+    def resume(self, progress: Mapping[str, Any] | None) -> None:
+        """Continues from :meth:`progress` saved with the checkpoint a loop resumes from: the
+        checks before it and the utility floor of step 0. Call before :meth:`start` (with the
+        resumed step). ``None`` (an older checkpoint, or none) changes nothing.
+
+        >>> m = Monitor.fixed(); m.resume({"curve": [{"step": 0}], "utility_floor": None,
+        ...                                "floor_set": True})
+        >>> m.curve, m.utility_floor
+        ([{'step': 0}], -inf)
+        """
+        if not progress:
+            return
+        self.curve = [dict(p) for p in progress.get("curve", [])]
+        if progress.get("floor_set"):
+            floor = progress.get("utility_floor")
+            self.utility_floor = -math.inf if floor is None else float(floor)
+        self._resumed = True
+
     # -- the loop protocol ---------------------------------------------------------------------
     def start(self, params: PyTree, state: PyTree, *, total_steps: int, step: int = 0) -> bool:
         """Before the first step (``step`` > 0 when resuming): records it; True when the target
-        already holds."""
+        already holds. A run resumed with :meth:`resume` checks ``step`` only when the
+        uninterrupted run did (every ``eval_every`` steps), so its curve is that run's."""
         self.cap = int(total_steps)
         if self.monitoring:
             num_classes = self._check_data(params, state)
             if self.threshold is None:  # class removal at chance: 1 / #classes
                 self.threshold = 1.0 / num_classes
-        if not self.monitoring:
+        resumed_off_check = (self._resumed and step > 0
+                             and step % self.rule.eval_every and step < self.cap)
+        if not self.monitoring or resumed_off_check:
             self._last_good = (params, state, int(step))
             return False
         return self._check(int(step), params, state)

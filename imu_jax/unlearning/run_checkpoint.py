@@ -7,8 +7,9 @@ last ``keep`` are kept):
   (each process writes its own shards), restored onto any target sharding (8 devices → 1 and
   back);
 * ``selection``: the unlearned examples' ``indices`` and ``weights`` (numpy);
-* ``meta``: JSON — the run's ``config``, the ``architecture`` (parameter paths → shapes, plus any
-  model description the caller gives) and the step.
+* ``meta``: JSON — the run's ``config``, the ``architecture`` (parameter paths → shapes, plus
+  any model description the caller gives), the step and the loop's ``progress`` (what a resumed
+  loop needs beyond the arrays, e.g. the stopping rule's curve so far).
 
 Restoring reads ``meta`` first: a different architecture is a :class:`ArchitectureMismatchError`
 naming both; a checkpoint that cannot be read (truncated, corrupted, half-deleted) is skipped with
@@ -137,8 +138,11 @@ class RunCheckpointer:
 
     # -- saving -----------------------------------------------------------------------------
     def save(self, step: int, state: PyTree, *, selection: Mapping[str, Any] | None = None,
-             config: Mapping[str, Any] | None = None, force: bool = False) -> bool:
-        """Saves ``state`` at ``step`` if due (every ``save_every``) or ``force``; True if saved."""
+             config: Mapping[str, Any] | None = None, progress=None,
+             force: bool = False) -> bool:
+        """Saves ``state`` at ``step`` if due (every ``save_every``) or ``force``; True if saved.
+        ``progress`` (JSON, or a function returning it, called only when a save is due) comes
+        back as ``restore(...).meta["progress"]``."""
         step = int(step)
         if not force and step % self.save_every:
             return False
@@ -146,6 +150,9 @@ class RunCheckpointer:
             return False
         meta = {"step": step, "config": dict(config or {}),
                 "architecture": architecture_of(_params_of(state), self.architecture)}
+        progress = progress() if callable(progress) else progress
+        if progress is not None:
+            meta["progress"] = json.loads(json.dumps(progress, default=float))  # a copy, now
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if selection is not None:
             items["selection"] = ocp.args.StandardSave(
@@ -258,6 +265,21 @@ def _params_of(state: PyTree) -> PyTree:
 def _has_arrays(tree: PyTree) -> bool:
     return any(isinstance(x, (jax.Array, np.ndarray)) for x in jax.tree.leaves(tree))
 
+
+
+class _WithoutInterrupts(logging.Filter):
+    """Drops log records of a ``KeyboardInterrupt``. Orbax logs a Ctrl-C that arrives while it
+    waits for a save as an error with a traceback ("Save Finalize thread ... failed") and then
+    re-raises it; the caller reports the interrupt (``imu-jax``: one line), so the log is only
+    noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.exc_info[0] if record.exc_info else None
+        return not (isinstance(kind, type) and issubclass(kind, KeyboardInterrupt))
+
+
+_WITHOUT_INTERRUPTS = _WithoutInterrupts()
+logging.getLogger("absl").addFilter(_WITHOUT_INTERRUPTS)  # Orbax logs through absl's logger
 
 
 @contextlib.contextmanager

@@ -18,6 +18,26 @@ def reported_runs(runs: Sequence[Mapping]) -> list[Mapping]:
     return [r for r in runs if r.get("role", "eval") in REPORTED_ROLES]
 
 
+def commands_of(results: Mapping) -> list[str]:
+    """Every distinct command that made runs of ``results``, in the order of their first run
+    (``run["command"]``, recorded per run since several commands may write one folder: a resume
+    that adds seeds, one process per seed; an id spelled out in ``config["commands"]``); a folder
+    of an older imu-jax, whose runs record none, gives its config's one command.
+
+    >>> commands_of({"runs": [{"command": "a1"}, {"command": "b2"}, {"command": "a1"}],
+    ...              "config": {"commands": {"a1": "imu-jax run --seeds 0",
+    ...                                      "b2": "imu-jax run --seeds 1"}}})
+    ['imu-jax run --seeds 0', 'imu-jax run --seeds 1']
+    >>> commands_of({"runs": [{}], "config": {"command": "imu-jax run"}})
+    ['imu-jax run']
+    """
+    config = results.get("config") or {}
+    spelled = config.get("commands") or {}
+    ids = dict.fromkeys(r["command"] for r in results.get("runs", []) if r.get("command"))
+    found = [spelled.get(i, i) for i in ids]
+    return found or ([config["command"]] if config.get("command") else [])
+
+
 def _values(runs: Iterable[Mapping], key: str) -> list[float]:
     out = []
     for run in runs:

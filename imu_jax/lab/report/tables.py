@@ -21,8 +21,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from imu_jax.lab.report.matched import matched_forgetting
-from imu_jax.lab.report.runs import (is_sequence, paired_difference, reported_runs, row_label,
-                                     sample_std, summarize)
+from imu_jax.lab.report.runs import (commands_of, is_sequence, paired_difference,
+                                     reported_runs, row_label, sample_std, summarize)
 
 
 CLASSIFICATION_COLUMNS = (("ua", "UA"), ("ra", "RA"), ("ta", "TA"), ("mia_efficacy", "MIA-eff."))
@@ -184,8 +184,13 @@ def results_markdown(results: Mapping) -> str:
     config = results.get("config", {})
     parts = [f"# Unlearning results: {config.get('dataset', '?')} / {config.get('model', '?')} / "
              f"forget `{config.get('forget', '?')}`", ""]
-    if config.get("command"):
-        parts += ["Reproduce with:", "", "```", config["command"], "```", ""]
+    commands = commands_of(results)
+    if len(commands) > 1:  # several writers or a resume with other seeds or methods
+        parts += [f"Reproduce with these {len(commands)} commands (each made some of the runs): "
+                  "one after another into the same --out, the later ones with --resume:"]
+    if commands:
+        parts += ["Reproduce with:"] if len(commands) == 1 else []
+        parts += ["", "```", *commands, "```", ""]
     if config.get("counts"):
         parts += [f"Split sizes: {json.dumps(config['counts'])}.", ""]
     if config.get("held_out"):
