@@ -1,5 +1,9 @@
 """Size budgets of the repository: the committed results (``experiments/results/``) stay under
-10 MB and the whole tracked tree under 20 MB. Each experiment keeps ``results.json``,
+15 MB and the whole tracked tree under 20 MB (none of it is in the installed package, which holds
+``imu_jax/`` only). The results budget was 10 MB until the evaluation protocol of issue 26 tuned
+every compared method over one 28-point grid in steps (12 points before): a tuned experiment's
+sweep, which the oracle selection, the matched-forgetting tables and ``tradeoff.png`` read, is
+about twice as long. Each experiment keeps ``results.json``,
 ``results.md``, a few summary figures and one ``curves.jsonl.xz``; per-run PNGs are drawn on
 demand (``imu-jax plot``). ``python experiments/compact_results.py`` packs what a new experiment
 wrote the old way and shrinks its figures."""
@@ -12,7 +16,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MB = 1_000_000
-RESULTS_BUDGET, TRACKED_BUDGET = 10 * MB, 20 * MB
+RESULTS_BUDGET, TRACKED_BUDGET = 15 * MB, 20 * MB
 
 
 def _git_files(*args: str) -> list[pathlib.Path]:
