@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from imu_jax import _compile_clock
 from imu_jax import methods as methods_lib
 from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, evaluate, gap_to_retrain,
                                     held_out_for, model_outputs, predict, trace_metrics, trace_rows,
@@ -97,7 +98,7 @@ class _Runner:
         view = SCORED_ON[role]
         splits = self.views[view]  # the tuning is scored on validation data only
         retrain_outputs, retrain_metrics = self.reference(True, seed, view)
-        trace = None
+        trace, compile_seconds = None, None  # compile time: measured for unlearning methods
         if method.name == RETRAIN_FLOOR.name:
             other = self.trained(True, seed + FLOOR_SEED_OFFSET)
             outputs = model_outputs(other, other.params, other.state, splits)
@@ -118,16 +119,17 @@ class _Runner:
             from imu_jax.unlearning import loop_checkpoint
 
             resumed_before = len(loop_checkpoint.resumed_steps())
-            clock = {"seconds": 0.0}
+            clock = {"seconds": 0.0, "compile_seconds": 0.0}
             if self.trace_every and role in ("eval", "retain_free"):
                 trace = []
                 task.on_step = self._tracer(original, seed, trace, clock)
                 task.on_step(0, original.params, original.state)
-                clock["seconds"] = 0.0  # step 0 runs before the method's clock starts
+                clock.update(seconds=0.0, compile_seconds=0.0)  # step 0: before the method's clock
             output = method.run(task, dict(hparams), seed)
             outputs = model_outputs(original, output.params, output.state, splits)
             metrics = evaluate(outputs, splits, retrain_outputs)
             seconds, info = output.seconds - clock["seconds"], dict(output.info)
+            compile_seconds = max(0.0, output.compile_seconds - clock["compile_seconds"])
             resumed = loop_checkpoint.resumed_steps()[resumed_before:]
             if resumed:  # its seconds count only the part after the checkpoint
                 info["resumed_from_step"] = resumed[0]
@@ -135,6 +137,8 @@ class _Runner:
                "metrics": metrics, "avg_gap": gap_to_retrain(metrics, retrain_metrics),
                "seconds": float(seconds), "needs": method.needs, "info": dict(info),
                "scored_on": view}
+        if compile_seconds is not None:  # seconds = compile + run (report.runs.run_seconds)
+            run["compile_seconds"] = float(min(compile_seconds, seconds))
         if trace is not None:
             run["trace"] = trace
         if info.get("diverged"):  # scored nowhere: the tables show it as diverged
@@ -152,8 +156,8 @@ class _Runner:
 
     def _tracer(self, original: TrainedModel, seed: int, trace: list, clock: dict):
         """``on_step`` recording :func:`trace_metrics` every ``trace_every`` steps (and step 0)
-        on the splits it needs (:func:`trace_rows` of each); its time is added to ``clock`` and
-        left out of the RTE."""
+        on the splits it needs (:func:`trace_rows` of each); its time (and its compile time) is
+        added to ``clock`` and left out of the RTE."""
         wanted = (("forget", "test") if self.splits.forget["label"].ndim == 1
                   else ("test", "forget_test", "control_test"))
         splits = _splits_dict(self.splits)
@@ -167,10 +171,12 @@ class _Runner:
         def on_step(step, params, state):
             if step % self.trace_every:
                 return
-            start = time.perf_counter()
-            outputs = {n: predict(original.model, params, state, inputs[n]) for n in names}
-            trace.append({"step": int(step), **trace_metrics(outputs, subset, reference)})
-            clock["seconds"] += time.perf_counter() - start
+            with _compile_clock.compile_clock() as compiling:
+                start = time.perf_counter()
+                outputs = {n: predict(original.model, params, state, inputs[n]) for n in names}
+                trace.append({"step": int(step), **trace_metrics(outputs, subset, reference)})
+                clock["seconds"] += time.perf_counter() - start
+            clock["compile_seconds"] += compiling.seconds_since(start)
 
         return on_step
 
