@@ -131,15 +131,26 @@ def influence_scores(
 
     Two streaming passes. Pass 1 accumulates ``Σ g_i`` and ``Σ g_i²`` chunk by chunk; pass 2 needs
     only ``g_i · (ḡ / F)``, a directional derivative (a JVP), so no per-example gradient is kept.
-    When one chunk covers all ``N`` examples, the gradients are materialized once and there is no
+    When one chunk covers all ``N`` examples, the gradients are formed once and there is no
     second pass.
 
-    Memory: per-example gradients of one chunk, ``chunk_size × P × itemsize`` bytes (``P`` = number
-    of parameters in ``params``), plus ``O(P)`` for the sums. The default (``chunk_size=None``) is
-    :func:`auto_chunk_size`: the largest power of two whose gradients fit ``AUTO_CHUNK_BYTES``
-    (8 MiB on CPU, 1 GiB on accelerators), at least 8 examples, at most ``N``; so the default
-    holds at most ``max(8 MiB, 8 × P × itemsize)`` of gradients on CPU. It is also the fastest
-    setting measured on CPU (``experiments/bench_influence.py`` sweeps the chunk size).
+    Dense layers are never expanded: a 2-D parameter that the loss uses once, as the kernel of a
+    matrix-vector product with one input vector per example (``h @ W``, ``h @ W.T``; an
+    ``nnx.Linear`` or Linen ``Dense`` on one example), has the per-example gradient
+    ``h_i ⊗ δ_i`` (``δ_i`` = the gradient of the loss at the layer's output), so its sums are
+    ``Hᵀ Δ`` and ``(H∘H)ᵀ(Δ∘Δ)`` and its dot products ``rowsum((H t) ∘ Δ)``: one batched forward
+    and backward pass plus three matrix products, ``N × (D + C)`` numbers instead of
+    ``N × D × C`` (``imu_jax._factored``). The other parameters (biases, norms, convolutions, a
+    kernel used twice or over a sequence of inputs) get materialized per-example gradients.
+    The scores are the same either way (to float rounding).
+
+    Memory: per-example gradients of one chunk, ``chunk_size × P' × itemsize`` bytes (``P'`` =
+    the number of parameters in ``params``, with each dense kernel counted as ``D + C``), plus
+    ``O(P)`` for the sums. The default (``chunk_size=None``) is :func:`auto_chunk_size`: the
+    largest power of two whose gradients fit ``AUTO_CHUNK_BYTES`` (8 MiB on CPU, 1 GiB on
+    accelerators), at least 8 examples, at most ``N``; so the default holds at most
+    ``max(8 MiB, 8 × P' × itemsize)`` of gradients on CPU (``experiments/bench_influence.py``
+    sweeps the chunk size).
 
     The computation is jitted, and ``loss_fn`` may close over anything (the frozen body, an NNX
     module updated in place): it is traced afresh on each call and the arrays it closes over are
