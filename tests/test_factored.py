@@ -218,3 +218,28 @@ def test_report_splits_compile_and_run_time():
         assert record["compile_seconds"] == report.compile_seconds
     assert first.compile_seconds > 0
     assert second.compile_seconds < first.compile_seconds
+
+
+def test_methods_record_compile_seconds_and_the_table_shows_the_split():
+    from imu_jax.lab.report import tables
+    from imu_jax.methods import base
+
+    def fn():
+        x = jax.jit(lambda a: jnp.cos(a) * 7.5 + 0.25)(jnp.ones(17))  # a fresh program
+        return {"w": x}, {}, {}
+
+    output = base.timed(fn)
+    assert 0 < output.compile_seconds <= output.seconds
+    runs = [{"method": "imu", "seed": s, "role": "eval", "metrics": {"ua": 1.0, "ra": 1.0,
+             "ta": 1.0, "mia_efficacy": 1.0}, "avg_gap": 0.0, "seconds": total,
+             "compile_seconds": compiling, "needs": "forget set only", "hparams": {}}
+            for s, (total, compiling) in enumerate(((3.0, 1.0), (5.0, 1.0)))]
+    runs.append({**runs[0], "method": "old", "seed": 0})  # stored before the split
+    del runs[-1]["compile_seconds"]
+    text = tables.table({"runs": runs}, tables.CLASSIFICATION_COLUMNS)
+    header, _, imu_row, old_row = text.splitlines()
+    cells = dict(zip(header.split(" | "), imu_row.split(" | ")))
+    assert cells["RTE (s)"] == "3.00 ± 1.41" and cells["compile (s)"] == "1.00 ± 0.00"
+    old = dict(zip(header.split(" | "), old_row.split(" | ")))
+    assert old["RTE (s)"] == "3.00" and old["compile (s)"] == "–"
+    assert "corresponds to our RTE" in tables.results_markdown({"runs": runs})
