@@ -28,6 +28,8 @@ One unlearning step on a batch of 256 forget examples (head only, same model and
                      L1, coupled weight decay, SGD with momentum).
 * ``imu step per-batch`` — the same in per-batch mode (influence inside the step), for reference.
 * ``sgd step``     — plain ``optax.sgd``: gradient of the mean loss, one update.
+* ``per-batch: …`` — with ``--profile``: the per-batch step's per-example factors alone, and with
+                     the influence statistics (what bounds the per-batch step).
 
 Timing: the contenders run round-robin (one call each per round, ``--repeats`` rounds after a
 warm-up round; the slow loop only in the first ``--loop-repeats`` rounds), so a change in machine
@@ -167,7 +169,7 @@ class MLP:
         return features_fn(params["body"], x)
 
 
-def step_contenders(layers, x, y, batch_size, head_layers=1):
+def step_contenders(layers, x, y, batch_size, head_layers=1, profile=False):
     """One jitted IMU step (as ``imu.unlearn`` runs it) and one plain optax.sgd step, same head."""
     model = MLP()
     body, head = split_layers(jax.tree.map(jnp.asarray, layers), head_layers)
@@ -197,7 +199,35 @@ def step_contenders(layers, x, y, batch_size, head_layers=1):
 
     sgd_state = sgd.init(head)
     contenders["sgd step"] = lambda: jax.block_until_ready(sgd_step(head, sgd_state, rest, xb, yb))
+    if profile:  # what the per-batch step is made of
+        contenders.update(per_batch_parts(model, head, rest, xb, yb))
     return contenders
+
+
+def per_batch_parts(model, head, rest, xb, yb):
+    """The per-batch step's parts, timed alone: the per-example gradients as the step forms them
+    (dense kernels as input and output-gradient factors, ``imu_jax._factored``), and those plus
+    the influence statistics (Σg, Σg², g·t, the weighted mean) without selection and update."""
+    from imu_jax import _factored
+    from imu_jax.influence import influence_from_grads
+    from imu_jax.unlearning.losses import make_example_loss
+
+    def factors(head, rest, x, y):
+        grads = _factored.per_example_grads_of(make_example_loss(model, rest, {}), head,
+                                               {"x": x, "y": y})
+        return jax.tree.leaves(grads)
+
+    def statistics(head, rest, x, y):
+        grads = _factored.per_example_grads_of(make_example_loss(model, rest, {}), head,
+                                               {"x": x, "y": y})
+        scores = influence_from_grads(grads)
+        weights = jnp.abs(scores)
+        return _factored.tree_map(lambda g: _factored.weighted_sum(g, weights), grads)
+
+    factors, statistics = jax.jit(factors), jax.jit(statistics)
+    return {"per-batch: factors": lambda: jax.block_until_ready(factors(head, rest, xb, yb)),
+            "per-batch: + statistics": lambda: jax.block_until_ready(
+                statistics(head, rest, xb, yb))}
 
 
 # --- PyTorch -----------------------------------------------------------------------------------
@@ -296,6 +326,8 @@ def main(argv=None):
     parser.add_argument("--head-layers", type=int, default=1, choices=(1, 2),
                         help="1: the last dense layer (closed form exists); 2: a two-layer MLP "
                              "head (generic path only)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time the per-batch step's parts (this library's version)")
     parser.add_argument("--out", default=None, help="folder for results.json")
     args = parser.parse_args(argv)
     load_before = load()
@@ -329,7 +361,8 @@ def main(argv=None):
             agreement[name] = float(np.max(np.abs(scores - reference)) / np.max(np.abs(reference)))
             print(f"{name:18s} max relative difference to jax default: {agreement[name]:.1e}")
             assert agreement[name] < 1e-3, f"{name} disagrees with jax default"
-    contenders.update(step_contenders(layers, x, y, args.batch_size, args.head_layers))
+    contenders.update(step_contenders(layers, x, y, args.batch_size, args.head_layers,
+                                      args.profile))
 
     times = round_robin(contenders, args.repeats, {"torch loop": args.loop_repeats})
     seconds = {name: statistics.median(t) for name, t in times.items()}
@@ -343,7 +376,9 @@ def main(argv=None):
              "jax closed / jax forward": ("jax closed", "jax forward"),
              "jax default / jax forward": ("jax default", "jax forward"),
              "imu step / sgd step": ("imu step", "sgd step"),
-             "imu step per-batch / sgd step": ("imu step per-batch", "sgd step")}
+             "imu step per-batch / sgd step": ("imu step per-batch", "sgd step"),
+             "per-batch factors / sgd step": ("per-batch: factors", "sgd step"),
+             "per-batch + statistics / sgd step": ("per-batch: + statistics", "sgd step")}
     pairs = {name: pair for name, pair in pairs.items() if all(p in times for p in pair)}
     ratios = {name: paired_ratio(times, *pair) for name, pair in pairs.items()}
     ratios_of_minimums = {name: min_ratio(times, *pair) for name, pair in pairs.items()}
