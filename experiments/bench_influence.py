@@ -5,8 +5,11 @@ Run (a few minutes on a 2-core CPU; PyTorch from the optional ``bench`` extra):
     pip install -e ".[bench]"
     python experiments/bench_influence.py --out experiments/results/bench_influence
 
-Network: MLP 64 → 512 → 512 → 10 (ReLU), head = the last dense layer, N = 2048 forget examples.
-Every scoring contender computes the spec §1 influence of every example with respect to the head:
+Network: MLP 64 → 512 → 512 → 10 (ReLU), N = 2048 forget examples. The head is the last dense
+layer (``--head-layers 1``, 5,130 parameters: it has the closed form) or the last two
+(``--head-layers 2``, a two-layer MLP head of 267,786 parameters: no closed form, the generic
+path only). Every scoring contender computes the spec §1 influence of every example with
+respect to the head:
 
 * ``torch loop``   — the public code: batch of one, autograd, two passes (2N backward passes).
 * ``torch vmap``   — ``torch.func.vmap(grad)`` per chunk, two passes (per-example grads twice).
@@ -15,7 +18,8 @@ Every scoring contender computes the spec §1 influence of every example with re
                      chosen by ``imu.auto_chunk_size``).
 * ``jax chunk=C``  — the same with an explicit ``chunk_size`` (a sweep, and ``C = N``: all N × P
                      gradients at once): shows the default is the fastest setting.
-* ``jax closed``   — backbone features + ``imu.classifier_influence`` (closed form), one jit.
+* ``jax closed``   — backbone features + ``imu.classifier_influence`` (closed form), one jit
+                     (one-layer head only).
 * ``jax forward``  — one jitted forward pass of the same network over the same examples.
 
 One unlearning step on a batch of 256 forget examples (head only, same model and batch):
@@ -24,6 +28,8 @@ One unlearning step on a batch of 256 forget examples (head only, same model and
                      L1, coupled weight decay, SGD with momentum).
 * ``imu step per-batch`` — the same in per-batch mode (influence inside the step), for reference.
 * ``sgd step``     — plain ``optax.sgd``: gradient of the mean loss, one update.
+* ``per-batch: …`` — with ``--profile``: the per-batch step's per-example factors alone, and with
+                     the influence statistics (what bounds the per-batch step).
 
 Timing: the contenders run round-robin (one call each per round, ``--repeats`` rounds after a
 warm-up round; the slow loop only in the first ``--loop-repeats`` rounds), so a change in machine
@@ -110,12 +116,26 @@ def features_fn(body, x):
     return x
 
 
-def jax_contenders(layers, x, y, chunk_sizes):
+def head_fn(head, h):
+    """The head: one dense layer (a dict) or a list of them with ReLU between."""
+    layers = head if isinstance(head, list) else [head]
+    for layer in layers[:-1]:
+        h = jax.nn.relu(h @ layer["kernel"] + layer["bias"])
+    return h @ layers[-1]["kernel"] + layers[-1]["bias"]
+
+
+def split_layers(layers, head_layers):
+    """``(body, head)``: the head is the last layer (a dict) or the last ``head_layers``."""
+    body = layers[:-head_layers]
+    return body, (layers[-1] if head_layers == 1 else list(layers[-head_layers:]))
+
+
+def jax_contenders(layers, x, y, chunk_sizes, head_layers=1):
     layers = jax.tree.map(jnp.asarray, layers)
-    body, head = layers[:-1], layers[-1]
+    body, head = split_layers(layers, head_layers)
 
     def example_loss(head, example):
-        logits = features_fn(body, example["x"]) @ head["kernel"] + head["bias"]
+        logits = head_fn(head, features_fn(body, example["x"]))
         return -jax.nn.log_softmax(logits)[example["y"]]
 
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
@@ -132,26 +152,28 @@ def jax_contenders(layers, x, y, chunk_sizes):
         contenders[f"jax chunk={chunk}"] = (
             lambda chunk=chunk: imu.influence_scores(example_loss, head, batch,
                                                      chunk_size=chunk).block_until_ready())
-    contenders["jax closed"] = lambda: closed(layers, batch["x"], batch["y"]).block_until_ready()
+    if head_layers == 1:
+        contenders["jax closed"] = lambda: closed(layers, batch["x"],
+                                                  batch["y"]).block_until_ready()
     contenders["jax forward"] = lambda: forward(layers, batch["x"]).block_until_ready()
-    return contenders, imu.auto_chunk_size(len(x), head)
+    return contenders
 
 
 class MLP:
     """The benchmark network as an ``imu.unlearn`` model: ``apply`` and ``features``."""
 
     def apply(self, params, state, x, *, train=False):
-        return features_fn(params["body"], x) @ params["head"]["kernel"] + params["head"]["bias"], state
+        return head_fn(params["head"], features_fn(params["body"], x)), state
 
     def features(self, params, state, x):
         return features_fn(params["body"], x)
 
 
-def step_contenders(layers, x, y, batch_size):
+def step_contenders(layers, x, y, batch_size, head_layers=1, profile=False):
     """One jitted IMU step (as ``imu.unlearn`` runs it) and one plain optax.sgd step, same head."""
     model = MLP()
-    params = {"body": jax.tree.map(jnp.asarray, layers[:-1]),
-              "head": jax.tree.map(jnp.asarray, layers[-1])}
+    body, head = split_layers(jax.tree.map(jnp.asarray, layers), head_layers)
+    params = {"body": body, "head": head}
     xb, yb = jnp.asarray(x[:batch_size]), jnp.asarray(y[:batch_size])
     weights = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, batch_size), jnp.float32)
     contenders = {}
@@ -177,7 +199,35 @@ def step_contenders(layers, x, y, batch_size):
 
     sgd_state = sgd.init(head)
     contenders["sgd step"] = lambda: jax.block_until_ready(sgd_step(head, sgd_state, rest, xb, yb))
+    if profile:  # what the per-batch step is made of
+        contenders.update(per_batch_parts(model, head, rest, xb, yb))
     return contenders
+
+
+def per_batch_parts(model, head, rest, xb, yb):
+    """The per-batch step's parts, timed alone: the per-example gradients as the step forms them
+    (dense kernels as input and output-gradient factors, ``imu_jax._factored``), and those plus
+    the influence statistics (Σg, Σg², g·t, the weighted mean) without selection and update."""
+    from imu_jax import _factored
+    from imu_jax.influence import influence_from_grads
+    from imu_jax.unlearning.losses import make_example_loss
+
+    def factors(head, rest, x, y):
+        grads = _factored.per_example_grads_of(make_example_loss(model, rest, {}), head,
+                                               {"x": x, "y": y})
+        return jax.tree.leaves(grads)
+
+    def statistics(head, rest, x, y):
+        grads = _factored.per_example_grads_of(make_example_loss(model, rest, {}), head,
+                                               {"x": x, "y": y})
+        scores = influence_from_grads(grads)
+        weights = jnp.abs(scores)
+        return _factored.tree_map(lambda g: _factored.weighted_sum(g, weights), grads)
+
+    factors, statistics = jax.jit(factors), jax.jit(statistics)
+    return {"per-batch: factors": lambda: jax.block_until_ready(factors(head, rest, xb, yb)),
+            "per-batch: + statistics": lambda: jax.block_until_ready(
+                statistics(head, rest, xb, yb))}
 
 
 # --- PyTorch -----------------------------------------------------------------------------------
@@ -191,7 +241,7 @@ def torch_device(choice: str) -> str:
     return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
-def torch_contenders(layers, x, y, chunk_size, device="cpu", damping=0.01):
+def torch_contenders(layers, x, y, chunk_size, device="cpu", damping=0.01, head_layers=1):
     import torch
     from torch.func import functional_call, grad, vmap
 
@@ -204,7 +254,9 @@ def torch_contenders(layers, x, y, chunk_size, device="cpu", damping=0.01):
             module.weight.copy_(torch.from_numpy(layer["kernel"].T))
             module.bias.copy_(torch.from_numpy(layer["bias"]))
     net.eval().to(device)
-    head = [net[4].weight, net[4].bias]
+    head_modules = [net[2], net[4]][-head_layers:]
+    head_names = [f"{i}.{kind}" for i in (2, 4)[-head_layers:] for kind in ("weight", "bias")]
+    head = [p for m in head_modules for p in (m.weight, m.bias)]
     xt = torch.from_numpy(np.asarray(x)).to(device)
     yt = torch.from_numpy(np.asarray(y)).long().to(device)
     ce = torch.nn.functional.cross_entropy
@@ -228,7 +280,6 @@ def torch_contenders(layers, x, y, chunk_size, device="cpu", damping=0.01):
         return scores.cpu().numpy()
 
     params = {k: v.detach() for k, v in net.named_parameters()}
-    head_names = ["4.weight", "4.bias"]
 
     def example_loss(head_params, xi, yi):
         full = {**params, **dict(zip(head_names, head_params))}
@@ -272,6 +323,11 @@ def main(argv=None):
                         help="rounds that also run the slow batch-of-one loop")
     parser.add_argument("--torch-device", default="auto",
                         help="cpu, cuda, or auto: cuda when JAX runs on a GPU and PyTorch sees one")
+    parser.add_argument("--head-layers", type=int, default=1, choices=(1, 2),
+                        help="1: the last dense layer (closed form exists); 2: a two-layer MLP "
+                             "head (generic path only)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time the per-batch step's parts (this library's version)")
     parser.add_argument("--out", default=None, help="folder for results.json")
     args = parser.parse_args(argv)
     load_before = load()
@@ -283,12 +339,15 @@ def main(argv=None):
     y = rng.integers(0, SIZES[-1], args.num_examples).astype(np.int32)
 
     sweep = [int(c) for c in args.chunk_sweep.split(",") if c]
-    contenders, auto_chunk = jax_contenders(layers, x, y, sweep)
-    print(f"jax default chooses chunk_size={auto_chunk}")
+    contenders = jax_contenders(layers, x, y, sweep, args.head_layers)
+    print(f"head: the last {args.head_layers} dense layer(s), "
+          f"{sum(np.size(a) for l in layers[-args.head_layers:] for a in l.values()):,} "
+          "parameters")
     device = None
     try:
         device = torch_device(args.torch_device)
-        contenders.update(torch_contenders(layers, x, y, args.chunk_size, device))
+        contenders.update(torch_contenders(layers, x, y, args.chunk_size, device,
+                                           head_layers=args.head_layers))
         print(f"PyTorch runs on {device}")
     except ImportError:
         print("PyTorch is not installed (pip install -e '.[bench]'): timing JAX only.")
@@ -302,7 +361,8 @@ def main(argv=None):
             agreement[name] = float(np.max(np.abs(scores - reference)) / np.max(np.abs(reference)))
             print(f"{name:18s} max relative difference to jax default: {agreement[name]:.1e}")
             assert agreement[name] < 1e-3, f"{name} disagrees with jax default"
-    contenders.update(step_contenders(layers, x, y, args.batch_size))
+    contenders.update(step_contenders(layers, x, y, args.batch_size, args.head_layers,
+                                      args.profile))
 
     times = round_robin(contenders, args.repeats, {"torch loop": args.loop_repeats})
     seconds = {name: statistics.median(t) for name, t in times.items()}
@@ -314,8 +374,12 @@ def main(argv=None):
              "torch vmap / jax default": ("torch vmap", "jax default"),
              "jax default / fastest explicit chunk": ("jax default", fastest_explicit),
              "jax closed / jax forward": ("jax closed", "jax forward"),
+             "jax default / jax forward": ("jax default", "jax forward"),
              "imu step / sgd step": ("imu step", "sgd step"),
-             "imu step per-batch / sgd step": ("imu step per-batch", "sgd step")}
+             "imu step per-batch / sgd step": ("imu step per-batch", "sgd step"),
+             "per-batch factors / sgd step": ("per-batch: factors", "sgd step"),
+             "per-batch + statistics / sgd step": ("per-batch: + statistics", "sgd step")}
+    pairs = {name: pair for name, pair in pairs.items() if all(p in times for p in pair)}
     ratios = {name: paired_ratio(times, *pair) for name, pair in pairs.items()}
     ratios_of_minimums = {name: min_ratio(times, *pair) for name, pair in pairs.items()}
     print(f"fastest explicit chunk: {fastest_explicit}")
@@ -328,7 +392,7 @@ def main(argv=None):
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         record = {"num_examples": args.num_examples, "torch_chunk_size": args.chunk_size,
-                  "auto_chunk_size": auto_chunk, "batch_size": args.batch_size,
+                  "head_layers": args.head_layers, "batch_size": args.batch_size,
                   "seconds": seconds, "rounds": {k: len(v) for k, v in times.items()},
                   "ratios": ratios, "ratios_of_minimums": ratios_of_minimums,
                   "min_seconds": {k: min(v) for k, v in times.items()},

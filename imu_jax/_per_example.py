@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imu_jax import _checks, _layout
+from imu_jax import _checks, _factored
 
 __all__ = ["check_per_example", "check_weights", "weigh", "Weighed", "weighted_mean_ascent"]
 
@@ -35,7 +35,7 @@ def check_per_example(per_example_grads: PyTree, params: PyTree | None,
                       num_weights: int | None) -> None:
     """Raises ``ValueError`` unless every leaf has the same leading (example) axis."""
     _refuse_masked(per_example_grads)
-    leaves = jax.tree.leaves(per_example_grads)
+    leaves = _factored.leaves(per_example_grads)  # a dense kernel's may be OuterProducts
     if not leaves:
         raise ValueError("per_example_grads is empty: it has no arrays.")
     if params is not None:
@@ -116,6 +116,6 @@ def weigh(weights: Any) -> Weighed:
 def weighted_mean_ascent(per_example_grads: PyTree, weighed: Weighed) -> PyTree:
     """``∇(−Σ w_i ℓ_i / Σ w_i) = −Σ w_i g_i / Σ w_i``; zero when the weights sum to zero."""
     total = jnp.where(weighed.total > 0, weighed.total, jnp.ones_like(weighed.total))
-    return jax.tree.map(
-        lambda g: -_layout.tensordot(weighed.weights.astype(g.dtype), g, axes=1)
-        / total.astype(g.dtype), per_example_grads)
+    return _factored.tree_map(
+        lambda g: -_factored.weighted_sum(g, weighed.weights) / total.astype(g.dtype),
+        per_example_grads)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imu_jax import _checks, _layout, _traced
+from imu_jax import _checks, _factored, _layout, _traced
 from imu_jax.weights import (DEFAULT_CLIP_QUANTILE, DEFAULT_TOP_FRACTION,
                                NoNegativeInfluenceWarning, influence_weights, keep_count,
                                select_and_weight)
@@ -88,9 +88,10 @@ def influence_from_grads(grads: PyTree, damping: float | jax.Array = DEFAULT_DAM
       >>> bool(imu.influence_from_grads(g)[0] < 0)
       True
     """
-    first = jax.tree.leaves(grads)[0]
+    first = _factored.leaves(grads)[0]
     n = first.shape[0]
-    ones = _layout.shard_like(jnp.ones(n, jnp.float32), first)  # like the examples (Explicit)
+    like = first.deltas if _factored.is_factored(first) else first
+    ones = _layout.shard_like(jnp.ones(n, jnp.float32), like)  # like the examples (Explicit)
     total, total_sq = _sums(grads, ones)
     # damping in the gradients' dtype, however it is given (a weak Python float or an injected
     # float32 hyperparameter give the same numbers)
@@ -100,20 +101,20 @@ def influence_from_grads(grads: PyTree, damping: float | jax.Array = DEFAULT_DAM
 
 
 def _sums(grads: PyTree, mask: jax.Array) -> tuple[PyTree, PyTree]:
-    """``(Σ_i m_i g_i, Σ_i m_i g_i²)`` as matrix-vector products with the mask ``m``.
+    """``(Σ_i m_i g_i, Σ_i m_i g_i²)`` as matrix-vector products with the mask ``m``; for a dense
+    kernel given as outer products (``imu_jax._factored``), as products of its factors.
 
     A reduction (``jnp.sum(g, axis=0)``) would let XLA:CPU fuse the per-example gradients into a
     slow loop (10x on the benchmark MLP); a product with a vector stays a fast GEMV.
     """
-    total = jax.tree.map(lambda g: _layout.tensordot(mask.astype(g.dtype), g, 1), grads)
-    total_sq = jax.tree.map(lambda g: _layout.tensordot(mask.astype(g.dtype), g * g, 1), grads)
+    total = _factored.tree_map(lambda g: _factored.weighted_sum(g, mask), grads)
+    total_sq = _factored.tree_map(lambda g: _factored.weighted_sum_of_squares(g, mask), grads)
     return total, total_sq
 
 
 def _per_example_dot(grads: PyTree, direction: PyTree) -> jax.Array:
     """``[g_i · t for i]`` for per-example gradients ``g`` and one direction ``t``."""
-    terms = jax.tree.map(
-        lambda g, t: _layout.tensordot(g, t, axes=t.ndim).astype(jnp.float32), grads, direction)
+    terms = _factored.tree_map(_factored.dot, grads, direction)
     return functools.reduce(jnp.add, jax.tree.leaves(terms))
 
 
@@ -130,15 +131,26 @@ def influence_scores(
 
     Two streaming passes. Pass 1 accumulates ``Σ g_i`` and ``Σ g_i²`` chunk by chunk; pass 2 needs
     only ``g_i · (ḡ / F)``, a directional derivative (a JVP), so no per-example gradient is kept.
-    When one chunk covers all ``N`` examples, the gradients are materialized once and there is no
+    When one chunk covers all ``N`` examples, the gradients are formed once and there is no
     second pass.
 
-    Memory: per-example gradients of one chunk, ``chunk_size × P × itemsize`` bytes (``P`` = number
-    of parameters in ``params``), plus ``O(P)`` for the sums. The default (``chunk_size=None``) is
-    :func:`auto_chunk_size`: the largest power of two whose gradients fit ``AUTO_CHUNK_BYTES``
-    (8 MiB on CPU, 1 GiB on accelerators), at least 8 examples, at most ``N``; so the default
-    holds at most ``max(8 MiB, 8 × P × itemsize)`` of gradients on CPU. It is also the fastest
-    setting measured on CPU (``experiments/bench_influence.py`` sweeps the chunk size).
+    Dense layers are never expanded: a 2-D parameter that the loss uses once, as the kernel of a
+    matrix-vector product with one input vector per example (``h @ W``, ``h @ W.T``; an
+    ``nnx.Linear`` or Linen ``Dense`` on one example), has the per-example gradient
+    ``h_i ⊗ δ_i`` (``δ_i`` = the gradient of the loss at the layer's output), so its sums are
+    ``Hᵀ Δ`` and ``(H∘H)ᵀ(Δ∘Δ)`` and its dot products ``rowsum((H t) ∘ Δ)``: one batched forward
+    and backward pass plus three matrix products, ``N × (D + C)`` numbers instead of
+    ``N × D × C`` (``imu_jax._factored``). The other parameters (biases, norms, convolutions, a
+    kernel used twice or over a sequence of inputs) get materialized per-example gradients.
+    The scores are the same either way (to float rounding).
+
+    Memory: per-example gradients of one chunk, ``chunk_size × P' × itemsize`` bytes (``P'`` =
+    the number of parameters in ``params``, with each dense kernel counted as ``D + C``), plus
+    ``O(P)`` for the sums. The default (``chunk_size=None``) is :func:`auto_chunk_size`: the
+    largest power of two whose gradients fit ``AUTO_CHUNK_BYTES`` (8 MiB on CPU, 1 GiB on
+    accelerators), at least 8 examples, at most ``N``; so the default holds at most
+    ``max(8 MiB, 8 × P' × itemsize)`` of gradients on CPU (``experiments/bench_influence.py``
+    sweeps the chunk size).
 
     The computation is jitted, and ``loss_fn`` may close over anything (the frozen body, an NNX
     module updated in place): it is traced afresh on each call and the arrays it closes over are
@@ -198,17 +210,23 @@ def _scores_args(loss_fn, params, batch, damping=DEFAULT_DAMPING, chunk_size=Non
     if out_sharding is None:
         out_sharding = _layout.leading_sharding(batch)
     n = jax.tree.leaves(batch)[0].shape[0]
-    chunk_size = auto_chunk_size(n, params) if chunk_size is None else int(chunk_size)
     traced, consts = _traced.trace_example_loss(loss_fn, params, batch)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(
+            n, params, per_example_bytes=_factored.per_example_bytes(traced, params, batch))
+    chunk_size = int(chunk_size)
     return (traced, consts, params, batch, damping, chunk_size, out_sharding,
             _layout.leading_is_sharded(batch))
 
 
-def auto_chunk_size(num_examples: int, params: PyTree, *, chunk_bytes: int | None = None) -> int:
+def auto_chunk_size(num_examples: int, params: PyTree, *, chunk_bytes: int | None = None,
+                    per_example_bytes: int | None = None) -> int:
     """The chunk :func:`influence_scores` uses when ``chunk_size`` is None.
 
     The largest power of two ``c`` with ``c × P × itemsize ≤ chunk_bytes`` (``P`` = number of
-    parameters in ``params``), at least ``AUTO_MIN_CHUNK`` examples and at most ``num_examples``;
+    parameters in ``params``; or ``c × per_example_bytes`` when given: :func:`influence_scores`
+    passes the bytes one example's gradients take as it holds them, where a dense kernel's are
+    its input and output gradient, ``D + C`` numbers, not ``D × C``), at least ``AUTO_MIN_CHUNK`` examples and at most ``num_examples``;
     when it covers every example, all per-example gradients are materialized once and there is no
     second pass. ``chunk_bytes`` defaults to ``AUTO_CHUNK_BYTES`` for the default backend: 8 MiB on
     CPU (a chunk's gradients stay in cache: fastest on ``experiments/bench_influence.py``), 1 GiB on
@@ -222,9 +240,10 @@ def auto_chunk_size(num_examples: int, params: PyTree, *, chunk_bytes: int | Non
       >>> imu.auto_chunk_size(100, head, chunk_bytes=8 * 2**20)   # all at once
       100
     """
-    leaves = jax.tree.leaves(params)
-    per_example = sum(math.prod(np.shape(x)) * jnp.dtype(jnp.result_type(x)).itemsize
-                      for x in leaves)
+    per_example = per_example_bytes
+    if per_example is None:
+        per_example = sum(math.prod(np.shape(x)) * jnp.dtype(jnp.result_type(x)).itemsize
+                          for x in jax.tree.leaves(params))
     if chunk_bytes is None:
         chunk_bytes = AUTO_CHUNK_BYTES.get(jax.default_backend(), AUTO_CHUNK_BYTES["default"])
     fit = max(1, int(chunk_bytes) // max(1, per_example))
@@ -236,16 +255,18 @@ def auto_chunk_size(num_examples: int, params: PyTree, *, chunk_bytes: int | Non
                    static_argnames=("traced", "chunk_size", "out_sharding", "strided"))
 def _influence_scores(traced, consts, params, batch, damping, chunk_size, out_sharding=None,
                       strided=False):
-    scores = _influence_scores_impl(traced.bind(consts), params, batch, damping, chunk_size,
+    scores = _influence_scores_impl(traced, consts, params, batch, damping, chunk_size,
                                     strided)
     return _layout.constrain_leading(scores, out_sharding)
 
 
-def _influence_scores_impl(loss_fn, params, batch, damping, chunk_size, strided=False):
+def _influence_scores_impl(traced, consts, params, batch, damping, chunk_size, strided=False):
+    loss_fn = traced.bind(consts)
     n = jax.tree.leaves(batch)[0].shape[0]
     spec = _layout.explicit_spec(jax.tree.leaves(batch)[0])
     strided = strided or (spec is not None and spec[0] is not None)
-    grads_of = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))
+    # per-example gradients, dense kernels as outer products of their factors (never D × C each)
+    grads_of = functools.partial(_factored.per_example_grads, traced, consts)
     if chunk_size is not None:  # on an Explicit mesh, whole rows of the sharded example axis
         shards = _layout.leading_shards(jax.tree.leaves(batch)[0])
         chunk_size = -(-chunk_size // shards) * shards
@@ -278,7 +299,7 @@ def _influence_scores_impl(loss_fn, params, batch, damping, chunk_size, strided=
         g = grads_of(params, chunk)
         if pad:
             g = jax.tree.map(lambda x: jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0),
-                             g)
+                             g)  # (an OuterProducts leaf's factors are zeroed row by row)
         chunk_total, chunk_total_sq = _sums(g, ok)
         return jax.tree.map(jnp.add, carry, (chunk_total, chunk_total_sq)), None
 

@@ -254,7 +254,11 @@ def influence_weighted_ascent(
     pass over the forget set is needed (the paper's LLM variant). A batch with no negative
     influence uses uniform weights and is counted in ``state.num_fallbacks``. Must be first in a
     chain (see the module warning). On an ``Explicit`` mesh the batch may be sharded over its
-    example axis (the ``[N]`` scores are gathered for the sort).
+    example axis (the ``[N]`` scores are gathered for the sort). The per-example gradients of a
+    dense kernel may also come as its factors (``imu_jax._factored.OuterProducts``: inputs
+    ``[N, D]`` and output gradients ``[N, C]``), as :func:`imu_jax.unlearn`'s per-batch step
+    passes them: the statistics and the weighted mean are then products of the factors, and no
+    ``N × D × C`` array is formed.
 
     Args:
       damping: ``λ`` > 0 added to the diagonal Fisher.

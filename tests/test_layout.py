@@ -12,7 +12,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "imu_jax"
 CORE = ("influence", "weights", "transforms", "heads", "accumulation", "lm_head", "_checks",
-        "_layout", "_traced", "_per_example", "_chain_order")
+        "_layout", "_traced", "_per_example", "_chain_order", "_factored", "_compile_clock")
 CORE_ALLOWED = {"jax", "optax", "numpy", "chex", "imu_jax"} | set(sys.stdlib_module_names)
 MAX_LINES = 450
 

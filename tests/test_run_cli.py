@@ -80,6 +80,10 @@ def test_results_json_schema_and_reports(finished):
         assert set(run) >= {"method", "seed", "metrics", "avg_gap", "seconds", "hparams"}
         for key in ("ua", "ra", "ta", "mia_efficacy", "mia_entropy", "mia_prob"):
             assert 0.0 <= run["metrics"][key] <= 1.0
+        if run["method"] in ("ga", "imu"):  # the unlearning's compile time, part of seconds
+            assert 0.0 <= run["compile_seconds"] <= run["seconds"]
+        elif run["method"] in ("original", "retrain"):
+            assert run["compile_seconds"] is None  # not measured
     retrain = [r for r in runs if r["method"] == "retrain"]
     assert all(r["avg_gap"] == 0.0 for r in retrain)
     selected = selection.select_hparams(runs, "imu")

@@ -181,7 +181,8 @@ def _peak_bytes(mesh, loss, head, batch, chunk_size):
 @pytest.mark.parametrize("axis_types", AXIS_TYPES)
 @pytest.mark.parametrize("chunk_size", [4096, 512])  # 4096 = N: all gradients materialized
 def test_per_device_memory_of_scoring_shrinks_with_devices(axis_types, chunk_size):
-    """The N x P per-example gradients stay sharded: 8 devices hold <= 1/4 of 1 device's peak."""
+    """The per-example gradients stay sharded: 8 devices hold <= 1/4 of 1 device's peak (1/3
+    where the kernel's are factored)."""
     n, d, c = 4096, 64, 32
     rng = np.random.default_rng(0)
     batch = {"x": rng.normal(size=(n, d)).astype(np.float32),
@@ -197,9 +198,14 @@ def test_per_device_memory_of_scoring_shrinks_with_devices(axis_types, chunk_siz
                                          axis_types=axis_types), loss, head, batch, chunk_size)
     eight = _peak_bytes(sharding.make_mesh(data=8, axis_types=axis_types), loss, head, batch,
                         chunk_size)
-    per_example_grads_bytes = chunk_size * (d * c + c) * 4
+    # On an Auto mesh the kernel's per-example gradients are outer products kept as their
+    # factors (d + c numbers each, imu_jax._factored); on an Explicit mesh they are materialized.
+    kernel = d * c if axis_types == "explicit" else d + c
+    per_example_grads_bytes = chunk_size * (kernel + c) * 4
     assert one >= per_example_grads_bytes  # the 1-device program does hold them
-    assert eight <= one / 4, (eight, one)
+    # factored, the gradients no longer dominate the peak: the sharded inputs and the O(P)
+    # sums do, and a shard of them is a little over 1/4 (8 devices: ~1/3.7 measured)
+    assert eight <= one / (4 if axis_types == "explicit" else 3), (eight, one)
 
 
 def test_cli_flags_build_the_mesh_and_single_process_needs_no_runtime(monkeypatch):

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from imu_jax import methods as methods_lib
+from imu_jax import _compile_clock, methods as methods_lib
 from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, evaluate, gap_to_retrain,
                                     held_out_for, model_outputs, predict, trace_metrics, trace_rows,
                                     validation_view, with_validation)
@@ -64,10 +64,9 @@ class _Runner:
         self.views = {"test": splits, "validation": validation_view(splits)}
         self.store, self.results = store, store.results
         results = store.results
-        self.trace_every = int(trace_every)
+        self.trace_every, self.progress = int(trace_every), progress
         self.held_out = held_out  # (held-out arrays, removal) of the retain-free rule
         self.done = {key_of(r) for r in results["runs"]}
-        self.progress = progress
         self._models: dict[tuple[bool, int], TrainedModel] = {}
         self._evaluated: dict[tuple[bool, int, str], tuple[dict, dict]] = {}
 
@@ -99,7 +98,7 @@ class _Runner:
         view = SCORED_ON[role]
         splits = self.views[view]  # the tuning is scored on validation data only
         retrain_outputs, retrain_metrics = self.reference(True, seed, view)
-        trace = None
+        trace, compile_seconds = None, None  # part of seconds; None: not measured (Retrain)
         if method.name == RETRAIN_FLOOR.name:
             other = self.trained(True, seed + FLOOR_SEED_OFFSET)
             outputs = model_outputs(other, other.params, other.state, splits)
@@ -118,25 +117,25 @@ class _Runner:
                 retrain_fn=lambda s: (lambda m: (m.params, m.state))(self.trained(True, s)),
                 input_normalization=_input_normalization(self.splits), **self._rule(role))
             from imu_jax.unlearning import loop_checkpoint
-
             resumed_before = len(loop_checkpoint.resumed_steps())
-            clock = {"seconds": 0.0}
+            clock = {"seconds": 0.0, "compile_seconds": 0.0}
             if self.trace_every and role in ("eval", "retain_free"):
                 trace = []
                 task.on_step = self._tracer(original, seed, trace, clock)
                 task.on_step(0, original.params, original.state)
-                clock["seconds"] = 0.0  # step 0 runs before the method's clock starts
+                clock.update(seconds=0.0, compile_seconds=0.0)  # step 0: before the method's clock
             output = method.run(task, dict(hparams), seed)
             outputs = model_outputs(original, output.params, output.state, splits)
             metrics = evaluate(outputs, splits, retrain_outputs)
             seconds, info = output.seconds - clock["seconds"], dict(output.info)
+            compile_seconds = min(seconds, output.compile_seconds - clock["compile_seconds"])
             resumed = loop_checkpoint.resumed_steps()[resumed_before:]
             if resumed:  # its seconds count only the part after the checkpoint
                 info["resumed_from_step"] = resumed[0]
         run = {"method": method.name, "seed": int(seed), "role": role, "hparams": hparams,
                "metrics": metrics, "avg_gap": gap_to_retrain(metrics, retrain_metrics),
                "seconds": float(seconds), "needs": method.needs, "info": dict(info),
-               "scored_on": view}
+               "scored_on": view, "compile_seconds": compile_seconds}  # report.runs.run_seconds
         if trace is not None:
             run["trace"] = trace
         if info.get("diverged"):  # scored nowhere: the tables show it as diverged
@@ -154,8 +153,8 @@ class _Runner:
 
     def _tracer(self, original: TrainedModel, seed: int, trace: list, clock: dict):
         """``on_step`` recording :func:`trace_metrics` every ``trace_every`` steps (and step 0)
-        on the splits it needs (:func:`trace_rows` of each); its time is added to ``clock`` and
-        left out of the RTE."""
+        on the splits it needs (:func:`trace_rows` of each); its time (and its compile time) is
+        added to ``clock`` and left out of the RTE."""
         wanted = (("forget", "test") if self.splits.forget["label"].ndim == 1
                   else ("test", "forget_test", "control_test"))
         splits = _splits_dict(self.splits)
@@ -169,10 +168,12 @@ class _Runner:
         def on_step(step, params, state):
             if step % self.trace_every:
                 return
-            start = time.perf_counter()
-            outputs = {n: predict(original.model, params, state, inputs[n]) for n in names}
-            trace.append({"step": int(step), **trace_metrics(outputs, subset, reference)})
+            with _compile_clock.compile_clock() as compiling:
+                start = time.perf_counter()
+                outputs = {n: predict(original.model, params, state, inputs[n]) for n in names}
+                trace.append({"step": int(step), **trace_metrics(outputs, subset, reference)})
             clock["seconds"] += time.perf_counter() - start
+            clock["compile_seconds"] += compiling.seconds_since(start)
 
         return on_step
 

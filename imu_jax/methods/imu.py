@@ -49,7 +49,8 @@ def run_with_weighting(weighting: str):
         info.update(info.pop("stopping") or {})  # stop_reason, curve, ... at the top, as in GA
         info["bn_mode"] = ("frozen, running stats follow D_f" if config.update_batch_stats
                            else "frozen")
-        return MethodOutput(params=params, state=report.state, seconds=report.seconds, info=info)
+        return MethodOutput(params=params, state=report.state, seconds=report.seconds, info=info,
+                            compile_seconds=report.compile_seconds)
 
     return run
 

@@ -138,6 +138,11 @@ class UnlearnReport:
     ran (True: the dense softmax closed form, False: the generic streaming path, None: no global
     influence pass) and ``closed_form_reason`` why, e.g. ``"closed form: dense softmax top layer
     'classifier' (kernel [64, 10], bias [10])"`` or ``"generic: the head has 2 layers (...)"``.
+
+    ``seconds`` is the wall-clock time of the whole call after its input checks (influence,
+    selection, steps, stopping checks), compilation included; ``compile_seconds`` the part of
+    it JAX spent tracing, lowering and compiling programs (zero when every program was compiled
+    by an earlier call with the same shapes); ``run_seconds`` the rest.
     """
 
     influence_mode: str
@@ -148,6 +153,7 @@ class UnlearnReport:
     steps: int
     seconds: float
     head_paths: list[str]
+    compile_seconds: float = 0.0
     closed_form: bool | None = None
     closed_form_reason: str | None = None
     num_negative: int | None = None
@@ -160,7 +166,13 @@ class UnlearnReport:
     feature_cache_reason: str | None = None
     state: PyTree = dataclasses.field(default=None, repr=False)
 
+    @property
+    def run_seconds(self) -> float:
+        """``seconds`` without compilation."""
+        return max(0.0, self.seconds - self.compile_seconds)
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out.pop("state")
+        out["run_seconds"] = self.run_seconds
         return out

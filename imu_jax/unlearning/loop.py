@@ -31,8 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imu_jax import _checks, heads, sharding
-from imu_jax.influence import per_example_grads
+from imu_jax import _checks, _compile_clock, _factored, heads, sharding
 from imu_jax.models import adapters
 from imu_jax.transforms import imu_sgd, influence_weighted_ascent, l1_penalty, weighted_ascent
 from imu_jax.unlearning import monitor as monitor_lib
@@ -136,7 +135,9 @@ def make_step(model, config: UnlearnConfig, optimizer: optax.GradientTransformat
         if uses_weights:  # the optimizer starts with weighted_ascent: one backward pass suffices
             grads, extra = weighted_mean_grad(loss, head, {"x": x, "y": y}, weights)
         else:
-            grads, extra = per_example_grads(loss, head, {"x": x, "y": y}), {}
+            # dense kernels' per-example gradients as outer products (imu_jax._factored): the
+            # influence, selection and weighted mean read their factors, never B × P numbers
+            grads, extra = _factored.per_example_grads_of(loss, head, {"x": x, "y": y}), {}
         updates, opt_state = optimizer.update(grads, opt_state, head, **extra)
         return optax.apply_updates(head, updates), opt_state, state
 
@@ -336,90 +337,93 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray] | UnlearnCon
                                 key=only[0] if len(only) == 1 else None)
     y = labels_for_logits(logits_shape, y)
     rng = np.random.default_rng(seed)
-    start = time.perf_counter()
-    heads.check_head_selector(params, config.head)  # the core's check: the same decision
-    selector = config.head
-    head, rest = heads.split_head(params, selector)
-    place = sharding.Placement(mesh if mesh is not None else sharding.current_mesh())
+    with _compile_clock.compile_clock() as clock:  # jit compile time, reported apart
+        start = time.perf_counter()
+        heads.check_head_selector(params, config.head)  # the core's check: the same decision
+        selector = config.head
+        head, rest = heads.split_head(params, selector)
+        place = sharding.Placement(mesh if mesh is not None else sharding.current_mesh())
 
-    scores, closed_form, reason, result = None, None, None, None
-    if config.influence_mode == "global" and config.weighting != "uniform":
-        result = forget_influence(model, params, state, x, y, config, place=place)
-        (scores, closed_form), reason = result, getattr(result, "reason", None)
-    elif config.weighting == "uniform":
-        reason = "no influence pass: weighting='uniform' (every forget example, weight 1)"
-    else:
-        reason = ("no global influence pass: influence_mode='per_batch' weighs each batch from "
-                  "its per-example gradients")
-    if config.influence_mode == "per_batch":
-        indices, weights, fallback = np.arange(len(y)), np.ones(len(y), np.float32), False
-    else:
-        indices, weights, fallback = select_examples(scores, len(y), config, rng)
+        scores, closed_form, reason, result = None, None, None, None
+        if config.influence_mode == "global" and config.weighting != "uniform":
+            result = forget_influence(model, params, state, x, y, config, place=place)
+            (scores, closed_form), reason = result, getattr(result, "reason", None)
+        elif config.weighting == "uniform":
+            reason = "no influence pass: weighting='uniform' (every forget example, weight 1)"
+        else:
+            reason = ("no global influence pass: influence_mode='per_batch' weighs each batch from "
+                      "its per-example gradients")
+        if config.influence_mode == "per_batch":
+            indices, weights, fallback = np.arange(len(y)), np.ones(len(y), np.float32), False
+        else:
+            indices, weights, fallback = select_examples(scores, len(y), config, rng)
 
-    if held_out is not None:
-        plan, loop_config = _monitored_plan(len(indices), config, stop_rule or stopping.StopRule(),
-                                            rng)
-        monitor = monitor_lib.Monitor(model, forget, held_out, stop_rule, progress=progress,
-                                   label="imu")
-    else:
-        if stop_rule is not None:
-            raise ValueError("stop_rule needs held_out data (the rule compares the forget set "
-                             "with it); got held_out=None.")
-        plan, loop_config = _plan_batches(len(indices), config, rng), config
-        monitor = monitor_lib.Monitor.fixed()
-    head_model, features, cache_reason = plan_cache(model, params, state, x, y, head, config,
-                                                    place, result)
-    step_model, step_x = model, x
-    if head_model is not None:  # the steps and checks on the head alone, over the features
-        step_model, step_x = head_model, features
-        monitor.use_features(head_model, features,
-                             feature_fn(model, params, state, head, feature_batch_size(y)),
-                             params, state)
-        cache_reason += (f" over {len(y)} forget" + (f" + {len(monitor.held_y)} held-out"
-                                                    if monitor.monitoring else "")
-                         + " examples")
-    loop = _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, model)
-    indices, weights, plan = _resume_selection(loop, indices, weights, plan, config.batch_size)
-    if place:
-        optimizer = make_optimizer(loop_config, len(plan))
-        step = make_step(step_model, config, optimizer, place=place)
-    else:  # compiled once per model and settings, reused by later runs
-        optimizer, step = compiled_step(step_model, loop_config, len(plan))
-    head, rest, state = place.params(head), place.replicate(rest), place.replicate(state)
-    opt_state = place.init(optimizer, head)
-    kept_x, kept_y = _take(step_x, indices), y[indices]
-    train_key = jax.random.key(seed) if config.update_batch_stats else None
-    first, saved = loop.start({"params": head, "opt_state": opt_state, "model_state": state})
-    head, opt_state, state = saved["params"], saved["opt_state"], saved["model_state"]
-    monitor.resume(loop.progress)  # the curve before the checkpoint (None: nothing resumed)
-    done = monitor.start(heads.merge_head(head, rest), state, total_steps=len(plan), step=first)
-    for i in range(first, len(plan)):
-        if done:
-            break
-        batch = plan[i]
-        key = None if train_key is None else jax.random.fold_in(train_key, i)
-        head, opt_state, state = step(head, opt_state, rest, state,
-                                      *place.batch((_take(kept_x, batch), kept_y[batch],
-                                                    weights[batch])), key)
-        loop.done(i + 1, {"params": head, "opt_state": opt_state, "model_state": state},
-                  progress=monitor.progress)
-        if on_step is not None:
-            on_step(i + 1, heads.merge_head(head, rest), state)
-        done = monitor.after_step(i + 1, heads.merge_head(head, rest), state)
-    monitor.finish(len(plan))
-    loop.finish()
-    merged, state = monitor.params_to_return(heads.merge_head(head, rest), state)
-    head = heads.split_head(merged, selector)[0]
-    if place:  # hand back ordinary single-device arrays, like the inputs
-        head, state, opt_state = jax.tree.map(jnp.asarray, place.host((head, state, opt_state)))
-        rest = heads.split_head(params, selector)[1]
-    new_params = jax.block_until_ready(heads.merge_head(head, rest))
-    seconds = time.perf_counter() - start
+        if held_out is not None:
+            plan, loop_config = _monitored_plan(len(indices), config, stop_rule or stopping.StopRule(),
+                                                rng)
+            monitor = monitor_lib.Monitor(model, forget, held_out, stop_rule, progress=progress,
+                                       label="imu")
+        else:
+            if stop_rule is not None:
+                raise ValueError("stop_rule needs held_out data (the rule compares the forget set "
+                                 "with it); got held_out=None.")
+            plan, loop_config = _plan_batches(len(indices), config, rng), config
+            monitor = monitor_lib.Monitor.fixed()
+        head_model, features, cache_reason = plan_cache(model, params, state, x, y, head, config,
+                                                        place, result)
+        step_model, step_x = model, x
+        if head_model is not None:  # the steps and checks on the head alone, over the features
+            step_model, step_x = head_model, features
+            monitor.use_features(head_model, features,
+                                 feature_fn(model, params, state, head, feature_batch_size(y)),
+                                 params, state)
+            cache_reason += (f" over {len(y)} forget" + (f" + {len(monitor.held_y)} held-out"
+                                                        if monitor.monitoring else "")
+                             + " examples")
+        loop = _loop_checkpoint(checkpointer, resume, config, seed, x, y, indices, weights, model)
+        indices, weights, plan = _resume_selection(loop, indices, weights, plan, config.batch_size)
+        if place:
+            optimizer = make_optimizer(loop_config, len(plan))
+            step = make_step(step_model, config, optimizer, place=place)
+        else:  # compiled once per model and settings, reused by later runs
+            optimizer, step = compiled_step(step_model, loop_config, len(plan))
+        head, rest, state = place.params(head), place.replicate(rest), place.replicate(state)
+        opt_state = place.init(optimizer, head)
+        kept_x, kept_y = _take(step_x, indices), y[indices]
+        train_key = jax.random.key(seed) if config.update_batch_stats else None
+        first, saved = loop.start({"params": head, "opt_state": opt_state, "model_state": state})
+        head, opt_state, state = saved["params"], saved["opt_state"], saved["model_state"]
+        monitor.resume(loop.progress)  # the curve before the checkpoint (None: nothing resumed)
+        done = monitor.start(heads.merge_head(head, rest), state, total_steps=len(plan), step=first)
+        for i in range(first, len(plan)):
+            if done:
+                break
+            batch = plan[i]
+            key = None if train_key is None else jax.random.fold_in(train_key, i)
+            head, opt_state, state = step(head, opt_state, rest, state,
+                                          *place.batch((_take(kept_x, batch), kept_y[batch],
+                                                        weights[batch])), key)
+            loop.done(i + 1, {"params": head, "opt_state": opt_state, "model_state": state},
+                      progress=monitor.progress)
+            if on_step is not None:
+                on_step(i + 1, heads.merge_head(head, rest), state)
+            done = monitor.after_step(i + 1, heads.merge_head(head, rest), state)
+        monitor.finish(len(plan))
+        loop.finish()
+        merged, state = monitor.params_to_return(heads.merge_head(head, rest), state)
+        head = heads.split_head(merged, selector)[0]
+        if place:  # hand back ordinary single-device arrays, like the inputs
+            head, state, opt_state = jax.tree.map(jnp.asarray, place.host((head, state, opt_state)))
+            rest = heads.split_head(params, selector)[1]
+        new_params = jax.block_until_ready(heads.merge_head(head, rest))
+        seconds = time.perf_counter() - start
+    compile_seconds = clock.seconds_since(start)
 
     report = UnlearnReport(
         influence_mode=config.influence_mode, weighting=config.weighting, num_forget=int(len(y)),
         num_kept=int(len(indices)), fallback=bool(fallback), steps=monitor.steps,
-        seconds=seconds, head_paths=heads.param_paths(head), closed_form=closed_form,
+        seconds=seconds, compile_seconds=compile_seconds,
+        head_paths=heads.param_paths(head), closed_form=closed_form,
         closed_form_reason=reason, state=state,
         stop_reason=monitor.stop_reason, stopping=monitor.result(),
         feature_cache=head_model is not None, feature_cache_reason=cache_reason)

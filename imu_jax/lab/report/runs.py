@@ -38,12 +38,32 @@ def commands_of(results: Mapping) -> list[str]:
     return found or ([config["command"]] if config.get("command") else [])
 
 
+RUN_KEYS = ("avg_gap", "seconds", "compile_seconds", "run_seconds")
+
+
+def run_seconds(run: Mapping) -> float | None:
+    """The RTE: a run's wall-clock seconds without JAX compilation (``seconds −
+    compile_seconds``); all its seconds when compile time was not recorded (runs stored before
+    it was, Retrain's training time).
+
+    >>> run_seconds({"seconds": 3.0, "compile_seconds": 1.25}), run_seconds({"seconds": 3.0})
+    (1.75, 3.0)
+    """
+    seconds = run.get("seconds")
+    if seconds is None:
+        return None
+    return max(0.0, float(seconds) - float(run.get("compile_seconds") or 0.0))
+
+
 def _values(runs: Iterable[Mapping], key: str) -> list[float]:
     out = []
     for run in runs:
         if run.get("diverged"):  # a diverged run is shown as such, never scored
             continue
-        value = run.get(key) if key in ("avg_gap", "seconds") else run["metrics"].get(key)
+        if key == "run_seconds":
+            value = run_seconds(run)
+        else:
+            value = run.get(key) if key in RUN_KEYS else run["metrics"].get(key)
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             out.append(float(value))
     return out
@@ -65,7 +85,7 @@ def summarize(runs: Sequence[Mapping], keys: Sequence[str] | None = None
     runs = reported_runs(runs)
     methods = list(dict.fromkeys(row_label(r) for r in runs))
     if keys is None:
-        keys = sorted({k for r in runs for k in r["metrics"]}) + ["avg_gap", "seconds"]
+        keys = sorted({k for r in runs for k in r["metrics"]}) + list(RUN_KEYS)
     summary = {}
     for method in methods:
         mine = [r for r in runs if row_label(r) == method]
