@@ -44,7 +44,7 @@ MAIN_ROWS = ("original", "retrain", "retrain_floor", "imu (retain-free)", "imu (
              "random_label_with_retain", "ssd (retain-free)", "jit (retain-free)")
 ROW_NAMES = {"retrain_floor": "retrain vs retrain (noise floor)"}
 # The rows the README's text compares IMU with (issue 26: say where the difference is noise).
-COMPARED = ("ga_head (retain-free)", "imu_random (retain-free)",
+COMPARED = ("original", "ga_head (retain-free)", "imu_random (retain-free)",
             "random_label_forget_only (retain-free)", "boundary_shrink (retain-free)",
             "boundary_shrink_runner_up (retain-free)", "retrain_floor")
 REFERENCE = "imu (retain-free)"
