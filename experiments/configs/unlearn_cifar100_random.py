@@ -11,15 +11,14 @@ Command:
 The data is read from ../shared/data/cifar100-jpeg.zip; JPEG pixels, see ../shared/data/README.md.
 """
 
-import importlib.util
 import pathlib
 
-_spec = importlib.util.spec_from_file_location(
-    "unlearn_cifar100_superclass",
-    pathlib.Path(__file__).with_name("unlearn_cifar100_superclass.py"))
-_superclass = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_superclass)
+from imu_jax.lab.arguments import load_config_file
+
+
+def _base() -> dict:
+    return load_config_file(str(pathlib.Path(__file__).with_name("unlearn_cifar100_superclass.py")))
 
 
 def get_config() -> dict:
-    return {**_superclass.get_config(), "forget": "random:0.1"}
+    return {**_base(), "forget": "random:0.1"}

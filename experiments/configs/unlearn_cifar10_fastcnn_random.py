@@ -11,15 +11,14 @@ The data is read from ../shared/data/cifar10-jpeg.zip (or ``--dataset imagefolde
 Expected time: see experiments/README.md (CIFAR-10) for what was measured.
 """
 
-import importlib.util
 import pathlib
 
-_spec = importlib.util.spec_from_file_location(
-    "unlearn_cifar10_fastcnn_class",
-    pathlib.Path(__file__).with_name("unlearn_cifar10_fastcnn_class.py"))
-_class = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_class)
+from imu_jax.lab.arguments import load_config_file
+
+
+def _base() -> dict:
+    return load_config_file(str(pathlib.Path(__file__).with_name("unlearn_cifar10_fastcnn_class.py")))
 
 
 def get_config() -> dict:
-    return {**_class.get_config(), "forget": "random:0.1"}
+    return {**_base(), "forget": "random:0.1"}

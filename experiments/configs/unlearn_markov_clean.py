@@ -10,14 +10,14 @@ Command:
 Expected time: CPU (2 shared cores) ~20-30 min (~5 min when models/ is copied from the paper run).
 """
 
-import importlib.util
 import pathlib
 
-_spec = importlib.util.spec_from_file_location(
-    "unlearn_markov", pathlib.Path(__file__).with_name("unlearn_markov.py"))
-_paper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_paper)
+from imu_jax.lab.arguments import load_config_file
+
+
+def _base() -> dict:
+    return load_config_file(str(pathlib.Path(__file__).with_name("unlearn_markov.py")))
 
 
 def get_config() -> dict:
-    return {**_paper.get_config(), "forget": "chain:1"}
+    return {**_base(), "forget": "chain:1"}
