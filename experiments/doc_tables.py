@@ -192,6 +192,16 @@ def digits_columns() -> dict[str, list[dict]]:
     return {"digits class-wise, 10 classes": setting(classes("digits_class"))}
 
 
+def digits_sample_columns() -> dict[str, list[dict]]:
+    return {"digits random 10%": setting(["digits_random10"]),
+            "digits mislabelled 10%": setting(["digits_mislabeled10"])}
+
+
+def readme_digits_samples() -> str:
+    columns = digits_sample_columns()
+    return gap_table(columns) + stale_note(columns)
+
+
 def readme_mnist1d() -> str:
     columns = mnist1d_columns()
     return gap_table(columns) + stale_note(columns)
@@ -204,7 +214,8 @@ def readme_digits() -> str:
 
 
 def readme_noise() -> str:
-    columns = {**digits_columns(), **{f"MNIST-1D {k}": v for k, v in mnist1d_columns().items()}}
+    columns = {**digits_columns(), **digits_sample_columns(),
+               **{f"MNIST-1D {k}": v for k, v in mnist1d_columns().items()}}
     return noise_table(columns) + stale_note(columns)
 
 
@@ -323,6 +334,7 @@ def stopping_class3() -> str:
 TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "mnist1d": ("README.md", readme_mnist1d),
     "digits": ("README.md", readme_digits),
+    "digits-samples": ("README.md", readme_digits_samples),
     "noise": ("README.md", readme_noise),
     "stopping-lr": ("docs/STOPPING.md", stopping_learning_rate),
     "stopping-guard": ("docs/STOPPING.md", stopping_guard),
