@@ -27,10 +27,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from imu_jax.lab.forgetting_report import ranked  # noqa: E402
 
 
-def _spearman(a, b) -> float:
+def _spearman(a, b) -> str:
     from scipy.stats import spearmanr
 
-    return float(spearmanr(a, b).statistic)
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return "undefined (every method ties on one of them)"
+    return f"{float(spearmanr(a, b).statistic):.2f}"
 
 
 def disagreements(results: dict, *, gap_margin: float = 0.01) -> list[tuple[str, str]]:
@@ -57,7 +59,8 @@ def setting_section(name: str, results: dict) -> str:
              f"per population; forget set {cfg['counts']['forget']} examples; "
              f"{_minutes(results)} on the 2-core CPU.", "",
              "| Rank | Method | N | F ↑ (± boot. std) | U-LiRA AUC ↓ | TPR @ 1% FPR | "
-             "Avg. Gap ↓ | MIA-eff. (SVC) | UA | TA |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "Avg. Gap ↓ | MIA-eff. (SVC) | UA | TA |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for rank, (method, m) in enumerate(ranked(results), 1):
         boot = m["F_bootstrap"]["std"]
         tpr = m["ulira"]["tpr_at_fpr"].get("0.01")
@@ -73,7 +76,7 @@ def setting_section(name: str, results: dict) -> str:
     floor = results["methods"].get("retrain_floor")
     saturated = [n for n, m in methods if m["metrics"]["mia_efficacy"] >= 0.99]
     lines += ["", f"- Rank correlation (Spearman) of the F ranking and the Avg. Gap ranking "
-              f"(floor excluded): {rho:.2f}."]
+              f"(floor excluded): {rho}."]
     if floor:
         above = [n for n, m in methods if m["F"] >= floor["F"] - 2 * (
             floor["F_bootstrap"]["std"] or 0)]
@@ -97,6 +100,8 @@ def n_table(settings: dict[str, dict]) -> str:
     lines = ["| Setting | Method | " + " | ".join(f"F, N = {k}" for k in sizes) + " |",
              "|---|---|" + "---|" * len(sizes)]
     for name, r in settings.items():
+        if all(len(m["F_by_n"]) < 2 for m in r["methods"].values()):
+            continue  # one N only: nothing to compare
         for method, m in ranked(r):
             cells = [f"{m['F_by_n'][str(k)]:.3f}" if str(k) in m["F_by_n"] else ""
                      for k in sizes]
@@ -106,17 +111,19 @@ def n_table(settings: dict[str, dict]) -> str:
 
 def _minutes(results: dict) -> str:
     t = results.get("times", {})
+    if "total_s" in t:
+        return f"{t['total_s'] / 60:.1f} min"
     total = sum(v for v in t.values() if isinstance(v, (int, float))) + sum(
         m.get("apply_s", 0) + m.get("score_s", 0) for m in results["methods"].values())
     return f"{total / 60:.1f} min"
 
 
-def section(root: pathlib.Path, expected=()) -> str:
+def section(root: pathlib.Path, expected=(), note: str = "") -> str:
     settings = {}
-    for path in sorted(root.glob("*/results.json")):
+    for path in sorted(root.glob("**/results.json")):
         results = json.loads(path.read_text())
         if results.get("config", {}).get("kind") == "forgetting_score":
-            settings[path.parent.name] = results
+            settings[path.parent.relative_to(root).as_posix()] = results
     missing = [e for e in expected if e not in settings]
     parts = ["### Per-example forgetting: the competition's F and U-LiRA (issue 29)", "",
              "For each setting, N original models, N retrained models (the reference) and N "
@@ -131,10 +138,12 @@ def section(root: pathlib.Path, expected=()) -> str:
              "half (0.5 = cannot tell). Avg. Gap and the SVC MIA-efficacy are the per-model "
              "metrics of the other tables, averaged over the N models. Regenerate: "
              "`python experiments/forgetting_score_section.py "
-             f"{root.as_posix()} --out {(root / 'README_SECTION.md').as_posix()}`.", ""]
+             f"{root.as_posix()} --out OUT.md`.", ""]
+    if note:
+        parts += [f"**{note}**", ""]
     for name, results in settings.items():
         parts += [setting_section(name, results), ""]
-    if settings:
+    if any(len(m["F_by_n"]) > 1 for r in settings.values() for m in r["methods"].values()):
         parts += ["#### How F moves with N (F on the first N models of each population)", "",
                   "The ε range, ceil(log(N − 1)), grows with N, so larger N can tell larger "
                   "ε apart and F is comparable only at equal N.", "", n_table(settings), ""]
@@ -149,8 +158,9 @@ def main(argv=None) -> str:
     ap.add_argument("--out", help="write the section here (default: print it)")
     ap.add_argument("--expect", default="digits_class3,mnist1d_class3,mnist1d_random10",
                     help="settings to list as not run when their results are missing")
+    ap.add_argument("--note", default="", help="a line printed in bold under the introduction")
     args = ap.parse_args(argv)
-    text = section(pathlib.Path(args.root), [e for e in args.expect.split(",") if e])
+    text = section(pathlib.Path(args.root), [e for e in args.expect.split(",") if e], args.note)
     if args.out:
         pathlib.Path(args.out).write_text(text)
     else:

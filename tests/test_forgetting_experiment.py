@@ -4,6 +4,7 @@ command; the floor is F of the two retrained populations; doing nothing on a cla
 than the floor; ``imu-jax plot`` draws the per-example ε figure."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from imu_jax.lab.ensemble import statistics, train_ensemble
 from imu_jax.lab.forgetting_experiment import run_forgetting_score, score_method
 from imu_jax.lab.forgetting_score import forgetting_quality
 from imu_jax.train import recipe
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 N = 6
 TRAIN = {"epochs": 2, "model_options": {"hidden": (16,)}}
@@ -98,3 +101,20 @@ def test_unknown_method_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         run_forgetting_score(dataset="digits", model="mlp", forget="class:3",
                              methods={"nope": 4}, out=tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "experiments/configs").glob(
+    "forgetting_score_*.py")))
+def test_config_files_are_valid_and_give_command_and_time(name):
+    from imu_jax.lab.arguments import load_config_file
+    from imu_jax.lab.forgetting_experiment import check_config
+
+    path = REPO / "experiments/configs" / name
+    cfg = load_config_file(str(path))
+    check_config(cfg, name)
+    counts = cfg["methods"]
+    for core in ("retrain_floor", "imu", "ga_head"):  # the issue's N >= 32
+        assert counts[core] >= 32
+    doc = " ".join(path.read_text().replace("\\\n", " ").split())
+    assert "imu-jax forgetting-score --config experiments/configs/" + name in doc
+    assert "Measured time" in doc

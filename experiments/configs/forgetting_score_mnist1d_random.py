@@ -9,8 +9,12 @@ Command:
   imu-jax forgetting-score --config experiments/configs/forgetting_score_mnist1d_random.py \
       --out experiments/results/forgetting_score/mnist1d_random10
   imu-jax plot experiments/results/forgetting_score/mnist1d_random10   # epsilons.png
-Measured time: see experiments/results/forgetting_score/mnist1d_random10/results.md (the queue
-run); a probe with N = 4 took 3.7 min on 2 CPU cores at load ~10.
+Measured time: the N = 4 probe of all ten rows (2 bootstrap resamples,
+experiments/results/forgetting_score/probe_n4/mnist1d_random10) took 3.5 min (208 s) on 2 CPU cores
+shared with the experiment queue (load ~10); the N = 32 core of digits (floor, doing
+nothing, IMU, GA-head) took 1.7 min. From their per-model and scoring costs this N = 32
+run needs at most ~25 min at that load (not yet measured: queued); its own time is in
+the results.md it writes.
 """
 
 METHODS = ("retrain_floor", "original", "imu", "ga_head", "imu_random",

@@ -341,16 +341,11 @@ def run_forgetting_score_command(args) -> int:
     from imu_jax import _extras
     from imu_jax.lab import forgetting_report
     from imu_jax.lab.arguments import load_config_file
-    from imu_jax.lab.forgetting_experiment import run_forgetting_score
+    from imu_jax.lab.forgetting_experiment import check_config, run_forgetting_score
 
     _extras.require("sklearn", "experiments", "the SVC membership attack")
     cfg = load_config_file(args.config)
-    known = {"dataset", "model", "forget", "methods", "n_models", "train_config", "hparams",
-             "bootstrap", "calibration_models", "split_seed"}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"config file {args.config}: unknown key(s) {unknown}; it takes "
-                         f"{sorted(known)}.")
+    check_config(cfg, f"config file {args.config}")
     command = "imu-jax forgetting-score " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 2 and sys.argv[1] == "forgetting-score" else \
         f"imu-jax forgetting-score --config {args.config} --out {args.out}"

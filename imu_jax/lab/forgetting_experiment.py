@@ -36,11 +36,12 @@ Examples:
   >>> import tempfile
   >>> out = tempfile.mkdtemp()
   >>> r = run_forgetting_score(dataset="digits", model="mlp", forget="class:3",
-  ...     methods={"retrain_floor": 4, "original": 4, "ga_head": 4}, out=out,
-  ...     train_config={"epochs": 1, "model_options": {"hidden": (16,)}}, bootstrap=2,
+  ...     methods={"retrain_floor": 4, "original": 4}, out=out, bootstrap=0,
+  ...     train_config={"epochs": 1, "model_options": {"hidden": (16,)}},
   ...     data_dir=tempfile.mkdtemp())
-  >>> sorted(r["methods"]), r["config"]["seeds"]["floor"][:2]
-  (['ga_head', 'original', 'retrain_floor'], [1000, 1001])
+  >>> floor, original = r["methods"]["retrain_floor"], r["methods"]["original"]
+  >>> r["config"]["seeds"]["floor"][:2], original["F"] < floor["F"]
+  ([1000, 1001], True)
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def _task(fm, params, state, splits, **rule) -> methods_lib.UnlearnTask:
 
 def fixed_step_hparams(method: methods_lib.Method, steps: int, splits,
                        overrides: Mapping[str, Any] | None = None) -> dict:
-    """The method's defults (plus ``overrides``) with ``max_steps = steps`` and an ``epochs``
+    """The method's defaults (plus ``overrides``) with ``max_steps = steps`` and an ``epochs``
     long enough that ``max_steps`` ends the run (as the lab's tuning grid sets them:
     :func:`imu_jax.methods.grids.epochs_for_steps`).
 
@@ -263,13 +264,43 @@ def _counts(methods: Mapping[str, int] | Sequence[str], n_models: int) -> dict[s
     return {k: int(v) for k, v in counts.items()}
 
 
+# The keys of an experiments/configs/forgetting_score_*.py get_config().
+CONFIG_KEYS = ("dataset", "model", "forget", "methods", "n_models", "train_config", "hparams",
+               "bootstrap", "calibration_models", "step_choice", "split_seed")
+
+
+def check_config(cfg: Mapping[str, Any], where: str = "config") -> None:
+    """A ``ValueError`` for an unknown key, a missing dataset / forget spec / methods, an
+    unknown method or a model count outside 4 … n_models, before any data or training.
+
+    >>> check_config({"dataset": "digits", "forget": "class:3", "methods": {"imu": 8}})
+    >>> check_config({"dataset": "digits", "forget": "class:3", "methods": {"imu": 8}, "n": 3})
+    Traceback (most recent call last):
+    ...
+    ValueError: config: unknown key(s) ['n']; it takes dataset, model, forget, methods, ...
+    """
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; it takes {', '.join(CONFIG_KEYS)}.")
+    missing = [k for k in ("dataset", "forget", "methods") if not cfg.get(k)]
+    if missing:
+        raise ValueError(f"{where}: missing {', '.join(missing)}.")
+    methods = cfg["methods"]
+    n_models = cfg.get("n_models") or max(dict(methods).values() if isinstance(methods, Mapping)
+                                          else [32])
+    _counts(methods, int(n_models))
+    if cfg.get("step_choice", "per_model") not in STEP_CHOICES:
+        raise ValueError(f"{where}: step_choice must be one of {tuple(STEP_CHOICES)}.")
+
+
 def run_forgetting_score(*, dataset: str, model: str | None, forget: str,
                          methods: Mapping[str, int] | Sequence[str], out,
                          n_models: int | None = None, train_config: Mapping | None = None,
                          hparams: Mapping[str, Mapping] | None = None,
                          bootstrap: int = DEFAULT_BOOTSTRAP,
                          calibration_models: int = CALIBRATION_MODELS,
-                         step_choice: str = "per_model", split_seed: int = 0, data_dir=None, command: str | None = None,
+                         step_choice: str = "per_model", split_seed: int = 0, data_dir=None,
+                         command: str | None = None,
                          progress: bool = False) -> dict:
     """Runs the evaluation (module docstring) and writes ``OUT/results.json`` / ``results.md``.
 
@@ -287,6 +318,7 @@ def run_forgetting_score(*, dataset: str, model: str | None, forget: str,
 
     if step_choice not in STEP_CHOICES:
         raise ValueError(f"step_choice must be one of {STEP_CHOICES}, got {step_choice!r}.")
+    began = _now()
     n_models = int(n_models or max(dict(methods).values() if isinstance(methods, Mapping)
                                    else [32]))
     counts = _counts(methods, n_models)
@@ -358,10 +390,11 @@ def run_forgetting_score(*, dataset: str, model: str | None, forget: str,
             print(f"{name}: N={count} F={entry['F']:.3f} U-LiRA AUC={entry['ulira']['auc']:.3f} "
                   f"Avg.Gap={100 * entry['avg_gap']:.1f} ({applied:.0f} s + "
                   f"{entry['score_s']:.0f} s scoring)", flush=True)
+        times["total_s"] = _now() - began
         forgetting_report.write(pathlib.Path(out), results)  # saved after every method
     return results
 
 
-__all__ = ["CALIBRATION_MODELS", "FLOOR", "ORIGINAL", "STEP_CHOICES", "SUBSET_SIZES", "apply_method",
-           "bootstrap_scores", "choose_steps", "fixed_step_hparams", "model_scores",
-           "run_forgetting_score", "score_method"]
+__all__ = ["CALIBRATION_MODELS", "CONFIG_KEYS", "FLOOR", "ORIGINAL", "STEP_CHOICES", "SUBSET_SIZES",
+           "apply_method", "bootstrap_scores", "check_config", "choose_steps",
+           "fixed_step_hparams", "model_scores", "run_forgetting_score", "score_method"]

@@ -41,6 +41,7 @@ def _atomic(path: pathlib.Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the results private
     os.replace(tmp, path)
 
 
@@ -101,7 +102,8 @@ def markdown(results: Mapping) -> str:
              "", f"Data splits: {json.dumps(cfg.get('counts'))}; held-out: "
              f"{json.dumps({k: v for k, v in (cfg.get('held_out') or {}).items() if k != 'roles'})}"
              f" (validation: the step counts; test: TA and the SVC attack).", "",
-             "Times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()
+             f"Wall time: {times.get('total_s', float('nan')) / 60:.1f} min. Times (s): "
+             + ", ".join(f"{k} {v:.1f}" for k, v in times.items()
                                         if isinstance(v, (int, float))) + "; per method: "
              + ", ".join(f"{k} {m.get('apply_s', 0):.1f} + {m.get('score_s', 0):.1f}"
                          for k, m in results["methods"].items()) + " (apply + score).", ""]
