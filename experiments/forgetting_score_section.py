@@ -95,13 +95,13 @@ def setting_section(name: str, results: dict) -> str:
 
 
 def n_table(settings: dict[str, dict]) -> str:
+    settings = {name: r for name, r in settings.items()
+                if any(len(m["F_by_n"]) > 1 for m in r["methods"].values())}
     sizes = sorted({int(k) for r in settings.values() for m in r["methods"].values()
                     for k in m["F_by_n"]})
     lines = ["| Setting | Method | " + " | ".join(f"F, N = {k}" for k in sizes) + " |",
              "|---|---|" + "---|" * len(sizes)]
     for name, r in settings.items():
-        if all(len(m["F_by_n"]) < 2 for m in r["methods"].values()):
-            continue  # one N only: nothing to compare
         for method, m in ranked(r):
             cells = [f"{m['F_by_n'][str(k)]:.3f}" if str(k) in m["F_by_n"] else ""
                      for k in sizes]
