@@ -118,3 +118,13 @@ def test_config_files_are_valid_and_give_command_and_time(name):
     doc = " ".join(path.read_text().replace("\\\n", " ").split())
     assert "imu-jax forgetting-score --config experiments/configs/" + name in doc
     assert "Measured time" in doc
+
+
+def test_cli_refuses_a_bad_config_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text('def get_config():\n    return {"dataset": "digits", "forget": "class:3", '
+                   '"methods": {"imu": 8}, "seeds": [0]}\n')
+    assert cli.main(["forgetting-score", "--config", str(bad), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) ['seeds']" in err and "Traceback" not in err
+    assert not (tmp_path / "results.json").exists()

@@ -317,7 +317,8 @@ def add_forgetting_score_command(subparsers) -> argparse.ArgumentParser:
         "forgetting-score", help="per-example forgetting evaluation: the competition's F and "
         "U-LiRA over N original, 2N retrained and N unlearned models per method",
         description="Train N original and 2N retrained models at once (vmap), apply each "
-        "method to the originals with a step count chosen on the validation split, and score "
+        "method to the originals (each run stopped by the retain-free rule on the validation "
+        "split), and score "
         "the forget set by the NeurIPS 2023 competition's forgetting score F and U-LiRA beside "
         "the Avg. Gap and the SVC attack. Writes OUT/results.json and OUT/results.md; "
         "imu-jax plot OUT draws OUT/epsilons.png.",
