@@ -35,10 +35,12 @@ def _spearman(a, b) -> str:
     return f"{float(spearmanr(a, b).statistic):.2f}"
 
 
-def disagreements(results: dict, *, gap_margin: float = 0.01) -> list[tuple[str, str]]:
+def disagreements(results: dict, *, gap_margin: float = 0.01,
+                  min_difference: float = 0.005) -> list[tuple[str, str]]:
     """Pairs ``(a, b)`` where ``a`` has the smaller Avg. Gap (by more than ``gap_margin``, i.e.
     one percentage point) but the clearly smaller F (difference > 2 × the root sum of squares
-    of the two bootstrap stds): the Avg. Gap calls ``a`` better, F calls it worse."""
+    of the two bootstrap stds, and > ``min_difference``: F values of 0.000 and 0.0003 with zero
+    spread are not a disagreement): the Avg. Gap calls ``a`` better, F calls it worse."""
     out = []
     items = [(n, m) for n, m in results["methods"].items() if n != "retrain_floor"]
     for a, ma in items:
@@ -46,7 +48,7 @@ def disagreements(results: dict, *, gap_margin: float = 0.01) -> list[tuple[str,
             if ma["avg_gap"] + gap_margin < mb["avg_gap"]:
                 sa = ma["F_bootstrap"]["std"] or 0.0
                 sb = mb["F_bootstrap"]["std"] or 0.0
-                if mb["F"] - ma["F"] > 2 * math.hypot(sa, sb):
+                if mb["F"] - ma["F"] > max(2 * math.hypot(sa, sb), min_difference):
                     out.append((a, b))
     return out
 
@@ -84,7 +86,7 @@ def setting_section(name: str, results: dict) -> str:
                      f"{floor['F']:.3f}, U-LiRA AUC {floor['ulira']['auc']:.3f}; within two "
                      f"bootstrap stds of it: {', '.join(above) or 'no method'}.")
     lines.append("- Pairs the Avg. Gap ranks one way and F clearly the other (a: smaller Avg. "
-                 "Gap, b: larger F beyond 2 bootstrap stds): "
+                 "Gap, b: larger F, by more than 2 bootstrap stds and 0.005): "
                  + ("; ".join(f"{a} < {b}" for a, b in flips) if flips else "none") + ".")
     if saturated:
         f_values = [results["methods"][n]["F"] for n in saturated]
