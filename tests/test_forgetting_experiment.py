@@ -128,3 +128,17 @@ def test_cli_refuses_a_bad_config_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown key(s) ['seeds']" in err and "Traceback" not in err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_fixed_step_choice_runs_every_model_for_the_validation_median(run, tmp_path):
+    _, data_dir, _ = run
+    results = run_forgetting_score(
+        dataset="digits", model="mlp", forget="class:3", methods={"ga_head": 4}, n_models=4,
+        out=tmp_path, train_config=TRAIN, bootstrap=0, step_choice="fixed",
+        calibration_models=3, data_dir=data_dir)
+    entry = results["methods"]["ga_head"]
+    assert len(entry["calibration_steps"]) == 3
+    assert entry["steps"] == int(np.floor(np.median(entry["calibration_steps"]))) > 0
+    assert entry["steps_per_model"] == [entry["steps"]] * 4
+    assert entry["hparams"]["max_steps"] == entry["steps"]
+    assert results["config"]["step_choice"] == "fixed"
