@@ -9,13 +9,9 @@ Command:
   imu-jax forgetting-score --config experiments/configs/forgetting_score_mnist1d_random.py \
       --out experiments/results/forgetting_score/mnist1d_random10
   imu-jax plot experiments/results/forgetting_score/mnist1d_random10   # epsilons.png
-Measured time: the N = 4 probe of all ten rows (2 bootstrap resamples,
-experiments/results/forgetting_score/probe_n4/mnist1d_random10) took 3.5 min (208 s) on 2 CPU cores
-shared with the experiment queue (load ~10); the N = 32 cores (floor, doing nothing,
-IMU, GA-head; *_core.py) took 1.7 min (digits class), 3.2 min (MNIST-1D class) and 3.0 min
-(MNIST-1D random). From their per-model and scoring costs this N = 32
-run needs at most ~25 min at that load (not yet measured: queued); its own time is in
-the results.md it writes.
+Measured time: 5.1 min from the experiment queue on 2 CPU cores shared with other sessions
+(experiments/results/forgetting_score/mnist1d_random10/results.md has the parts); the N = 4
+probe of all ten rows (probe_n4/mnist1d_random10) took 3.5 min at load ~10.
 """
 
 METHODS = ("retrain_floor", "original", "imu", "ga_head", "imu_random",
