@@ -102,7 +102,8 @@ def markdown(results: Mapping) -> str:
              "", f"Data splits: {json.dumps(cfg.get('counts'))}; held-out: "
              f"{json.dumps({k: v for k, v in (cfg.get('held_out') or {}).items() if k != 'roles'})}"
              f" (validation: the step counts; test: TA and the SVC attack).", "",
-             f"Wall time: {times.get('total_s', float('nan')) / 60:.1f} min. Times (s): "
+             (f"Wall time: {times['total_s'] / 60:.1f} min. " if "total_s" in times else "")
+             + "Times (s): "
              + ", ".join(f"{k} {v:.1f}" for k, v in times.items()
                                         if isinstance(v, (int, float))) + "; per method: "
              + ", ".join(f"{k} {m.get('apply_s', 0):.1f} + {m.get('score_s', 0):.1f}"
@@ -121,7 +122,7 @@ def write(out: pathlib.Path, results: Mapping) -> None:
     """Writes ``results.json`` and ``results.md`` into ``out`` (atomically)."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / RESULTS_JSON, json.dumps(results, indent=1, default=float))
+    _atomic(out / RESULTS_JSON, json.dumps(results, separators=(",", ":"), default=float))
     _atomic(out / RESULTS_MD, markdown(results))
 
 
