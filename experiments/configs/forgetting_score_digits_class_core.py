@@ -1,0 +1,22 @@
+"""Per-example forgetting evaluation (issue 29), the N = 32 core of the digits class-wise
+setting: the floor, doing nothing, IMU and GA-head only (32 original, 32 + 32 retrained models),
+5 bootstrap resamples. The cost probe of N = 32 and the source of "how F moves with N" while the
+full setting (``forgetting_score_digits_class.py``) waits in the queue.
+
+Command:
+  imu-jax forgetting-score --config experiments/configs/forgetting_score_digits_class_core.py \
+      --out experiments/results/forgetting_score/digits_class3_core
+Measured time: 1.7 min in a shell on 2 CPU cores shared with the experiment queue and other
+sessions (load ~10); the results.md of that folder has the parts.
+"""
+
+
+def get_config() -> dict:
+    return {
+        "dataset": "digits",
+        "model": "mlp",
+        "forget": "class:3",
+        "n_models": 32,
+        "methods": {"retrain_floor": 32, "original": 32, "imu": 32, "ga_head": 32},
+        "bootstrap": 5,
+    }

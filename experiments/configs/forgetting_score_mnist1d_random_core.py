@@ -1,0 +1,23 @@
+"""Per-example forgetting evaluation (issue 29), the N = 32 core of the MNIST-1D random-10%
+setting (random:0.1, split seed 0, the 2x100 MLP): the floor, doing nothing, IMU and GA-head only
+(32 original, 32 + 32 retrained models), 3 bootstrap resamples. The N = 32 cost probe and the
+source of "how F moves with N" while the full setting
+(``forgetting_score_mnist1d_random.py``) waits in the queue.
+
+Command:
+  imu-jax forgetting-score --config experiments/configs/forgetting_score_mnist1d_random_core.py \
+      --out experiments/results/forgetting_score/mnist1d_random10_core
+Measured time: 3.0 min in a shell on 2 CPU cores shared with the experiment queue and other
+sessions (load ~6-9); the results.md of that folder has the parts.
+"""
+
+
+def get_config() -> dict:
+    return {
+        "dataset": "mnist1d",
+        "model": "mlp",
+        "forget": "random:0.1",
+        "n_models": 32,
+        "methods": {"retrain_floor": 32, "original": 32, "imu": 32, "ga_head": 32},
+        "bootstrap": 3,
+    }
