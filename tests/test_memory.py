@@ -1,4 +1,5 @@
-"""Streaming influence on a 512×1000 head keeps the process under 2 GiB (7.8 GiB if materialized)."""
+"""Influence on a 512×1000 head keeps the process under 2 GiB (7.8 GiB if its per-example gradients
+were materialized)."""
 
 import json
 import os
@@ -20,5 +21,8 @@ def test_chunked_scoring_peak_memory_stays_below_2_gib():
     record = json.loads(result.stdout)
     assert record["materialized_gib"] > 7.8
     assert record["peak_rss_gib"] < 2.0
-    # XLA's own plan agrees: chunked temporaries are a small fraction of the unchunked ones.
-    assert record["xla_temp_gib_chunked"] < record["xla_temp_gib_unchunked"] / 10
+    # XLA's own plan agrees. The dense kernel's per-example gradients are never formed (the
+    # factored path, imu_jax._factored: inputs × output gradients), so even one unchunked pass
+    # plans a small fraction of the materialized N × P, and chunking plans no more than that.
+    assert record["xla_temp_gib_unchunked"] < record["materialized_gib"] / 10
+    assert record["xla_temp_gib_chunked"] <= record["xla_temp_gib_unchunked"]
