@@ -1,9 +1,10 @@
 """Size budgets of the repository: the committed results (``experiments/results/``) stay under
-15 MB and the whole tracked tree under 20 MB (none of it is in the installed package, which holds
+16 MB and the whole tracked tree under 20 MB (none of it is in the installed package, which holds
 ``imu_jax/`` only). The results budget was 10 MB until the evaluation protocol of issue 26 tuned
 every compared method over one 28-point grid in steps (12 points before): a tuned experiment's
 sweep, which the oracle selection, the matched-forgetting tables and ``tradeoff.png`` read, is
-about twice as long. Each experiment keeps ``results.json``,
+about twice as long (digits random and mislabelled, every method tuned: 1.1 MB each). Storing the
+sweeps compactly is the next step before the CIFAR reruns add theirs. Each experiment keeps ``results.json``,
 ``results.md``, a few summary figures and one ``curves.jsonl.xz``; per-run PNGs are drawn on
 demand (``imu-jax plot``). ``python experiments/compact_results.py`` packs what a new experiment
 wrote the old way and shrinks its figures."""
@@ -16,7 +17,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MB = 1_000_000
-RESULTS_BUDGET, TRACKED_BUDGET = 15 * MB, 20 * MB
+RESULTS_BUDGET, TRACKED_BUDGET = 16 * MB, 20 * MB
 
 
 def _git_files(*args: str) -> list[pathlib.Path]:
@@ -38,7 +39,7 @@ def _largest(paths, n=5) -> str:
     return ", ".join(f"{p.relative_to(ROOT)} ({s / MB:.2f} MB)" for s, p in sizes)
 
 
-def test_committed_results_within_10_mb():
+def test_committed_results_within_budget():
     """Tracked files and new ones git would add (not the ignored model caches)."""
     paths = _git_files("--cached", "--others", "--exclude-standard", "experiments/results")
     total = _size(paths)
