@@ -1,11 +1,13 @@
 """Size budgets of the repository: the committed results (``experiments/results/``) stay under
 16 MB and the whole tracked tree under 20 MB (none of it is in the installed package, which holds
 ``imu_jax/`` only). The results budget was 10 MB until the evaluation protocol of issue 26 tuned
-every compared method over one 28-point grid in steps (12 points before): a tuned experiment's
-sweep, which the oracle selection, the matched-forgetting tables and ``tradeoff.png`` read, is
-about twice as long (digits random and mislabelled, every method tuned: 1.1 MB each). Storing the
-sweeps compactly is the next step before the CIFAR reruns add theirs. Each experiment keeps ``results.json``,
-``results.md``, a few summary figures and one ``curves.jsonl.xz``; per-run PNGs are drawn on
+every compared method over one grid in steps (28 points on digits, 32 on MNIST-1D; 12 before): a
+tuned experiment's sweep, which the oracle selection, the matched-forgetting tables and
+``tradeoff.png`` read, is about twice as long (digits random and mislabelled, every method tuned:
+1.1 MB each). Storing the sweeps compactly is the next step before the CIFAR reruns add theirs.
+
+Each experiment keeps ``results.json``, ``results.md``, a few summary figures and one
+``curves.jsonl.xz``; per-run PNGs are drawn on
 demand (``imu-jax plot``). ``python experiments/compact_results.py`` packs what a new experiment
 wrote the old way and shrinks its figures."""
 
