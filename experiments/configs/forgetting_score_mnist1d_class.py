@@ -14,17 +14,14 @@ Measured time: 5.0 min from the experiment queue on 2 CPU cores shared with othe
 all ten rows (probe_n4/mnist1d_class3) took 4.6 min at load ~12.
 """
 
-METHODS = ("retrain_floor", "original", "imu", "ga_head", "imu_random",
-           "random_label_forget_only", "boundary_shrink", "boundary_shrink_runner_up", "salun",
-           "scrub")
+import pathlib
+
+from imu_jax.lab.arguments import load_config_file
 
 
-def get_config() -> dict:
-    return {
-        "dataset": "mnist1d",
-        "model": "mlp",
-        "forget": "class:3",
-        "n_models": 32,
-        "methods": {name: 32 for name in METHODS},
-        "bootstrap": 10,
-    }
+def _base(name: str) -> dict:
+    return load_config_file(str(pathlib.Path(__file__).with_name(name)))
+
+
+def get_config() -> dict:  # the digits setting's methods, models and resamples
+    return {**_base("forgetting_score_digits_class.py"), "dataset": "mnist1d"}

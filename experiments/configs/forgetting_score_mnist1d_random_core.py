@@ -11,13 +11,15 @@ Measured time: 3.0 min in a shell on 2 CPU cores shared with the experiment queu
 sessions (load ~6-9); the results.md of that folder has the parts.
 """
 
+import pathlib
 
-def get_config() -> dict:
-    return {
-        "dataset": "mnist1d",
-        "model": "mlp",
-        "forget": "random:0.1",
-        "n_models": 32,
-        "methods": {"retrain_floor": 32, "original": 32, "imu": 32, "ga_head": 32},
-        "bootstrap": 3,
-    }
+from imu_jax.lab.arguments import load_config_file
+
+
+def _base(name: str) -> dict:
+    return load_config_file(str(pathlib.Path(__file__).with_name(name)))
+
+
+def get_config() -> dict:  # the full setting's data and models; four rows, 3 resamples
+    return {**_base("forgetting_score_mnist1d_random.py"), "bootstrap": 3,
+            "methods": {"retrain_floor": 32, "original": 32, "imu": 32, "ga_head": 32}}
