@@ -18,16 +18,13 @@ Command (superclass vehicles_2; for the others add ``--forget subclass:rocket`` 
 The data is read from ../shared/data/cifar100-jpeg.zip; JPEG pixels, see ../shared/data/README.md.
 """
 
-import importlib.util
 import pathlib
+
+from imu_jax.lab.arguments import load_config_module
 
 
 def _sibling(name: str):
-    path = pathlib.Path(__file__).with_name(name + ".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_config_module(str(pathlib.Path(__file__).with_name(name + ".py")))
 
 
 def get_config() -> dict:

@@ -21,16 +21,13 @@ imagefolder:../shared/data/cifar100-jpeg.zip --model resnet18 --forget superclas
 --seeds 0,1,2 --out ...`` (recipe ``imu_jax.train.recipe("imagefolder:...", "resnet18")``).
 """
 
-import importlib.util
 import pathlib
+
+from imu_jax.lab.arguments import load_config_module
 
 
 def _sibling(name: str):
-    path = pathlib.Path(__file__).with_name(name + ".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_config_module(str(pathlib.Path(__file__).with_name(name + ".py")))
 
 
 def get_config() -> dict:

@@ -18,8 +18,9 @@ import traceback
 MODEL_NAMES = "mlp, cnn, cnn1d, fastcnn, resnet18, transformer"
 
 
-def load_config_file(path: str) -> dict:
-    """Imports ``path`` (a recipe file) and returns ``get_config()`` as a dict."""
+def load_config_module(path: str):
+    """Imports ``path`` (a config or recipe file) as a module: a config built on another reads
+    its constants (e.g. a method list) this way."""
     spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
     if spec is None or not pathlib.Path(path).exists():
         raise FileNotFoundError(f"No config file {path}.")
@@ -28,6 +29,12 @@ def load_config_file(path: str) -> dict:
         spec.loader.exec_module(module)
     except SyntaxError as err:  # the user's file: one line, not a traceback
         raise ValueError(f"config file {path}, line {err.lineno}: {err.msg}") from None
+    return module
+
+
+def load_config_file(path: str) -> dict:
+    """Imports ``path`` (a recipe file) and returns ``get_config()`` as a dict."""
+    module = load_config_module(path)
     if not callable(getattr(module, "get_config", None)):
         raise ValueError(f"config file {path} defines no get_config() function.")
     cfg = module.get_config()
