@@ -20,6 +20,7 @@ written under an earlier evaluation protocol (``config["protocol"]`` below
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import re
@@ -50,8 +51,17 @@ COMPARED = ("original", "ga_head (retain-free)", "imu_random (retain-free)",
 REFERENCE = "imu (retain-free)"
 
 
+@functools.lru_cache(maxsize=None)
 def load(name: str) -> dict:
+    """An experiment's results, read once (every table shares the loaded dict)."""
     return json.loads((RESULTS / name / "results.json").read_text())
+
+
+def summary_of(experiment: dict) -> dict:
+    """``{row: {key: (mean, std, n)}}`` of an experiment's runs, computed once and kept on it."""
+    if "summary" not in experiment:
+        experiment["summary"] = summarize(experiment["runs"])
+    return experiment["summary"]
 
 
 def setting(names: Sequence[str]) -> list[dict]:
@@ -72,7 +82,7 @@ def row_stats(experiments: Sequence[Mapping], row: str, key: str) -> tuple[float
     experiments' seed means for several."""
     means = []
     for experiment in experiments:
-        stats = summarize(experiment["runs"]).get(row, {}).get(key)
+        stats = summary_of(experiment).get(row, {}).get(key)
         if stats is None:
             return None
         means.append(stats)
@@ -298,8 +308,8 @@ def stopping_must_show() -> str:
         nothing = row_stats(experiments, "original", "avg_gap")
         free = row_stats(experiments, "imu (retain-free)", "avg_gap")
         oracle = row_stats(experiments, "imu (oracle-tuned)", "avg_gap")
-        per_experiment = [(summarize(e["runs"])["imu (retain-free)"]["avg_gap"][0],
-                           summarize(e["runs"])["original"]["avg_gap"][0]) for e in experiments]
+        per_experiment = [(summary_of(e)["imu (retain-free)"]["avg_gap"][0],
+                           summary_of(e)["original"]["avg_gap"][0]) for e in experiments]
         better = sum(f <= n for f, n in per_experiment)
         lines.append(
             f"| {name} | {100 * nothing[0]:.1f} | {100 * free[0]:.1f} ± {100 * free[1]:.1f} | "
@@ -313,7 +323,7 @@ def stopping_must_show() -> str:
 def stopping_class3() -> str:
     """Retain-free vs oracle-tuned rows of digits class 3, seeds 0–2."""
     experiment = load("digits_class/class3")
-    summary = summarize(experiment["runs"])
+    summary = summary_of(experiment)
     lines = ["| method | retain-free Avg. Gap | UA / TA | oracle-tuned Avg. Gap | UA / TA |",
              "|---|---|---|---|---|"]
 
