@@ -30,7 +30,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from imu_jax.lab.protocol import PROTOCOL
-from imu_jax.lab.report.runs import mean_interval, reported_runs, row_label, sample_std, summarize
+from imu_jax.lab.report.runs import (mean_interval, paired_by_seed, reported_runs, row_label,
+                                     sample_std, summarize)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
@@ -130,16 +131,8 @@ def gap_table(columns: Mapping[str, Sequence[Mapping]], rows: Sequence[str] = MA
 
 def paired_gaps(experiments: Sequence[Mapping], row: str, reference: str = REFERENCE) -> list[float]:
     """``row − reference`` Avg. Gap per (experiment, seed) where both ran and neither diverged."""
-    diffs = []
-    for experiment in experiments:
-        by_row: dict[str, dict[int, float]] = {row: {}, reference: {}}
-        for run in reported_runs(experiment["runs"]):
-            label = row_label(run)
-            if label in by_row and not run.get("diverged") and run.get("avg_gap") is not None:
-                by_row[label][run["seed"]] = float(run["avg_gap"])
-        diffs += [by_row[row][s] - by_row[reference][s]
-                  for s in sorted(set(by_row[row]) & set(by_row[reference]))]
-    return diffs
+    return [d for experiment in experiments
+            for d in paired_by_seed(experiment["runs"], row, reference)[1]]
 
 
 def noise_table(columns: Mapping[str, Sequence[Mapping]], rows: Sequence[str] = COMPARED) -> str:

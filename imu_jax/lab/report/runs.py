@@ -156,6 +156,22 @@ def paired_difference(runs: Sequence[Mapping], row: str, reference: str, key: st
     >>> round(d["mean"], 3), round(d["low"], 3), round(d["high"], 3), d["n"], d["verdict"]
     (0.05, 0.025, 0.075, 3, 'higher')
     """
+    seeds, diffs = paired_by_seed(runs, row, reference, key)
+    if not seeds:
+        return None
+    return {**mean_interval(diffs), "seeds": seeds}
+
+
+def paired_by_seed(runs: Sequence[Mapping], row: str, reference: str, key: str = "avg_gap"
+                   ) -> tuple[list[int], list[float]]:
+    """``(seeds, row − reference differences of key)`` over the seeds where both rows have a
+    scored (not diverged, not NaN) reported run, in seed order.
+
+    >>> run = lambda m, s, g: {"method": m, "seed": s, "role": "eval", "metrics": {},
+    ...                        "avg_gap": g}
+    >>> paired_by_seed([run("a", 0, .3), run("b", 0, .1), run("a", 1, .2)], "a", "b")
+    ([0], [0.19999999999999998])
+    """
     by_row: dict[str, dict[int, float]] = {row: {}, reference: {}}
     for run in reported_runs(runs):
         label = row_label(run)
@@ -164,10 +180,7 @@ def paired_difference(runs: Sequence[Mapping], row: str, reference: str, key: st
             if values:
                 by_row[label][run["seed"]] = values[0]
     seeds = sorted(set(by_row[row]) & set(by_row[reference]))
-    if not seeds:
-        return None
-    diffs = [by_row[row][s] - by_row[reference][s] for s in seeds]
-    return {**mean_interval(diffs), "seeds": seeds}
+    return seeds, [by_row[row][s] - by_row[reference][s] for s in seeds]
 
 
 def mean_interval(diffs: Sequence[float]) -> dict:
