@@ -21,7 +21,7 @@ import pytest
 from imu_jax import methods as methods_lib
 from imu_jax.data import VALIDATION_FRACTION, carve_validation, make_splits
 from imu_jax.data.validation import stratified_holdout
-from imu_jax.lab import evaluation, models_cache, report, runner, selection
+from imu_jax.lab import evaluation, models_cache, protocol, report, runner, selection
 from imu_jax.methods import grids
 from imu_jax.unlearning.stopping import UTILITY_LABEL
 
@@ -281,7 +281,7 @@ def test_every_table_has_the_noise_floor_by_default(tmp_path):
                                     progress=False)
     floor = [r for r in results["runs"] if r["method"] == "retrain_floor"]
     assert {r["seed"] for r in floor} == {0, 1}
-    assert all(r["info"]["retrain_seed"] == r["seed"] + runner.FLOOR_SEED_OFFSET for r in floor)
+    assert all(r["info"]["retrain_seed"] == r["seed"] + protocol.FLOOR_SEED_OFFSET for r in floor)
     markdown = (tmp_path / "results.md").read_text()
     assert "| retrain vs retrain (noise floor) | retain set (another seed) |" in markdown
     assert results["config"]["noise_floor"] is True
@@ -289,6 +289,29 @@ def test_every_table_has_the_noise_floor_by_default(tmp_path):
                                 seeds=[0], out=tmp_path / "off", progress=False,
                                 noise_floor=False)
     assert "retrain_floor" not in {r["method"] for r in off["runs"]}
+
+
+def test_next_seed_floor_pairs_the_seeds_own_retrain_models_and_trains_no_other(tmp_path):
+    trained = []
+
+    def trainer(retrain, seed):
+        trained.append((retrain, seed))
+        return _trainer(retrain, seed)
+
+    results = runner.run_experiment(splits=_ided_splits(), trainer=trainer,
+                                    methods=["retrain"], seeds=[0, 1, 2], out=tmp_path,
+                                    progress=False, noise_floor="next_seed")
+    assert {seed for _, seed in trained} == {0, 1, 2}  # no seed + 1000 model
+    floor = {r["seed"]: r for r in results["runs"] if r["method"] == "retrain_floor"}
+    assert {s: r["info"]["retrain_seed"] for s, r in floor.items()} == {0: 1, 1: 2, 2: 0}
+    retrain = {r["seed"]: r for r in results["runs"] if r["method"] == "retrain"}
+    assert retrain[0]["avg_gap"] == 0.0 and floor[0]["avg_gap"] > 0.0  # two different models
+    assert results["config"]["noise_floor"] == "next_seed"
+    for bad, match in (("sometimes", "must be one of"), ("next_seed", "two seeds or more")):
+        with pytest.raises(ValueError, match=match):  # before any model is trained
+            runner.run_experiment(splits=_ided_splits(), trainer=None, methods=["retrain"],
+                                  seeds=[0], out=tmp_path / bad, progress=False,
+                                  noise_floor=bad)
 
 
 def test_summaries_use_the_sample_standard_deviation():

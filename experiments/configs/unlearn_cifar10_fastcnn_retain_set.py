@@ -27,5 +27,6 @@ def get_config() -> dict:
         "model": "fastcnn",
         "forget": "class:0",
         "methods": RETAIN_SET,
-        "seeds": [0],
+        "seeds": [0, 1, 2],
+        "noise_floor": "next_seed",
     }

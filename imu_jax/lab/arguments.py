@@ -127,7 +127,7 @@ def parse_train_options(items: list[str] | None) -> dict:
 RUN_DEFAULTS = {"dataset": "digits", "model": None, "forget": None,
                 "methods": ["retrain", "ga", "ga_head", "imu"], "seeds": [0, 1, 2],
                 "tune_seeds": [], "tune_methods": None, "split_seed": 0, "hparams": {},
-                "grids": {}, "train_config": {}, "trace_every": 0}
+                "grids": {}, "train_config": {}, "trace_every": 0, "noise_floor": True}
 
 
 def run_options(args) -> dict:
@@ -145,6 +145,8 @@ def run_options(args) -> dict:
              "tune_seeds": args.tune_seeds, "tune_methods": args.tune_methods,
              "split_seed": args.split_seed}
     options.update({k: v for k, v in flags.items() if v is not None})
+    if getattr(args, "no_noise_floor", False):
+        options["noise_floor"] = False
     for key in ("methods", "tune_methods"):
         if isinstance(options[key], str):
             options[key] = [m.strip() for m in options[key].split(",")]

@@ -192,7 +192,7 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-noise-floor", action="store_true",
                    help="leave out the 'retrain vs retrain (noise floor)' row (default: every "
                    "seed also trains a second Retrain model, seed + 1000, scored against the "
-                   "first)")
+                   "first; a config's \"noise_floor\": \"next_seed\" pairs the seeds' own)")
     add_mesh_arguments(p)
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
                    help="checkpoint each IMU-family unlearning run every K steps in "
@@ -230,8 +230,7 @@ def run_run(args) -> int:
         runner.run(**options, out=args.out, resume=args.resume, overwrite=args.overwrite,
                    data_dir=args.data_dir, progress=not args.no_progress,
                    command=run_command_line(args),
-                   retain_free=not getattr(args, "fixed_length", False),
-                   noise_floor=not getattr(args, "no_noise_floor", False))
+                   retain_free=not getattr(args, "fixed_length", False))
     out = pathlib.Path(args.out)
     print_summary(out)
     return 0

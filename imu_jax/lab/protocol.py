@@ -28,14 +28,44 @@ SCORED_ON = {"tune": "validation", "eval": "test", "retain_free": "test"}
 
 FLOOR_SEED_OFFSET = 1000  # retrain_floor: Retrain of seed + 1000 against Retrain of seed
 
+# How the floor row pairs Retrain models: True / "offset" trains one more Retrain model per seed
+# (seed + FLOOR_SEED_OFFSET); "next_seed" scores the Retrain of the next seed of the experiment
+# (cyclically: 0→1, 1→2, 2→0), which costs no model when there are two seeds or more — for
+# settings where a model costs a quarter of an hour. Both are two Retrains of the same retain
+# set that differ only in their training seed.
+FLOOR_PAIRINGS = (True, "offset", "next_seed")
+
+
+def floor_seed(seed: int, seeds, pairing=True) -> int:
+    """The seed of the Retrain model that the floor row scores against Retrain of ``seed``.
+
+    >>> floor_seed(2, [0, 1, 2]), floor_seed(2, [0, 1, 2], "next_seed")
+    (1002, 0)
+    >>> floor_seed(0, [0], "next_seed")
+    Traceback (most recent call last):
+    ...
+    ValueError: noise_floor='next_seed' pairs the Retrain models of the experiment's seeds, so it needs two seeds or more (got [0]); use noise_floor=True (seed + 1000).
+    """
+    if pairing not in FLOOR_PAIRINGS:
+        raise ValueError(f"noise_floor must be one of {FLOOR_PAIRINGS} or False, "
+                         f"got {pairing!r}.")
+    if pairing != "next_seed":
+        return int(seed) + FLOOR_SEED_OFFSET
+    seeds = [int(s) for s in seeds]
+    if len(set(seeds)) < 2:
+        raise ValueError("noise_floor='next_seed' pairs the Retrain models of the experiment's "
+                         f"seeds, so it needs two seeds or more (got {seeds}); use "
+                         f"noise_floor=True (seed + {FLOOR_SEED_OFFSET}).")
+    return seeds[(seeds.index(int(seed)) + 1) % len(seeds)]
+
 
 def _floor(task, hparams, seed):
     raise RuntimeError("'retrain_floor' is a Retrain model of another seed; the runner "
                        "evaluates it.")
 
 
-# A pseudo-method: the Retrain model of seed + FLOOR_SEED_OFFSET measured against the Retrain
-# model of seed, the distance that only training randomness makes and no method can beat.
+# A pseudo-method: the Retrain model of another seed (:func:`floor_seed`) measured against the
+# Retrain model of seed, the distance that only training randomness makes and no method can beat.
 RETRAIN_FLOOR = methods_lib.Method(
     name="retrain_floor", needs="retain set (another seed)",
     summary="Retrain of another seed vs Retrain: the floor of every distance", run=_floor,

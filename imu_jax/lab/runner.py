@@ -5,7 +5,7 @@
 1. splits the dataset for the forget spec (``imu_jax.data.make_splits``) and carves a
    validation split out of the test split (``imu_jax.data.carve_validation``);
 2. trains — or loads from ``OUT/models/`` — the original and the Retrain model of every seed
-   (and, for the noise floor, a second Retrain model of seed + ``FLOOR_SEED_OFFSET``);
+   (and, for the noise floor, the Retrain model of another seed: ``protocol.floor_seed``);
 3. runs each method on each seed (optionally tuning it first: the shared grid on separate tuning
    seeds, scored on the validation split (:mod:`imu_jax.lab.protocol`), the config with the
    smallest mean Avg. Gap then reported on the seeds, scored on the test split);
@@ -29,8 +29,8 @@ from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, evaluate
                                     validation_view, with_validation)
 from imu_jax.lab.models_cache import TrainedModel, Trainer, cached_trainer
 from imu_jax.lab.curves import remove_curves, write_curve
-from imu_jax.lab.protocol import (FLOOR_SEED_OFFSET, ORIGINAL, PROTOCOL, RETRAIN_FLOOR,
-                                  SCORED_ON, check_protocol, held_out_record, is_test_data)
+from imu_jax.lab.protocol import (ORIGINAL, PROTOCOL, RETRAIN_FLOOR, SCORED_ON, check_protocol,
+                                  floor_seed, held_out_record, is_test_data)
 from imu_jax.lab.selection import (RETAIN_FREE_RULE, SELECTION_RULE, plan_jobs, select_hparams,
                                    tuning_grids)
 from imu_jax.lab import interrupts
@@ -57,7 +57,7 @@ class _Runner:
     """Holds the state of one experiment; see :func:`run_experiment`."""
 
     def __init__(self, splits, trainer: Trainer, out: pathlib.Path, store: SharedResults,
-                 progress, trace_every: int = 0, held_out=None):
+                 progress, trace_every: int = 0, held_out=None, floor_of=None):
         self.splits, self.trainer, self.out = splits, trainer, out
         # "test": the splits themselves (reported runs); "validation": every held-out split
         # replaced by its validation part (what the tuning is scored on)
@@ -66,6 +66,7 @@ class _Runner:
         results = store.results
         self.trace_every, self.progress = int(trace_every), progress
         self.held_out = held_out  # (held-out arrays, removal) of the retain-free rule
+        self.floor_of = floor_of or (lambda seed: floor_seed(seed, [seed]))  # protocol.floor_seed
         self.done = {key_of(r) for r in results["runs"]}
         self._models: dict[tuple[bool, int], TrainedModel] = {}
         self._evaluated: dict[tuple[bool, int, str], tuple[dict, dict]] = {}
@@ -100,10 +101,11 @@ class _Runner:
         retrain_outputs, retrain_metrics = self.reference(True, seed, view)
         trace, compile_seconds = None, None  # part of seconds; None: not measured (Retrain)
         if method.name == RETRAIN_FLOOR.name:
-            other = self.trained(True, seed + FLOOR_SEED_OFFSET)
+            other_seed = self.floor_of(seed)
+            other = self.trained(True, other_seed)
             outputs = model_outputs(other, other.params, other.state, splits)
             metrics = evaluate(outputs, splits, retrain_outputs)
-            seconds, info = other.seconds, {"retrain_seed": seed + FLOOR_SEED_OFFSET}
+            seconds, info = other.seconds, {"retrain_seed": other_seed}
         elif method.name in ("retrain", "original"):
             retrain = method.name == "retrain"
             outputs, metrics = self.reference(retrain, seed, view)
@@ -206,7 +208,7 @@ def run_experiment(
     trace_every: int = 0,
     held_out: tuple[Mapping[str, np.ndarray], str] | None = None,
     retain_free: bool = True,
-    noise_floor: bool = True,
+    noise_floor: bool | str = True,
 ) -> dict:
     """Runs ``methods`` × ``seeds`` and writes ``results.json`` / ``.md`` / ``tradeoff.png``.
 
@@ -250,8 +252,10 @@ def run_experiment(
         then run only when ``tune_seeds`` are given (oracle-tuned); with ``retain_free=False``
         they always run (defaults, fixed length). Sequence data has no rule: fixed length.
       noise_floor: also report ``"retrain_floor"`` (added to ``methods`` when absent): the
-        Retrain model of seed + 1000 scored against Retrain of seed, the Avg. Gap that training
-        randomness alone makes (the "Retrain vs Retrain" row of every table).
+        Retrain model of another seed scored against Retrain of seed, the Avg. Gap that training
+        randomness alone makes (the "Retrain vs Retrain" row of every table). ``True``: seed +
+        1000 (one more model per seed); ``"next_seed"``: the next seed of ``seeds``, cyclically
+        (no extra model; :func:`imu_jax.lab.protocol.floor_seed`); ``False``: no floor row.
 
     Returns:
       The results dict written to ``out/results.json``.
@@ -287,6 +291,8 @@ def run_experiment(
         chosen.insert(at, RETRAIN_FLOOR)
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed.")
+    if noise_floor:  # a bad pairing fails before any model is trained
+        floor_seed(seeds[0], seeds, noise_floor)
     if len(splits.forget["label"]) == 0:
         raise ValueError(f"the forget set is empty (spec {(config or {}).get('forget')!r}): "
                          "nothing to unlearn.")
@@ -317,7 +323,7 @@ def run_experiment(
               "step_cap": cap if tuning else None,
               "trace_every": int(trace_every),
               "counts": (getattr(splits, "info", None) or {}).get("counts"),
-              "held_out": held_out_record(splits), "noise_floor": bool(noise_floor),
+              "held_out": held_out_record(splits), "noise_floor": noise_floor or False,
               "protocol": PROTOCOL}
     if resume:
         check_protocol(out, results, record)
@@ -337,16 +343,17 @@ def run_experiment(
     try:
         return _run_all(store, splits, trainer, out, progress, trace_every,
                         held_out if retain_free else None, chosen, seeds, tune_seeds, tuned,
-                        hparams, tuning, retain_free)
+                        hparams, tuning, retain_free, noise_floor)
     finally:
         store.close()
 
 
 def _run_all(store, splits, trainer, out, progress, trace_every, held_out, chosen, seeds,
-             tune_seeds, tuned, hparams, tuning, retain_free) -> dict:
+             tune_seeds, tuned, hparams, tuning, retain_free, noise_floor=True) -> dict:
     """Every (method, seed) job of :func:`run_experiment`, in order, each saved as it ends."""
     results = store.results
-    runner = _Runner(splits, trainer, out, store, progress, trace_every, held_out)
+    runner = _Runner(splits, trainer, out, store, progress, trace_every, held_out,
+                     floor_of=lambda seed: floor_seed(seed, seeds, noise_floor or True))
     retain = getattr(splits, "retain", None)
     sizes = {"forget": len(splits.forget["label"]),
              "retain": None if retain is None else len(retain["label"])}
@@ -409,7 +416,7 @@ def run(
     command: str | None = None,
     trace_every: int = 0,
     retain_free: bool = True,
-    noise_floor: bool = True,
+    noise_floor: bool | str = True,
 ) -> dict:
     """Everything ``imu-jax run`` does: splits, cached original/Retrain models, methods, reports.
 
