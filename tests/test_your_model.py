@@ -147,6 +147,30 @@ def test_an_nnx_module_is_unlearned_directly_and_a_new_module_comes_back(nnx_net
     assert report.to_dict()["closed_form_reason"] == report.closed_form_reason
 
 
+@pytest.mark.parametrize("which", ["nnx", "linen"])
+def test_a_second_unlearn_of_an_equal_module_compiles_nothing_and_gives_the_same(
+        which, nnx_net, linen_net, caplog):
+    """The adapters compare by value, so the compiled step and closed form of the first call
+    serve the second (a fresh adapter each call used to recompile both)."""
+    _, forget, _ = _data()
+    head = "^classifier/" if which == "nnx" else "^Dense_2/"
+    config = imu.UnlearnConfig(head=head, **CONFIG)
+    user = nnx_net if which == "nnx" else linen_net
+    again = nnx.clone(nnx_net) if which == "nnx" else (LinenNet(), linen_net[1])  # equal copies
+    first, _ = imu.unlearn(user, forget, config)
+    with jax.log_compiles(), caplog.at_level("WARNING"):
+        second, _ = imu.unlearn(again, forget, config)
+    compiled = [r.getMessage() for r in caplog.records if "Compiling jit(" in r.getMessage()]
+    assert not [m for m in compiled if "jit(step)" in m or "jit(program)" in m], compiled
+    if which == "nnx":  # a new module; Linen: new variables
+        first, second = nnx.state(first, nnx.Param), nnx.state(second, nnx.Param)
+    assert _equal(first, second)
+    model = imu.from_nnx(nnx_net)[0] if which == "nnx" else imu.from_linen(*linen_net)[0]
+    assert model == (imu.from_nnx(again)[0] if which == "nnx" else imu.from_linen(*again)[0])
+    if which == "nnx":  # other RNG values are other constants of the programs: not equal
+        assert imu.from_nnx(NNXNet(nnx.Rngs(1)))[0] != imu.from_nnx(NNXNet(nnx.Rngs(0)))[0]
+
+
 def test_a_linen_module_with_its_variables_gives_new_variables(linen_net):
     net, variables = linen_net
     _, forget, _ = _data()

@@ -26,7 +26,10 @@ How each adapter works:
   the state (mutable in train mode); ``rng`` becomes ``rngs={"dropout": ...}``. ``head_input``
   records the layer's input with ``flax.linen.intercept_methods``.
 
-Neither adapter touches the module it was made from.
+Neither adapter touches the module it was made from. Adapters compare by value (NNX: the graph
+definition, the mode, the class name and the RNG streams' values; Linen: the module, which Linen
+compares by its fields), so a second ``unlearn(module, ...)`` of the same architecture reuses the
+compiled steps and closed form of the first instead of compiling them again.
 
 Examples:
   >>> import jax, jax.numpy as jnp
@@ -104,21 +107,29 @@ def _set_child(node, name: str, value) -> None:
         setattr(node, name, value)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class NNXModel:
     """An ``nnx.Module`` as the protocol (module docstring); made by :func:`from_nnx`.
+
+    Equal (and equally hashed) when the graph definition, mode, name and the RNG streams' values
+    are: compiled functions that take the model as a static argument are shared by equal
+    adapters, which differ in nothing those functions read (the RNG streams are constants in
+    them, hence part of the comparison, through ``rng_digest``).
 
     Attributes:
       graphdef: the module's static structure.
       rngs: its RNG streams (pure dict; reseeded from ``apply``'s ``rng`` in train mode).
       mode: ``(keyword, inverted)`` passed to ``__call__`` for the mode, or None.
       name: the module's class name.
+      rng_digest: the RNG streams' values as bytes (:func:`_digest`), compared instead of
+        ``rngs``.
     """
 
     graphdef: Any
-    rngs: dict
-    mode: tuple[str, bool] | None
-    name: str
+    rngs: dict = dataclasses.field(compare=False)
+    mode: tuple[str, bool] | None = None
+    name: str = ""
+    rng_digest: bytes = b""
 
     @property
     def config(self) -> dict:
@@ -171,9 +182,10 @@ class NNXModel:
         return _recorded(captured, layer), logits
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class LinenModel:
-    """A Linen module as the protocol (module docstring); made by :func:`from_linen`.
+    """A Linen module as the protocol (module docstring); made by :func:`from_linen`. Equal
+    adapters (the same module fields, mode and streams) share compiled functions.
 
     Attributes:
       module: the ``flax.linen.Module``.
@@ -259,8 +271,31 @@ def from_nnx(module: nnx.Module, *, train_kwarg: str | None = "auto"
     if not isinstance(module, nnx.Module):
         raise TypeError(f"from_nnx needs an nnx.Module, got {type(module).__name__}.")
     graphdef, params, rngs, rest = nnx.split(module, nnx.Param, nnx.RngState, ...)
-    return (NNXModel(graphdef, _pure(rngs), _mode(type(module).__call__, train_kwarg),
-                     type(module).__name__), _pure(params), _pure(rest))
+    rngs = _pure(rngs)
+    return (NNXModel(graphdef, rngs, _mode(type(module).__call__, train_kwarg),
+                     type(module).__name__, _digest(rngs)), _pure(params), _pure(rest))
+
+
+def _digest(tree) -> bytes:
+    """The paths, dtypes, shapes and bytes of ``tree``'s leaves (typed PRNG keys by their key
+    data): equal for equal values.
+
+    >>> import jax.numpy as jnp
+    >>> _digest({"a": jnp.arange(2)}) == _digest({"a": jnp.arange(2)}) != _digest({"a": jnp.ones(2)})
+    True
+    """
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        value = np.asarray(leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.digest()
 
 
 def from_linen(module, variables: Mapping[str, PyTree], *, train_kwarg: str | None = "auto",
