@@ -4,9 +4,16 @@ Run (about a minute on a 2-core CPU; ``--profile`` adds the closed form's stages
 
     python experiments/bench_user_model.py [--profile]
 
-A Flax NNX MLP 64 → 512 → 512 → 10 written as a user would (its top layer is named
-``classifier``, not ``head``) and the same network in Linen (top layer ``Dense_2``), N = 2048
-forget examples, as in ``bench_influence.py``. For each, in one run:
+Two bodies, each written as a user would in Flax NNX (top layer named ``classifier``, not
+``head``) and in Linen (top layer ``Dense_2`` / ``Dense_0``), N = 2048 forget examples, as in
+``bench_influence.py``:
+
+* ``mlp``: 64 → 512 → 512 → 10, a body whose matmuls are only ~50× the head's: the closed form's
+  three extra [N, D] × [D, C] contractions are a visible share of the forward pass;
+* ``cnn``: 32×32×3 images → conv 3×3, 32 → conv 3×3 stride 2, 64 → conv 3×3 stride 2, 128 →
+  global mean → 10, the shape of a small image classifier, where the body dominates.
+
+For each, in one run:
 
 * ``forward``  — one jitted forward pass of the model over the N examples (the floor), the
   parameters passed as arguments (as a compiled step takes them, and as ``bench_influence.py``'s
@@ -60,6 +67,30 @@ class LinenNet(nn.Module):
         x = jax.nn.relu(nn.Dense(SIZES[1])(x))
         x = jax.nn.relu(nn.Dense(SIZES[2])(x))
         return nn.Dense(SIZES[3])(x)
+
+
+IMAGE, CONV = (32, 32, 3), ((32, 1), (64, 2), (128, 2))  # (channels, stride) of each conv
+
+
+class NnxCnn(nnx.Module):
+    def __init__(self, rngs):
+        channels = [IMAGE[-1]] + [c for c, _ in CONV]
+        self.convs = nnx.List([nnx.Conv(channels[i], c, (3, 3), strides=stride, rngs=rngs)
+                               for i, (c, stride) in enumerate(CONV)])
+        self.classifier = nnx.Linear(channels[-1], SIZES[-1], rngs=rngs)
+
+    def __call__(self, x):
+        for conv in self.convs:
+            x = jax.nn.relu(conv(x))
+        return self.classifier(x.mean(axis=(1, 2)))
+
+
+class LinenCnn(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for c, stride in CONV:
+            x = jax.nn.relu(nn.Conv(c, (3, 3), strides=stride)(x))
+        return nn.Dense(SIZES[-1])(x.mean(axis=(1, 2)))  # Dense_0: the head
 
 
 def _time_round_robin(contenders: dict, repeats: int):
@@ -162,26 +193,26 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--profile", action="store_true",
                         help="also time the closed form's stages (stage_profile)")
+    parser.add_argument("--bodies", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.num_examples, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], args.num_examples).astype(np.int32)
     load_before = os.getloadavg()
     records = []
-    model, params, state = imu.from_nnx(NnxNet(nnx.Rngs(0)))
-    records.append(bench("nnx (classifier)", model, params, state, x, y, "^classifier/",
-                         args.repeats))
-    if args.profile:
-        records[-1]["stages"] = stage_profile(model, params, state, x, y, "classifier",
-                                              args.repeats)
-    linen = LinenNet()
-    variables = linen.init(jax.random.key(0), x[:1])
-    model, params, state = imu.from_linen(linen, variables)
-    records.append(bench("linen (Dense_2)", model, params, state, x, y, "Dense_2",
-                         args.repeats))
-    if args.profile:
-        records[-1]["stages"] = stage_profile(model, params, state, x, y, "Dense_2",
-                                              args.repeats)
+    for body in args.bodies:
+        shape, nnx_net, linen_net, linen_head = ((SIZES[:1], NnxNet, LinenNet, "Dense_2")
+                                                 if body == "mlp" else
+                                                 (IMAGE, NnxCnn, LinenCnn, "Dense_0"))
+        x = rng.normal(size=(args.num_examples, *shape)).astype(np.float32)
+        linen = linen_net()
+        for name, (model, params, state), layer in (
+                (f"{body}, nnx (classifier)", imu.from_nnx(nnx_net(nnx.Rngs(0))), "classifier"),
+                (f"{body}, linen ({linen_head})",
+                 imu.from_linen(linen, linen.init(jax.random.key(0), x[:1])), linen_head)):
+            records.append(bench(name, model, params, state, x, y, f"^{layer}/", args.repeats))
+            if args.profile:
+                records[-1]["stages"] = stage_profile(model, params, state, x, y, layer,
+                                                      args.repeats)
     load_after = os.getloadavg()
     for record in records:
         record["loadavg_before"], record["loadavg_after"] = load_before, load_after
