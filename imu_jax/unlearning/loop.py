@@ -212,6 +212,17 @@ def _take(x: PyTree, rows) -> PyTree:
     return jax.tree.map(lambda a: a[rows], x)
 
 
+_take_on_device = jax.jit(_take)  # one dispatch for a batch of device arrays (the features)
+
+
+def _batch_rows(x: PyTree, rows: np.ndarray, place) -> PyTree:
+    """``x``'s rows ``rows``: gathered in one jitted call when ``x`` lives on the device (the
+    cached features; eager indexing costs ~0.5 ms of Python a step), by numpy on host data."""
+    if not place and all(isinstance(a, jax.Array) for a in jax.tree.leaves(x)):
+        return _take_on_device(x, rows)
+    return _take(x, rows)
+
+
 def _plan_array(plan: list, batch_size: int) -> np.ndarray:
     """The batch plan as ``int32[steps, batch_size]``, short batches padded with -1."""
     out = np.full((len(plan), batch_size), -1, np.int32)
@@ -401,7 +412,8 @@ def unlearn(model, params: PyTree, forget: Mapping[str, np.ndarray] | UnlearnCon
             batch = plan[i]
             key = None if train_key is None else jax.random.fold_in(train_key, i)
             head, opt_state, state = step(head, opt_state, rest, state,
-                                          *place.batch((_take(kept_x, batch), kept_y[batch],
+                                          *place.batch((_batch_rows(kept_x, batch, place),
+                                                        kept_y[batch],
                                                         weights[batch])), key)
             loop.done(i + 1, {"params": head, "opt_state": opt_state, "model_state": state},
                       progress=monitor.progress)

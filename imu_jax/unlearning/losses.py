@@ -74,8 +74,18 @@ def output_shape(model, params: PyTree, state: PyTree, x: PyTree, name: str, *,
     ...         return x @ params, state
     >>> output_shape(Linear(), np.zeros((3, 2)), {}, np.zeros((4, 3)), "forget")
     (1, 2)
+
+    A shape found is remembered per model (when it is hashable) and abstract inputs: a second run
+    with the same shapes does not trace the model again.
     """
     one = jax.tree.map(lambda a: np.asarray(a[:1]), x)
+    try:
+        key = (model, _abstract(params), _abstract(state), _abstract(one))
+        hash(key)
+    except TypeError:  # an unhashable model: traced every time
+        key = None
+    if key is not None and key in _OUTPUT_SHAPES:
+        return _OUTPUT_SHAPES[key]
     try:
         logits = jax.eval_shape(lambda p, s, xb: model.apply(p, s, xb, train=False)[0],
                                 params, state, one)
@@ -92,7 +102,20 @@ def output_shape(model, params: PyTree, state: PyTree, x: PyTree, name: str, *,
         raise ValueError(f"{name}: inputs {describe_inputs(x)} per example do not fit the model"
                          f"{f' ({received})' if received else ''}: {type(err).__name__}: "
                          f"{first}") from None
+    if key is not None:
+        if len(_OUTPUT_SHAPES) >= 256:
+            _OUTPUT_SHAPES.clear()
+        _OUTPUT_SHAPES[key] = tuple(logits.shape)
     return tuple(logits.shape)
+
+
+_OUTPUT_SHAPES: dict = {}  # output_shape's (model, abstract inputs) -> logits shape
+
+
+def _abstract(tree: PyTree) -> tuple:
+    """``tree``'s structure with each leaf's shape and dtype: what ``jax.eval_shape`` reads."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((np.shape(a), str(jnp.result_type(a))) for a in leaves)
 
 
 def labels_for_logits(logits_shape: tuple, labels: np.ndarray) -> np.ndarray:
