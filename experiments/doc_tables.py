@@ -105,12 +105,22 @@ def percent(stats, digits: int = 1) -> str:
     return "–" if stats is None else f"{100 * stats[0]:.{digits}f}"
 
 
+def collapsed_mark(experiments: Sequence[Mapping], row: str) -> str:
+    """`` **collapsed k/n**`` when k of the row's n reported runs collapsed (TA below twice the
+    test split's majority-class rate, ``run["collapsed"]``), else ``""``."""
+    runs = [run for experiment in experiments for run in reported_runs(experiment["runs"])
+            if row_label(run) == row]
+    collapsed = sum(bool(run.get("collapsed")) for run in runs)
+    return f" **collapsed {collapsed}/{len(runs)}**" if collapsed else ""
+
+
 def gap_cell(experiments: Sequence[Mapping], row: str) -> str:
     gap = row_stats(experiments, row, "avg_gap")
     if gap is None:
         return "–"
     ua, ta = row_stats(experiments, row, "ua"), row_stats(experiments, row, "ta")
-    return f"{100 * gap[0]:.1f} ± {100 * gap[1]:.1f} ({percent(ua, 0)} / {percent(ta, 0)})"
+    return (f"{100 * gap[0]:.1f} ± {100 * gap[1]:.1f} ({percent(ua, 0)} / {percent(ta, 0)})"
+            + collapsed_mark(experiments, row))
 
 
 def gap_table(columns: Mapping[str, Sequence[Mapping]], rows: Sequence[str] = MAIN_ROWS) -> str:
@@ -171,7 +181,8 @@ def metric_table(experiments: Sequence[Mapping], rows: Sequence[str]) -> str:
                      f"{percent(row_stats(experiments, row, 'ua'))} | "
                      f"{percent(row_stats(experiments, row, 'ta'))} | "
                      f"{percent(row_stats(experiments, row, 'mia_efficacy'))} | "
-                     f"{100 * gap[0]:.1f} ± {100 * gap[1]:.1f} |")
+                     f"{100 * gap[0]:.1f} ± {100 * gap[1]:.1f}"
+                     f"{collapsed_mark(experiments, row)} |")
     return "\n".join(lines)
 
 
@@ -220,6 +231,72 @@ def readme_noise() -> str:
     columns = {**digits_columns(), **digits_sample_columns(),
                **{f"MNIST-1D {k}": v for k, v in mnist1d_columns().items()}}
     return noise_table(columns) + stale_note(columns)
+
+
+# --- CIFAR-10 (fastcnn on the shared JPEG images) ------------------------------------------
+
+# The forget-only methods run retain-free in cifar10_fastcnn_class/<spec>/ (random10: its own
+# folder); JiT and SCAR run at fixed length beside the retain-set methods in
+# cifar10_fastcnn_retain_set/<spec>/, on copies of the same original and Retrain models.
+CIFAR10 = {"class 0": ("cifar10_fastcnn_class/class0", "cifar10_fastcnn_retain_set/class0"),
+           "class 3": ("cifar10_fastcnn_class/class3", "cifar10_fastcnn_retain_set/class3"),
+           "random 10%": ("cifar10_fastcnn_random10", "cifar10_fastcnn_retain_set/random10")}
+CIFAR10_FIXED = ("jit", "scar")
+CIFAR10_ROWS = ("original", "retrain", "retrain_floor", "imu (retain-free)",
+                "imu_batch (retain-free)", "imu_random (retain-free)", "ga_head (retain-free)",
+                "ga (retain-free)", "npo (retain-free)", "simnpo (retain-free)",
+                "random_label_forget_only (retain-free)",
+                "boundary_shrink_runner_up (retain-free)", "boundary_shrink (retain-free)",
+                "ssd (retain-free)", "jit", "scar")
+
+
+def cifar10_columns() -> dict[str, list[dict]]:
+    """The CIFAR-10 settings rerun under this protocol: the forget-only folder's runs, plus the
+    fixed-length JiT and SCAR runs of the retain-set folder on the same models."""
+    columns = {}
+    for name, (forget_only, retain_set) in CIFAR10.items():
+        if not (RESULTS / forget_only / "results.json").exists():
+            continue
+        main = load(forget_only)
+        if stale([main]):
+            continue
+        runs = list(main["runs"])
+        if (RESULTS / retain_set / "results.json").exists() and not stale([load(retain_set)]):
+            runs += [r for r in load(retain_set)["runs"] if r["method"] in CIFAR10_FIXED]
+        columns[name] = [{"config": main["config"], "runs": runs}]
+    return columns
+
+
+def readme_cifar10() -> str:
+    return gap_table(cifar10_columns(), CIFAR10_ROWS)
+
+
+def readme_cifar10_noise() -> str:
+    columns = cifar10_columns()
+    rows = [r for r in COMPARED if r != "boundary_shrink_runner_up (retain-free)"] + [
+        "boundary_shrink_runner_up (retain-free)", "imu_batch (retain-free)", "ssd (retain-free)"]
+    return noise_table(columns, rows)
+
+
+def readme_cifar10_baselines() -> str:
+    """What issue 26 asked to see of the baselines on CIFAR-10, per seed: SCAR's steps (or the
+    step it diverged at), SSD's dampened parameters, and the runs that collapsed."""
+    lines = ["| setting | SCAR steps (fixed length) | SSD dampened parameters | collapsed runs |",
+             "|---|---|---|---|"]
+    for name, (experiment,) in cifar10_columns().items():
+        runs = sorted(reported_runs(experiment["runs"]), key=lambda r: r["seed"])
+        scar = [(f"diverged at {r['info'].get('stopped_at')}" if r.get("diverged")
+                 else str(r["info"].get("steps"))) for r in runs if r["method"] == "scar"]
+        ssd = [r["info"].get("dampened_parameters") for r in runs if r["method"] == "ssd"]
+        total = experiment["config"].get("num_params") or FASTCNN_PARAMETERS
+        collapsed = sorted({row_label(r) for r in runs if r.get("collapsed")})
+        lines.append(f"| {name} | {' / '.join(scar) or '–'} | "
+                     + (" / ".join(f"{n:,} ({100 * n / total:.2f} %)" for n in ssd) or "–")
+                     + f" | {', '.join(collapsed) or 'none'} |")
+    return "\n".join(lines)
+
+
+FASTCNN_PARAMETERS = 75_290  # the CPU recipe's network (experiments/README.md, CIFAR-10)
 
 
 # --- docs/STOPPING.md ----------------------------------------------------------------------
@@ -339,6 +416,9 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "digits": ("README.md", readme_digits),
     "digits-samples": ("README.md", readme_digits_samples),
     "noise": ("README.md", readme_noise),
+    "cifar10": ("README.md", readme_cifar10),
+    "cifar10-noise": ("README.md", readme_cifar10_noise),
+    "cifar10-baselines": ("README.md", readme_cifar10_baselines),
     "stopping-lr": ("docs/STOPPING.md", stopping_learning_rate),
     "stopping-guard": ("docs/STOPPING.md", stopping_guard),
     "stopping-must-show": ("docs/STOPPING.md", stopping_must_show),
