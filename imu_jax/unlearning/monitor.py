@@ -56,14 +56,18 @@ def _subset(arrays: Mapping[str, np.ndarray], limit: int, seed: int
 
 @functools.lru_cache(maxsize=64)
 def _jitted_eval(model):
+    """One jitted check: per-example losses and predictions on the forget and the held-out
+    data, and whether every parameter is finite (one dispatch and one transfer a check)."""
     from imu_jax.unlearning.losses import batch_loss
 
-    def evaluate(params, state, x, y):
-        logits, _ = model.apply(params, state, x, train=False)
-        losses = batch_loss(logits, y)
+    def evaluate(params, state, forget_x, forget_y, held_x, held_y):
+        outputs = []
+        for x, y in ((forget_x, forget_y), (held_x, held_y)):
+            logits, _ = model.apply(params, state, x, train=False)
+            outputs.append((batch_loss(logits, y), jnp.argmax(logits, -1)))
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf))
                                     for leaf in jax.tree.leaves(params)]))
-        return losses, jnp.argmax(logits, -1), finite
+        return outputs, finite
 
     return jax.jit(evaluate)
 
@@ -175,11 +179,8 @@ class Monitor:
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, params: PyTree, state: PyTree) -> dict[str, float]:
         """Forget / held-out accuracy and mean loss, the statistic, and finiteness."""
-        evaluate = _jitted_eval(self.model)
-        f_loss, f_pred, finite = (np.asarray(a) for a in evaluate(
-            params, state, self.forget_x, self.forget_y))
-        h_loss, h_pred, _ = (np.asarray(a) for a in evaluate(
-            params, state, self.held_x, self.held_y))
+        ((f_loss, f_pred), (h_loss, h_pred)), finite = jax.device_get(_jitted_eval(self.model)(
+            params, state, self.forget_x, self.forget_y, self.held_x, self.held_y))
         finite = bool(finite) and bool(np.all(np.isfinite(f_loss)))
         point = {"forget_acc": float(np.mean(f_pred == self.forget_y)),
                  "held_out_acc": float(np.mean(h_pred == self.held_y)),
