@@ -128,7 +128,7 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
         help="unlearn with IMU and baselines, compare against Retrain",
         description="Train (or load from OUT/models) the original and Retrain models of every "
         "seed, run each method on each seed, and write OUT/results.json (after every finished "
-        "run), OUT/results.md (mean ± std over seeds) and OUT/tradeoff.png (forget vs test "
+        "run; the tuning runs in OUT/tune_runs.jsonl.xz), OUT/results.md (mean ± std over seeds) and OUT/tradeoff.png (forget vs test "
         "accuracy as each method's lr / step count sweeps). Options come from the flags, else "
         "from --config, else from the defaults shown. Methods: " + ", ".join(runnable_methods())
         + ".",
@@ -254,10 +254,12 @@ def print_summary(out: pathlib.Path) -> None:
 
 def run_interrupted(args) -> str:
     """The line printed when ``imu-jax run`` is interrupted (Ctrl-C): what was saved, if any."""
+    from imu_jax.lab import store
+
     out = pathlib.Path(args.out)
-    try:
-        runs = len(json.loads((out / "results.json").read_text()).get("runs", []))
-    except (OSError, ValueError, AttributeError):
+    try:  # with the tuning runs of tune_runs.jsonl.xz
+        runs = len(store.load_results(out)["runs"])
+    except (OSError, ValueError):
         runs = 0
     models = sorted(p.name for p in (out / "models").glob("*_seed*")
                     if p.is_dir() and any(p.iterdir())) if (out / "models").is_dir() else []
