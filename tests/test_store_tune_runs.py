@@ -240,3 +240,12 @@ def test_resume_counts_the_runs_of_the_sibling_as_done(tmp_path, monkeypatch):
     again = runner.run_experiment(**args, resume=True)
     assert _multiset(again["runs"]) == _multiset(store.load_results(tmp_path)["runs"])
     assert _multiset(r for r in again["runs"] if r["role"] == "tune") == _multiset(tuned)
+
+
+def test_the_interrupt_line_counts_the_sweep(tmp_path):
+    from imu_jax.lab import cli
+
+    results = _tune_heavy()
+    store.save_results(tmp_path, results)
+    message = cli.run_interrupted(types.SimpleNamespace(out=str(tmp_path)))
+    assert f"{len(results['runs'])} finished run(s)" in message

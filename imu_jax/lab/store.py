@@ -10,9 +10,10 @@ line per run (:func:`results_text`); the sweep, most of an oracle-tuned experime
 were saved (about 20 times smaller than the same lines in ``results.json``; absent when there are
 no tuning runs; ``xzcat OUT/tune_runs.jsonl.xz | head -1`` reads it). :func:`load_results` joins
 the two (``results.json``'s runs, then the sweep's) and :func:`save_results` splits them again.
-A ``results.json`` written before the split (tuning runs inline, no sibling) loads as it is;
-when it holds tuning runs inline, a sibling beside it is not read (an older imu-jax wrote it,
-unaware of the sibling, so the sibling is stale), and the next save moves them out.
+A ``results.json`` written before the split (tuning runs inline, no sibling) loads as it is.
+A sibling beside a ``results.json`` that holds tuning runs inline is not read: an older imu-jax
+wrote that ``results.json`` without knowing of the sibling, which is stale then; the next save
+moves the inline runs out and replaces it.
 """
 
 from __future__ import annotations
