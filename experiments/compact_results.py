@@ -1,12 +1,16 @@
-"""Compact committed experiment folders: per-run curves into one file, smaller figures.
+"""Compact committed experiment folders: per-run curves into one file, the tuning sweep into
+another, smaller figures.
 
 For every folder under DIR (default experiments/results, nested folders included) this
 
 * packs ``curves/<method>_<role>_seed<S>.json`` into ``curves.jsonl.xz`` (one JSON line per run,
   :mod:`imu_jax.lab.curves`) and deletes them, their PNGs and the emptied folder;
-* points each run's ``info["curve_file"]`` in ``results.json`` at ``curves.jsonl.xz#<name>`` and
-  rewrites ``results.json`` one line per run (``imu_jax.lab.store.results_text``: the same JSON
-  values, so the same tables);
+* points each run's ``info["curve_file"]`` in ``results.json`` at ``curves.jsonl.xz#<name>``;
+* stores the runs as ``imu_jax.lab.store.save_results`` does: the tuning runs (role ``"tune"``)
+  that an older imu-jax kept in ``results.json`` move to ``tune_runs.jsonl.xz`` (xz JSON Lines,
+  one run per line), the rest stays in ``results.json``, one line per run
+  (``imu_jax.lab.store.results_text``). The same JSON values, so the same tables:
+  ``imu_jax.lab.store.load_results`` gives the same runs before and after;
 * rewrites its PNGs (tradeoff.png, steps.png, ...) with a 256-colour palette.
 
 The per-run PNGs are drawn on demand: ``imu-jax plot OUT``. Running it again changes nothing.
@@ -20,7 +24,7 @@ import sys
 
 from imu_jax.lab import curves
 from imu_jax.lab.report.plots import compact_png
-from imu_jax.lab.store import RESULTS_JSON, load_results, results_text, save_results
+from imu_jax.lab.store import RESULTS_JSON, load_results, save_results
 
 
 def _size(root: pathlib.Path) -> tuple[int, int]:
@@ -30,7 +34,7 @@ def _size(root: pathlib.Path) -> tuple[int, int]:
 
 def compact_folder(out: pathlib.Path) -> dict:
     """Compacts one experiment folder; returns what it did."""
-    done = {"packed": curves.pack_legacy(out), "refs": 0, "rewritten": False}
+    done = {"packed": curves.pack_legacy(out), "refs": 0, "rewritten": []}
     path = out / RESULTS_JSON
     if path.is_file() and isinstance(json.loads(path.read_text()).get("runs"), list):
         results = load_results(out)
@@ -45,9 +49,7 @@ def compact_folder(out: pathlib.Path) -> dict:
         if missing:  # e.g. a results.json copied from another folder
             print(f"note: {path}: {len(missing)} curve_file references name curves this folder "
                   f"does not have (e.g. {missing[0]})", file=sys.stderr)
-        if path.read_text() != results_text(results):
-            save_results(out, results)
-            done["rewritten"] = True
+        done["rewritten"] = save_results(out, results)  # only the files whose text changes
     return done
 
 
@@ -60,8 +62,8 @@ def main(directory: str = "experiments/results") -> None:
         done = compact_folder(out)
         if done["packed"] or done["refs"] or done["rewritten"]:
             print(f"{out}: {done['packed']} curves packed, {done['refs']} curve_file "
-                  f"references updated" + (", results.json rewritten" if done["rewritten"]
-                                           else ""))
+                  f"references updated" + "".join(f", {name} rewritten"
+                                                  for name in done["rewritten"]))
     shrunk = [p for p in sorted(root.rglob("*.png")) if compact_png(p)]
     if shrunk:
         print(f"{len(shrunk)} PNGs rewritten with a 256-colour palette")

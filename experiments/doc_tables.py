@@ -2,8 +2,9 @@
 
 Each generated table sits in its document between ``<!-- table:NAME -->`` and
 ``<!-- /table:NAME -->``; this script recomputes every block from ``experiments/results/`` (the
-``results.json`` trees and the stopping rule's ``calibration.json`` files) and rewrites it. Nothing
-in a block is typed by hand, so a table can never disagree with the files it cites.
+``results.json`` trees, read with their tuning runs by ``imu_jax.lab.store.load_results``, and
+the stopping rule's ``calibration.json`` files) and rewrites it. Nothing in a block is typed by
+hand, so a table can never disagree with the files it cites.
 
   python experiments/doc_tables.py           # rewrite the blocks in place
   python experiments/doc_tables.py --check   # exit 1 and name the blocks that differ
@@ -32,6 +33,7 @@ import numpy as np
 from imu_jax.lab.protocol import PROTOCOL
 from imu_jax.lab.report.runs import (mean_interval, paired_by_seed, reported_runs, row_label,
                                      sample_std, summarize)
+from imu_jax.lab.store import load_results
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
@@ -55,7 +57,7 @@ REFERENCE = "imu (retain-free)"
 @functools.lru_cache(maxsize=None)
 def load(name: str) -> dict:
     """An experiment's results, read once (every table shares the loaded dict)."""
-    return json.loads((RESULTS / name / "results.json").read_text())
+    return load_results(RESULTS / name)
 
 
 def summary_of(experiment: dict) -> dict:

@@ -1,10 +1,11 @@
-"""Drop the runs of one role from ``OUT/results.json`` so ``--resume`` re-runs only those.
+"""Drop the runs of one role from an experiment so ``--resume`` re-runs only those.
 
 After a change to the retain-free stopping rule, the oracle-tuned and fixed-length runs of an
-experiment are still valid; only its ``retain_free`` rows are not. This removes them (the file is
-backed up to ``results.json.bak``), and the experiment's own command with ``--resume`` then
-re-runs exactly the removed runs (models are retrained if ``OUT/models`` is empty; training is
-seeded, so they are the same models):
+experiment are still valid; only its ``retain_free`` rows are not. This removes them (the runs
+are kept in ``OUT/results.json`` and, for the tuning runs, ``OUT/tune_runs.jsonl.xz``: both are
+backed up to ``<name>.bak`` and rewritten), and the experiment's own command with ``--resume``
+then re-runs exactly the removed runs (models are retrained if ``OUT/models`` is empty; training
+is seeded, so they are the same models):
 
   python experiments/drop_runs.py experiments/results/mnist1d_random10 --role retain_free
   imu-jax run --config experiments/configs/unlearn_mnist1d_random.py \
@@ -15,22 +16,25 @@ import argparse
 import pathlib
 import shutil
 
-from imu_jax.lab.store import RESULTS_JSON, load_results, save_results
+from imu_jax.lab.store import RESULTS_JSON, TUNE_RUNS, load_results, save_results
 
 ROLES = ("retain_free", "eval", "tune")
 
 
 def drop_runs(out: str | pathlib.Path, role: str) -> int:
-    """Removes ``role``'s runs from ``out/results.json``; returns how many were removed."""
+    """Removes ``role``'s runs from ``out`` (``results.json`` and ``tune_runs.jsonl.xz``, each
+    backed up to ``<name>.bak`` first); returns how many were removed."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}.")
-    path = pathlib.Path(out) / RESULTS_JSON
-    results = load_results(path.parent)
+    out = pathlib.Path(out)
+    results = load_results(out)
     if not results["runs"]:
-        raise SystemExit(f"no runs in {path}")
+        raise SystemExit(f"no runs in {out / RESULTS_JSON}")
     kept = [run for run in results["runs"] if run.get("role") != role]
-    shutil.copyfile(path, path.with_name(RESULTS_JSON + ".bak"))
-    save_results(path.parent, {**results, "runs": kept})
+    for name in (RESULTS_JSON, TUNE_RUNS):
+        if (out / name).is_file():
+            shutil.copyfile(out / name, out / (name + ".bak"))
+    save_results(out, {**results, "runs": kept})
     return len(results["runs"]) - len(kept)
 
 

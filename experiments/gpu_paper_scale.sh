@@ -94,7 +94,9 @@ timeout "$RUN_LIMIT" $PY -m imu_jax.lab.cli run --dataset "$DATASET" --model res
     --train-option epochs=$EPOCHS --train-option "milestones=[$M1,$M2]" \
     --data-dir "$WORK/tfds" --out "$WORK/run" --no-progress >> "$LOG" 2>&1
 stamp "imu-jax run ended with status $? (124: stopped at RUN_LIMIT=${RUN_LIMIT}s)"
-for f in results.md results.json; do [ -f "$WORK/run/$f" ] && cp "$WORK/run/$f" "$OUT/"; done
+for f in results.md results.json tune_runs.jsonl.xz; do
+  [ -f "$WORK/run/$f" ] && cp "$WORK/run/$f" "$OUT/"
+done
 for m in original retrain; do
   f=$(ls "$WORK"/run/models/${m}_seed*/metrics.json 2>/dev/null | head -n 1)
   [ -n "$f" ] && cp "$f" "$OUT/${m}_metrics.json"

@@ -20,13 +20,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from imu_jax.lab.report import best_at_forgetting, summarize
+from imu_jax.lab.store import load_results
 
 LEVELS = (0.5, 0.8, 0.9)
 METHODS = ("imu", "ga_head", "ga")
@@ -105,8 +105,7 @@ def main() -> None:
                         help="comma-separated; the first is compared with the others")
     parser.add_argument("--out", help="also write the markdown here")
     args = parser.parse_args()
-    named = {pathlib.Path(f).name: json.loads((pathlib.Path(f) / "results.json").read_text())
-             for f in args.folders}
+    named = {pathlib.Path(f).name: load_results(f) for f in args.folders}  # with the sweep
     text = matched_markdown(named, args.methods.split(","))
     print(text)
     if args.out:

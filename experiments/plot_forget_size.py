@@ -10,11 +10,11 @@ is drawn for each kind of row measured at two fractions or more.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 
 from imu_jax.lab.report import format_cell, summarize
+from imu_jax.lab.store import load_results
 
 
 def load(root: pathlib.Path) -> dict[float, dict]:
@@ -22,7 +22,7 @@ def load(root: pathlib.Path) -> dict[float, dict]:
     found = {}
     for path in sorted(root.glob("random*/results.json")):
         fraction = float(path.parent.name.removeprefix("random"))
-        found[fraction] = summarize(json.loads(path.read_text())["runs"], ["avg_gap", "ua", "ta"])
+        found[fraction] = summarize(load_results(path.parent)["runs"], ["avg_gap", "ua", "ta"])
     if not found:
         raise SystemExit(f"no random*/results.json under {root}")
     return dict(sorted(found.items()))

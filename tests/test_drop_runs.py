@@ -6,6 +6,8 @@ import pathlib
 
 import pytest
 
+from imu_jax.lab import store
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("drop_runs", REPO / "experiments/drop_runs.py")
 drop_runs = importlib.util.module_from_spec(_spec)
@@ -16,12 +18,14 @@ def test_drops_only_the_role_and_keeps_a_backup(tmp_path):
     runs = [{"method": m, "seed": 0, "role": role, "hparams": {}, "metrics": {}, "avg_gap": 0.0}
             for m, role in (("original", "eval"), ("imu", "tune"), ("imu", "retain_free"),
                             ("ga", "retain_free"), ("imu", "eval"))]
+    # written before the tuning runs were stored apart: every run in results.json
     (tmp_path / "results.json").write_text(json.dumps({"config": {"seeds": [0]}, "runs": runs}))
     assert drop_runs.drop_runs(tmp_path, "retain_free") == 2
-    kept = json.loads((tmp_path / "results.json").read_text())
+    kept = store.load_results(tmp_path)  # results.json's runs, then tune_runs.jsonl.xz's
     assert [(r["method"], r["role"]) for r in kept["runs"]] == [
-        ("original", "eval"), ("imu", "tune"), ("imu", "eval")]
+        ("original", "eval"), ("imu", "eval"), ("imu", "tune")]
     assert kept["config"] == {"seeds": [0]}
     assert len(json.loads((tmp_path / "results.json.bak").read_text())["runs"]) == 5
+    assert (tmp_path / store.TUNE_RUNS).exists()
     with pytest.raises(ValueError, match="role"):
         drop_runs.drop_runs(tmp_path, "oracle")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imu_jax import methods
-from imu_jax.lab import arguments, cli, curves, selection
+from imu_jax.lab import arguments, cli, curves, selection, store
 
 
 TINY = ["--dataset", "digits", "--model", "mlp", "--forget", "class:3",
@@ -32,7 +32,7 @@ def finished(tmp_path_factory, data_dir):
 
 
 def _runs(out):
-    return json.loads((out / "results.json").read_text())["runs"]
+    return store.load_results(out)["runs"]  # results.json and tune_runs.jsonl.xz
 
 
 def test_help_documents_every_flag(capsys):
@@ -72,6 +72,8 @@ def test_results_json_schema_and_reports(finished):
     for method in ("original", "retrain", "ga", "imu"):
         assert {(method, 0), (method, 1)} <= set(reported)
     tuned = [r for r in runs if r["role"] == "tune"]
+    assert not [r for r in json.loads((finished / "results.json").read_text())["runs"]
+                if r["role"] == "tune"]  # the sweep is stored apart, in tune_runs.jsonl.xz
     # imu: 2 lr × epochs 10 (an epochs axis replaces the shared grid's step axis; the shared
     # grid has no top_fraction axis since issue 26); ga: 1 point
     assert {r["seed"] for r in tuned} == {7} and len(tuned) == 3
@@ -111,7 +113,7 @@ def test_resume_skips_finished_runs_and_reruns_are_deterministic(finished, tmp_p
     shutil.copytree(finished, out)
     runs = _runs(finished)
     kept = runs[:-2]
-    (out / "results.json").write_text(json.dumps({"runs": kept}))
+    store.save_results(out, {"runs": kept})
     assert cli.main(["run", *TINY, *TUNED, "--out", str(out), "--data-dir", data_dir,
                      "--resume"]) == 0
     resumed = _runs(out)

@@ -18,7 +18,7 @@ import pytest
 
 from imu_jax import checkpoint, methods, metrics, train
 from imu_jax.data import make_splits
-from imu_jax.lab import cli, curves, models_cache, report, runner
+from imu_jax.lab import cli, curves, models_cache, report, runner, store
 from imu_jax.unlearning import loop_checkpoint, run_checkpoint
 
 
@@ -171,7 +171,7 @@ def test_tune_methods_tunes_only_those(finished, tmp_path, data_dir):
             "--grid", "imu.epochs=1", "--grid", "imu.top_fraction=0.5", "--out", str(out),
             "--data-dir", data_dir]
     assert cli.main(args) == 0
-    runs = json.loads((out / "results.json").read_text())["runs"]
+    runs = store.load_results(out)["runs"]
     roles = {(r["method"], r["role"], r.get("selection")) for r in runs}
     assert ("imu", "tune", None) in roles and ("imu", "eval", "oracle-tuned") in roles
     assert {(m, role) for m, role, _ in roles if m == "ga"} == {("ga", "retain_free")}

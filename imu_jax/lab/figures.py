@@ -1,10 +1,10 @@
 """Figures of an experiment drawn on demand (``imu-jax plot``): each monitored run's stopping
 curve from ``OUT/curves.jsonl.xz``, and the summary figures (``tradeoff.png``, ``steps.png``)
-from ``OUT/results.json``."""
+from ``OUT/results.json`` and its tuning sweep (``OUT/tune_runs.jsonl.xz``,
+:mod:`imu_jax.lab.store`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 from typing import Sequence
@@ -26,7 +26,7 @@ def draw(out: str | os.PathLike, runs: Sequence[str] | None = None, *, summary: 
     A folder without results, a folder without curves when curves are asked for, and an unknown
     run name (the message lists the names there are) are one-line ``ValueError``\\ s."""
     out = pathlib.Path(out)
-    has_results = (out / store.RESULTS_JSON).is_file()
+    has_results = store.has_results(out)
     if not out.is_dir() or not (has_results or (out / curves_lib.CURVES_FILE).is_file()
                                 or any((out / curves_lib.LEGACY_FOLDER).glob("*.json"))):
         raise ValueError(f"{out} holds no results (no {store.RESULTS_JSON} or "
@@ -71,14 +71,14 @@ def _draw_curves(out: pathlib.Path, runs: Sequence[str] | None,
 
 
 def _draw_summary(out: pathlib.Path, into: pathlib.Path) -> list[pathlib.Path]:
-    path = out / store.RESULTS_JSON
-    try:
-        results = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}).") from None
-    problem = store._results_problem(results) or (None if results["runs"] else "no runs")
-    if problem:
-        raise ValueError(f"{path} is not the results of an imu-jax run ({problem}).")
+    try:  # the tuning sweep (tune_runs.jsonl.xz) too: tradeoff.png draws it
+        results = store.load_results(out)
+    except store.UnreadableResults as err:
+        raise ValueError(f"{err.path} is not the results of an imu-jax run ({err.problem})."
+                         ) from None
+    if not results["runs"]:
+        raise ValueError(f"{out / store.RESULTS_JSON} is not the results of an imu-jax run "
+                         "(no runs).")
     into.mkdir(parents=True, exist_ok=True)
     written = [into / store.TRADEOFF_PNG]
     report.tradeoff_plot(results, str(written[0]))

@@ -9,7 +9,8 @@
 3. runs each method on each seed (optionally tuning it first: the shared grid on separate tuning
    seeds, scored on the validation split (:mod:`imu_jax.lab.protocol`), the config with the
    smallest mean Avg. Gap then reported on the seeds, scored on the test split);
-4. writes ``OUT/results.json`` after every finished (method, seed) run, so an interrupted run
+4. writes ``OUT/results.json`` (the tuning runs in ``OUT/tune_runs.jsonl.xz``,
+   :mod:`imu_jax.lab.store`) after every finished (method, seed) run, so an interrupted run
    keeps its results and ``resume=True`` skips them; then ``results.md`` and ``tradeoff.png``.
 """
 

@@ -1,11 +1,26 @@
-"""The results store of an experiment: ``OUT/results.json`` (written after every finished run),
-resume and its refusal on changed settings, and the reports drawn from it. The per-run curves
-are in ``OUT/curves.jsonl.xz`` (:mod:`imu_jax.lab.curves`)."""
+"""The results store of an experiment: ``OUT/results.json`` and ``OUT/tune_runs.jsonl.xz``
+(both written after every finished run), resume and its refusal on changed settings, and the
+reports drawn from it. The per-run curves are in ``OUT/curves.jsonl.xz``
+(:mod:`imu_jax.lab.curves`).
+
+Layout: ``results.json`` holds the config and every run except the oracle-tuning sweep (role
+``"tune"``: the shared grid on the tuning seeds, scored on the validation split), one compact
+line per run (:func:`results_text`); the sweep, most of an oracle-tuned experiment's runs, is in
+``tune_runs.jsonl.xz`` beside it: xz-compressed JSON Lines, one run per line in the order they
+were saved (about 20 times smaller than the same lines in ``results.json``; absent when there are
+no tuning runs; ``xzcat OUT/tune_runs.jsonl.xz | head -1`` reads it). :func:`load_results` joins
+the two (``results.json``'s runs, then the sweep's) and :func:`save_results` splits them again.
+A ``results.json`` written before the split (tuning runs inline, no sibling) loads as it is.
+A sibling beside a ``results.json`` that holds tuning runs inline is not read: an older imu-jax
+wrote that ``results.json`` without knowing of the sibling, which is stale then; the next save
+moves the inline runs out and replaces it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import lzma
 import os
 import pathlib
 from typing import Mapping
@@ -21,6 +36,8 @@ from imu_jax.lab import report
 
 
 RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG = "results.json", "results.md", "tradeoff.png"
+TUNE_RUNS = "tune_runs.jsonl.xz"  # the runs of role TUNE_ROLE, beside results.json
+TUNE_ROLE = "tune"
 
 
 STEPS_PNG = "steps.png"
@@ -31,22 +48,80 @@ def run_key(method: str, seed: int, role: str, hparams: Mapping) -> str:
     return json.dumps([method, int(seed), role, dict(sorted(hparams.items()))], default=str)
 
 
-def load_results(out: pathlib.Path) -> dict:
-    """``out/results.json`` (``{"runs": []}`` when absent). A file that is not a results dict
-    (truncated, empty, another structure) is a ``ValueError`` naming it and what to do."""
-    path = pathlib.Path(out) / RESULTS_JSON
-    if not path.exists():
-        return {"runs": []}
+def load_results(out: str | os.PathLike) -> dict:
+    """``out/results.json`` with the tuning runs of ``out/tune_runs.jsonl.xz`` joined back (after
+    ``results.json``'s runs, in the order saved; module docstring); ``{"runs": []}`` when neither
+    is there. A file that is not a results dict (truncated, empty, another structure) or a
+    damaged sibling is a ``ValueError`` naming it and what to do.
+
+    >>> import tempfile
+    >>> out = pathlib.Path(tempfile.mkdtemp())
+    >>> run = {"method": "imu", "seed": 0, "hparams": {}, "metrics": {}, "avg_gap": 0.0}
+    >>> save_results(out, {"runs": [{**run, "role": "tune"}, {**run, "role": "eval"}]})
+    ['tune_runs.jsonl.xz', 'results.json']
+    >>> [r["role"] for r in load_results(out)["runs"]]
+    ['eval', 'tune']
+    """
+    out = pathlib.Path(out)
+    path = out / RESULTS_JSON
+    results = _read_json(path) if path.exists() else {"runs": []}
+    if not any(_is_tune(run) for run in results["runs"]):  # else an older writer's file: inline
+        results["runs"] += _read_tune_runs(out / TUNE_RUNS)
+    return results
+
+
+def has_results(out: str | os.PathLike) -> bool:
+    """Whether ``out`` holds a ``results.json`` or a ``tune_runs.jsonl.xz``."""
+    return any((pathlib.Path(out) / name).is_file() for name in (RESULTS_JSON, TUNE_RUNS))
+
+
+def _is_tune(run) -> bool:
+    return isinstance(run, dict) and run.get("role") == TUNE_ROLE
+
+
+class UnreadableResults(ValueError):
+    """A ``results.json`` or ``tune_runs.jsonl.xz`` that cannot be read: ``path`` and
+    ``problem``, and a message that says what to do."""
+
+    def __init__(self, path: pathlib.Path, problem: str):
+        super().__init__(f"cannot resume from {path}: {problem}; delete it (the cached models in "
+                         f"{path.parent / 'models'} are kept) or run with --overwrite (not "
+                         "--resume) to start over.")
+        self.path, self.problem = path, problem
+
+
+def _read_json(path: pathlib.Path) -> dict:
     try:
         results = json.loads(path.read_text())
         problem = _results_problem(results)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         problem = f"not valid JSON ({err.msg if hasattr(err, 'msg') else err})"
     if problem:
-        raise ValueError(f"cannot resume from {path}: {problem}; delete it (the cached models in "
-                         f"{path.parent / 'models'} are kept) or run with --overwrite (not "
-                         "--resume) to start over.")
+        raise UnreadableResults(path, problem)
     return results
+
+
+def _read_tune_runs(path: pathlib.Path) -> list[dict]:
+    """The runs of ``tune_runs.jsonl.xz`` (``[]`` when absent)."""
+    if not path.exists():
+        return []
+    try:
+        runs = [json.loads(line) for line in _read_xz(path).splitlines() if line.strip()]
+        problem = _results_problem({"runs": runs})
+    except (lzma.LZMAError, EOFError, UnicodeDecodeError) as err:
+        problem = f"not an xz file of text ({err})"
+    except json.JSONDecodeError as err:
+        problem = f"a line is not valid JSON ({err.msg})"
+    if not problem and not all(_is_tune(run) for run in runs):
+        problem = f"it holds runs whose role is not {TUNE_ROLE!r}"
+    if problem:
+        raise UnreadableResults(path, problem)
+    return runs
+
+
+def _read_xz(path: pathlib.Path) -> str:
+    with lzma.open(path, "rt", encoding="utf-8") as f:
+        return f.read()
 
 
 _RUN_KEYS = ("method", "seed", "hparams", "metrics", "avg_gap")
@@ -109,12 +184,48 @@ def resume_conflicts(saved: Mapping, wanted: Mapping) -> list[str]:
     return out
 
 
-def save_results(out: pathlib.Path, results: Mapping) -> None:
-    """Atomic write of ``results.json`` (a crash never leaves a half-written file), laid out by
-    :func:`results_text`."""
-    tmp = out / (RESULTS_JSON + ".tmp")
-    tmp.write_text(results_text(results))
-    os.replace(tmp, out / RESULTS_JSON)
+def save_results(out: str | os.PathLike, results: Mapping) -> list[str]:
+    """Writes ``results`` into ``out``: its tuning runs to ``tune_runs.jsonl.xz`` (removed when
+    there are none), the rest to ``results.json`` (:func:`results_text`). Each file is written
+    atomically (a temporary file, then ``os.replace``: a crash never leaves a half-written file)
+    and only when its content changes; the sweep first, so that a crash between the two leaves
+    the previous ``results.json`` beside finished runs. Returns the names of the files written
+    or removed."""
+    out = pathlib.Path(out)
+    runs = list(results.get("runs", []))
+    tuned = [run for run in runs if _is_tune(run)]
+    changed = []
+    sweep = "".join(_run_line(run) + "\n" for run in tuned)
+    path = out / TUNE_RUNS
+    if not tuned:
+        if path.exists():
+            path.unlink()
+            changed.append(TUNE_RUNS)
+    elif not path.exists() or _current_text(path) != sweep:
+        tmp = out / (TUNE_RUNS + ".tmp")
+        tmp.write_bytes(lzma.compress(sweep.encode("utf-8")))
+        os.replace(tmp, path)
+        changed.append(TUNE_RUNS)
+    text = results_text({**results, "runs": [run for run in runs if not _is_tune(run)]})
+    path = out / RESULTS_JSON
+    if not path.exists() or path.read_bytes() != text.encode():
+        tmp = out / (RESULTS_JSON + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        changed.append(RESULTS_JSON)
+    return changed
+
+
+def _current_text(path: pathlib.Path) -> str | None:
+    """A stored sweep's text, ``None`` when it cannot be read (it is then rewritten)."""
+    try:
+        return _read_xz(path)
+    except (lzma.LZMAError, EOFError, UnicodeDecodeError, OSError):
+        return None
+
+
+def _run_line(run: Mapping) -> str:
+    return json.dumps(run, separators=(",", ":"), default=_json_default)
 
 
 def results_text(results: Mapping) -> str:
@@ -134,8 +245,7 @@ def results_text(results: Mapping) -> str:
     >>> json.loads(results_text({"runs": []}))
     {'runs': []}
     """
-    runs = [json.dumps(run, separators=(",", ":"), default=_json_default)
-            for run in results.get("runs", [])]
+    runs = [_run_line(run) for run in results.get("runs", [])]
     parts = ['"runs": [' + ("\n" + ",\n".join(runs) + "\n" if runs else "") + "]"]
     parts += [f"{json.dumps(key)}: {json.dumps(value, indent=1, default=_json_default)}"
               for key, value in results.items() if key != "runs"]
@@ -172,8 +282,8 @@ LOCK = ".results.lock"
 @contextlib.contextmanager
 def _locked(out: pathlib.Path):
     """An exclusive lock on ``OUT`` (``OUT/.results.lock``), held while one writer reads, merges
-    and writes ``results.json``. Without ``fcntl`` (Windows) there is no lock: run seeds one
-    after another there."""
+    and writes ``results.json`` and ``tune_runs.jsonl.xz``. Without ``fcntl`` (Windows) there
+    is no lock: run seeds one after another there."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / LOCK, "a") as handle:
         if fcntl is not None:
@@ -229,7 +339,7 @@ def check_fresh(out: str | os.PathLike, *, overwrite: bool = False) -> None:
     >>> check_fresh(tempfile.mkdtemp())  # nothing there yet
     """
     out = pathlib.Path(out)
-    if overwrite or not (out / RESULTS_JSON).exists():
+    if overwrite or not has_results(out):
         return
     with _locked(out):
         if _live_writers(out):
@@ -241,13 +351,15 @@ def check_fresh(out: str | os.PathLike, *, overwrite: bool = False) -> None:
 
 def _runs_to_replace(out: pathlib.Path, overwrite: bool) -> list[dict]:
     """The runs on disk that a fresh start replaces; with ``overwrite`` an unreadable
-    ``results.json`` is removed (it is being replaced) rather than an error."""
+    ``results.json`` or ``tune_runs.jsonl.xz`` is removed (it is being replaced) rather than an
+    error. (The readable ones are replaced at the first save, which writes only the new runs.)"""
     try:
         return load_results(out)["runs"]
     except ValueError:
         if not overwrite:
             raise
-        (out / RESULTS_JSON).unlink()
+        for name in (RESULTS_JSON, TUNE_RUNS):
+            (out / name).unlink(missing_ok=True)
         return []
 
 
@@ -271,8 +383,9 @@ def command_id(command: str) -> str:
 
 
 class SharedResults:
-    """``OUT/results.json`` shared by every ``imu-jax run`` writing into ``OUT`` at once (say one
-    process per seed): each save merges, under a lock, the runs the others saved since.
+    """``OUT/results.json`` (and its ``tune_runs.jsonl.xz``) shared by every ``imu-jax run``
+    writing into ``OUT`` at once (say one process per seed): each save merges, under a lock, the
+    runs the others saved since.
 
     A run that starts while another writes into ``OUT`` joins it (its settings must be the
     same, else a one-line ``ValueError``); a run that starts alone without ``resume`` is refused

@@ -3,7 +3,8 @@
 A results dict is ``{"config": {...}, "runs": [{"method", "seed", "role", "hparams", "metrics",
 "avg_gap", "seconds", "needs", ...}]}``. Runs with ``role == "eval"`` are the reported ones;
 ``role == "tune"`` runs are the tuning sweep on the tuning seeds (averaged per config, plotted in
-``tradeoff.png`` and summarised at matched forgetting).
+``tradeoff.png`` and summarised at matched forgetting); on disk they sit beside ``results.json`` in
+``tune_runs.jsonl.xz``, and ``imu_jax.lab.store.load_results`` joins them back.
 
 >>> runs = [{"method": "imu", "seed": s, "role": "eval", "metrics": {"ua": u}, "avg_gap": 0.1,
 ...          "seconds": 1.0, "hparams": {}, "needs": "forget set only"}
