@@ -307,6 +307,7 @@ def test_next_seed_floor_pairs_the_seeds_own_retrain_models_and_trains_no_other(
     retrain = {r["seed"]: r for r in results["runs"] if r["method"] == "retrain"}
     assert retrain[0]["avg_gap"] == 0.0 and floor[0]["avg_gap"] > 0.0  # two different models
     assert results["config"]["noise_floor"] == "next_seed"
+    assert "the Retrain model of the experiment's next seed" in (tmp_path / "results.md").read_text()
     for bad, match in (("sometimes", "must be one of"), ("next_seed", "two seeds or more")):
         with pytest.raises(ValueError, match=match):  # before any model is trained
             runner.run_experiment(splits=_ided_splits(), trainer=None, methods=["retrain"],

@@ -222,7 +222,10 @@ def results_markdown(results: Mapping) -> str:
                   "are shown as such and left out of every mean.", ""]
     parts += ["Mean ± sample std (ddof 1) over the reported seeds. Fractions in %. Avg. Gap = "
               "mean |metric − Retrain| over the main metric columns (lower is better). "
-              "retrain vs retrain (noise floor) = a second Retrain model (seed + 1000) scored "
+              "retrain vs retrain (noise floor) = " + (
+                  "the Retrain model of the experiment's next seed (1 vs 0, 2 vs 1, 0 vs 2)"
+                  if config.get("noise_floor") == "next_seed" else
+                  "a second Retrain model (seed + 1000)") + " scored "
               "against the first: the gap training randomness alone makes, which no method can "
               "be expected to beat. RTE = wall-clock seconds "
               "of the unlearning itself without JAX compilation (Retrain: its training time; "
