@@ -238,11 +238,11 @@ def readme_noise() -> str:
 # --- CIFAR-10 (fastcnn on the shared JPEG images) ------------------------------------------
 
 # The forget-only methods run retain-free in cifar10_fastcnn_class/<spec>/ (random10: its own
-# folder); JiT and SCAR run at fixed length beside the retain-set methods in
-# cifar10_fastcnn_retain_set/<spec>/, on copies of the same original and Retrain models.
-CIFAR10 = {"class 0": ("cifar10_fastcnn_class/class0", "cifar10_fastcnn_retain_set/class0"),
-           "class 3": ("cifar10_fastcnn_class/class3", "cifar10_fastcnn_retain_set/class3"),
-           "random 10%": ("cifar10_fastcnn_random10", "cifar10_fastcnn_retain_set/random10")}
+# folder); JiT and SCAR run at fixed length in cifar10_fastcnn_jit_scar/<spec>/ (the retain-set
+# config with --methods retrain,jit,scar --fixed-length), on copies of the same models.
+CIFAR10 = {"class 0": ("cifar10_fastcnn_class/class0", "cifar10_fastcnn_jit_scar/class0"),
+           "class 3": ("cifar10_fastcnn_class/class3", "cifar10_fastcnn_jit_scar/class3"),
+           "random 10%": ("cifar10_fastcnn_random10", "cifar10_fastcnn_jit_scar/random10")}
 CIFAR10_FIXED = ("jit", "scar")
 CIFAR10_ROWS = ("original", "retrain", "retrain_floor", "imu (retain-free)",
                 "imu_batch (retain-free)", "imu_random (retain-free)", "ga_head (retain-free)",
