@@ -128,8 +128,9 @@ def add_run_command(subparsers) -> argparse.ArgumentParser:
         help="unlearn with IMU and baselines, compare against Retrain",
         description="Train (or load from OUT/models) the original and Retrain models of every "
         "seed, run each method on each seed, and write OUT/results.json (after every finished "
-        "run; the tuning runs in OUT/tune_runs.jsonl.xz), OUT/results.md (mean ± std over seeds) and OUT/tradeoff.png (forget vs test "
-        "accuracy as each method's lr / step count sweeps). Options come from the flags, else "
+        "run; the tuning runs in OUT/tune_runs.jsonl.xz), OUT/results.md (mean ± std over "
+        "seeds) and OUT/tradeoff.png (forget vs test accuracy as each method's lr / step count "
+        "sweeps). Options come from the flags, else "
         "from --config, else from the defaults shown. Methods: " + ", ".join(runnable_methods())
         + ".",
         epilog="Example: imu-jax run --dataset digits --model mlp --forget class:3 "
@@ -255,7 +256,9 @@ def print_summary(out: pathlib.Path) -> None:
 def run_interrupted(args) -> str:
     """The line printed when ``imu-jax run`` is interrupted (Ctrl-C): what was saved, if any."""
     out = pathlib.Path(args.out)
-    runs = _saved_runs(out)
+    from imu_jax.lab.store import saved_run_count
+
+    runs = saved_run_count(out)
     models = sorted(p.name for p in (out / "models").glob("*_seed*")
                     if p.is_dir() and any(p.iterdir())) if (out / "models").is_dir() else []
     if not runs and not models:
@@ -267,22 +270,6 @@ def run_interrupted(args) -> str:
     if models:
         saved.append(f"{len(models)} trained model(s) in {out / 'models'} ({', '.join(models)})")
     return f"interrupted. Saved: {'; '.join(saved)}; rerun the same command with --resume."
-
-
-def _saved_runs(out: pathlib.Path) -> int:
-    """How many runs ``out`` holds: ``results.json``'s and its tuning sweep's
-    (``tune_runs.jsonl.xz``); what ``results.json`` lists when either cannot be read as the
-    store's (0 when it cannot be read at all)."""
-    from imu_jax.lab import store
-
-    try:
-        return len(store.load_results(out)["runs"])
-    except (OSError, ValueError):
-        pass
-    try:
-        return len(json.loads((out / store.RESULTS_JSON).read_text()).get("runs", []))
-    except (OSError, ValueError, AttributeError, TypeError):
-        return 0
 
 
 def add_plot_command(subparsers) -> argparse.ArgumentParser:

@@ -72,6 +72,24 @@ RETRAIN_FLOOR = methods_lib.Method(
     reference=True)
 
 
+def with_floor(methods: list, seeds, noise_floor) -> list:
+    """``methods`` (registry ``Method`` objects) with :data:`RETRAIN_FLOOR` right after Retrain's
+    row (first without one) when ``noise_floor`` asks for it and it is not there; a pairing
+    that cannot be made (:func:`floor_seed`) fails here, before any model is trained.
+
+    >>> [m.name for m in with_floor([RETRAIN_FLOOR], [0], True)], with_floor([], [0], False)
+    (['retrain_floor'], [])
+    """
+    if not noise_floor:
+        return list(methods)
+    floor_seed(seeds[0], seeds, noise_floor)
+    names = [m.name for m in methods]
+    if RETRAIN_FLOOR.name in names:
+        return list(methods)
+    at = names.index("retrain") + 1 if "retrain" in names else 0
+    return methods[:at] + [RETRAIN_FLOOR] + methods[at:]
+
+
 def _evaluated_by_the_runner(task, hparams, seed):
     raise RuntimeError("'original' is the trained model itself; the runner evaluates it.")
 

@@ -31,7 +31,7 @@ from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, evaluate
 from imu_jax.lab.models_cache import TrainedModel, Trainer, cached_trainer
 from imu_jax.lab.curves import remove_curves, write_curve
 from imu_jax.lab.protocol import (ORIGINAL, PROTOCOL, RETRAIN_FLOOR, SCORED_ON, check_protocol,
-                                  floor_seed, held_out_record, is_test_data)
+                                  floor_seed, held_out_record, is_test_data, with_floor)
 from imu_jax.lab.selection import (RETAIN_FREE_RULE, SELECTION_RULE, plan_jobs, select_hparams,
                                    tuning_grids)
 from imu_jax.lab import interrupts
@@ -243,8 +243,7 @@ def run_experiment(
       trace_every: when > 0, every reported (eval or retain-free) run of a gradient method also records
         :func:`trace_metrics` every ``trace_every`` optimizer steps on at most
         ``TRACE_EXAMPLES`` examples of each split (``run["trace"]``; plotted in
-        ``steps.png``). ``"retrain_floor"`` in ``methods`` adds the Retrain model of seed + 1000
-        measured against Retrain of seed (the floor).
+        ``steps.png``).
       held_out: ``(arrays, removal)`` for the retain-free stopping rule (:func:`held_out_for`);
         default: the validation split, with the removal kind inferred from the labels
         (``imu_jax.unlearning.stopping.infer_removal``). The test split is refused here.
@@ -285,15 +284,9 @@ def run_experiment(
       >>> sorted({r["scored_on"] for r in results["runs"]}), results["config"]["held_out"]["test"]
       (['test'], 15)
     """
-    chosen = [_get_method(name) for name in methods]  # unknown names fail first
-    if noise_floor and RETRAIN_FLOOR.name not in methods:  # right after Retrain's row
-        names = [m.name for m in chosen]
-        at = names.index("retrain") + 1 if "retrain" in names else 0
-        chosen.insert(at, RETRAIN_FLOOR)
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed.")
-    if noise_floor:  # a bad pairing fails before any model is trained
-        floor_seed(seeds[0], seeds, noise_floor)
+    chosen = with_floor([_get_method(name) for name in methods], seeds, noise_floor)
     if len(splits.forget["label"]) == 0:
         raise ValueError(f"the forget set is empty (spec {(config or {}).get('forget')!r}): "
                          "nothing to unlearn.")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import lzma
 import os
 import pathlib
 from typing import Mapping
@@ -32,12 +31,12 @@ except ImportError:  # pragma: no cover - Windows
 
 import numpy as np
 
-from imu_jax.lab import report
+from imu_jax.lab import report, tune_runs
 
 
 RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG = "results.json", "results.md", "tradeoff.png"
-TUNE_RUNS = "tune_runs.jsonl.xz"  # the runs of role TUNE_ROLE, beside results.json
-TUNE_ROLE = "tune"
+TUNE_RUNS, TUNE_ROLE = tune_runs.TUNE_RUNS, tune_runs.TUNE_ROLE  # the sweep: lab.tune_runs
+_is_tune = tune_runs.is_tune
 
 
 STEPS_PNG = "steps.png"
@@ -70,13 +69,23 @@ def load_results(out: str | os.PathLike) -> dict:
     return results
 
 
+def saved_run_count(out: str | os.PathLike) -> int:
+    """How many runs ``out`` holds: ``results.json``'s and its tuning sweep's; what
+    ``results.json`` lists when either cannot be read as the store's (0 when it cannot be read
+    at all). What an interrupted ``imu-jax run`` reports as saved."""
+    try:
+        return len(load_results(out)["runs"])
+    except (OSError, ValueError):
+        pass
+    try:
+        return len(json.loads((pathlib.Path(out) / RESULTS_JSON).read_text()).get("runs", []))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
+
+
 def has_results(out: str | os.PathLike) -> bool:
     """Whether ``out`` holds a ``results.json`` or a ``tune_runs.jsonl.xz``."""
     return any((pathlib.Path(out) / name).is_file() for name in (RESULTS_JSON, TUNE_RUNS))
-
-
-def _is_tune(run) -> bool:
-    return isinstance(run, dict) and run.get("role") == TUNE_ROLE
 
 
 class UnreadableResults(ValueError):
@@ -102,26 +111,15 @@ def _read_json(path: pathlib.Path) -> dict:
 
 
 def _read_tune_runs(path: pathlib.Path) -> list[dict]:
-    """The runs of ``tune_runs.jsonl.xz`` (``[]`` when absent)."""
-    if not path.exists():
-        return []
+    """The runs of ``tune_runs.jsonl.xz`` (``[]`` when absent), checked like results.json's."""
     try:
-        runs = [json.loads(line) for line in _read_xz(path).splitlines() if line.strip()]
+        runs = tune_runs.read(path)
         problem = _results_problem({"runs": runs})
-    except (lzma.LZMAError, EOFError, UnicodeDecodeError) as err:
-        problem = f"not an xz file of text ({err})"
-    except json.JSONDecodeError as err:
-        problem = f"a line is not valid JSON ({err.msg})"
-    if not problem and not all(_is_tune(run) for run in runs):
-        problem = f"it holds runs whose role is not {TUNE_ROLE!r}"
+    except ValueError as err:
+        problem = str(err)
     if problem:
         raise UnreadableResults(path, problem)
     return runs
-
-
-def _read_xz(path: pathlib.Path) -> str:
-    with lzma.open(path, "rt", encoding="utf-8") as f:
-        return f.read()
 
 
 _RUN_KEYS = ("method", "seed", "hparams", "metrics", "avg_gap")
@@ -193,19 +191,8 @@ def save_results(out: str | os.PathLike, results: Mapping) -> list[str]:
     or removed."""
     out = pathlib.Path(out)
     runs = list(results.get("runs", []))
-    tuned = [run for run in runs if _is_tune(run)]
-    changed = []
-    sweep = "".join(_run_line(run) + "\n" for run in tuned)
-    path = out / TUNE_RUNS
-    if not tuned:
-        if path.exists():
-            path.unlink()
-            changed.append(TUNE_RUNS)
-    elif not path.exists() or _current_text(path) != sweep:
-        tmp = out / (TUNE_RUNS + ".tmp")
-        tmp.write_bytes(lzma.compress(sweep.encode("utf-8")))
-        os.replace(tmp, path)
-        changed.append(TUNE_RUNS)
+    changed = [TUNE_RUNS] if tune_runs.write(out / TUNE_RUNS, [r for r in runs if _is_tune(r)],
+                                             _run_line) else []
     text = results_text({**results, "runs": [run for run in runs if not _is_tune(run)]})
     path = out / RESULTS_JSON
     if not path.exists() or path.read_bytes() != text.encode():
@@ -214,14 +201,6 @@ def save_results(out: str | os.PathLike, results: Mapping) -> list[str]:
         os.replace(tmp, path)
         changed.append(RESULTS_JSON)
     return changed
-
-
-def _current_text(path: pathlib.Path) -> str | None:
-    """A stored sweep's text, ``None`` when it cannot be read (it is then rewritten)."""
-    try:
-        return _read_xz(path)
-    except (lzma.LZMAError, EOFError, UnicodeDecodeError, OSError):
-        return None
 
 
 def _run_line(run: Mapping) -> str:

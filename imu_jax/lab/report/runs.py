@@ -101,6 +101,22 @@ def is_sequence(results: Mapping) -> bool:
     return any("kl_true_test" in r["metrics"] for r in results["runs"])
 
 
+def rte_label(runs) -> str:
+    """The RTE column's title: without compilation only where the runs recorded it apart
+    (``compile_seconds``; runs stored before that include it).
+
+    >>> rte_label([{"method": "imu", "compile_seconds": 0.5}]), rte_label([{"method": "imu"}])
+    ('RTE (s, without compilation)', 'RTE (s, compilation included: measured before it was recorded apart)')
+    """
+    timed = [r for r in runs if r.get("method") not in ("original", "retrain", "retrain_floor")]
+    apart = [r.get("compile_seconds") is not None for r in timed]
+    if apart and all(apart):
+        return "RTE (s, without compilation)"
+    if any(apart):
+        return "RTE (s, without compilation where recorded, else with)"
+    return "RTE (s, compilation included: measured before it was recorded apart)"
+
+
 def row_label(run: Mapping) -> str:
     """The table row of a run: ``"imu (retain-free)"``, ``"imu (oracle-tuned)"`` or ``"imu"``.
 

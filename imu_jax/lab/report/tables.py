@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from imu_jax.lab.report.matched import matched_forgetting
-from imu_jax.lab.report.runs import (commands_of, is_sequence, paired_difference,
+from imu_jax.lab.report.runs import (commands_of, is_sequence, paired_difference, rte_label,
                                      reported_runs, row_label, sample_std, summarize)
 
 
@@ -369,22 +369,6 @@ def grid_text(grid: Mapping[str, Sequence]) -> str:
     """
     return " × ".join(f"{k} ∈ {{{', '.join(str(v) for v in values)}}}"
                       for k, values in grid.items()) or "not tuned"
-
-
-def rte_label(runs) -> str:
-    """The RTE column's title: without compilation only where the runs recorded it apart
-    (``compile_seconds``; runs stored before that include it).
-
-    >>> rte_label([{"method": "imu", "compile_seconds": 0.5}]), rte_label([{"method": "imu"}])
-    ('RTE (s, without compilation)', 'RTE (s, compilation included: measured before it was recorded apart)')
-    """
-    timed = [r for r in runs if r.get("method") not in ("original", "retrain", "retrain_floor")]
-    apart = [r.get("compile_seconds") is not None for r in timed]
-    if apart and all(apart):
-        return "RTE (s, without compilation)"
-    if any(apart):
-        return "RTE (s, without compilation where recorded, else with)"
-    return "RTE (s, compilation included: measured before it was recorded apart)"
 
 
 def combined_markdown(named_results: Mapping[str, Mapping]) -> str:
