@@ -46,7 +46,8 @@ MAIN_ROWS = ("original", "retrain", "retrain_floor", "imu (retain-free)", "imu (
              "boundary_shrink_runner_up (retain-free)", "boundary_shrink (retain-free)",
              "random_label_forget_only (retain-free)", "salun (retain-free)",
              "random_label_with_retain", "ssd (retain-free)", "jit (retain-free)")
-ROW_NAMES = {"retrain_floor": "retrain vs retrain (noise floor)"}
+ROW_NAMES = {"retrain_floor": "retrain vs retrain (noise floor)",
+             "jit": "jit (fixed length)", "scar": "scar (fixed length)"}  # CIFAR-10's eval rows
 # The rows the README's text compares IMU with (issue 26: say where the difference is noise).
 COMPARED = ("original", "ga_head (retain-free)", "imu_random (retain-free)",
             "random_label_forget_only (retain-free)", "boundary_shrink (retain-free)",
