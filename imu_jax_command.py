@@ -20,37 +20,24 @@ STARTING_MESSAGE = "imu-jax: interrupted while starting; nothing was done."
 
 
 def main() -> int:
-    """Imports the command line (catching a Ctrl-C meanwhile), then runs it."""
-    pressed = []
+    """Imports the command line (a Ctrl-C meanwhile ends the process at once), then runs it."""
 
     def on_sigint(signum, frame):
-        pressed.append(signum)
-        raise KeyboardInterrupt
-
-    def on_unraisable(info):  # a Ctrl-C raised inside a gc callback: recorded, not printed
-        if not (isinstance(info.exc_type, type) and issubclass(info.exc_type, KeyboardInterrupt)):
-            previous_hook(info)
-
-    handled = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    previous_hook = sys.unraisablehook
-    if handled:
-        signal.signal(signal.SIGINT, on_sigint)
-        sys.unraisablehook = on_unraisable
-    try:
-        from imu_jax.lab import cli
-    except KeyboardInterrupt:
-        pressed.append(signal.SIGINT)
-    except Exception:  # a C extension's import turns a Ctrl-C into ImportError
-        if not pressed:
-            raise
-    finally:
-        if handled:
-            sys.unraisablehook = previous_hook
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-    if pressed:
+        # Nothing was done yet, and raising KeyboardInterrupt here would land inside whatever is
+        # being imported: a C extension may print it as a traceback (numpy's dtype registration
+        # does), turn it into an ImportError, or lose it in a gc callback. So exit from here.
         print(STARTING_MESSAGE, file=sys.stderr)
         sys.stderr.flush()
         os._exit(130)  # a half-imported JAX is not torn down
+
+    handled = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if handled:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        from imu_jax.lab import cli
+    finally:
+        if handled:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     return cli.entry()
 
 
