@@ -291,10 +291,9 @@ def readme_cifar10_baselines() -> str:
         scar = [(f"diverged at {r['info'].get('stopped_at')}" if r.get("diverged")
                  else str(r["info"].get("steps"))) for r in runs if r["method"] == "scar"]
         ssd = [r["info"].get("dampened_parameters") for r in runs if r["method"] == "ssd"]
-        total = experiment["config"].get("num_params") or FASTCNN_PARAMETERS
         collapsed = sorted({row_label(r) for r in runs if r.get("collapsed")})
         lines.append(f"| {name} | {' / '.join(scar) or '–'} | "
-                     + (" / ".join(f"{n:,} ({100 * n / total:.2f} %)" for n in ssd) or "–")
+                     + (" / ".join(f"{n:,} ({100 * n / FASTCNN_PARAMETERS:.2f} %)" for n in ssd) or "–")
                      + f" | {', '.join(collapsed) or 'none'} |")
     return "\n".join(lines)
 

@@ -58,7 +58,7 @@ class _Runner:
     """Holds the state of one experiment; see :func:`run_experiment`."""
 
     def __init__(self, splits, trainer: Trainer, out: pathlib.Path, store: SharedResults,
-                 progress, trace_every: int = 0, held_out=None, floor_of=None):
+                 progress, trace_every: int, held_out, floor_of):
         self.splits, self.trainer, self.out = splits, trainer, out
         # "test": the splits themselves (reported runs); "validation": every held-out split
         # replaced by its validation part (what the tuning is scored on)
@@ -67,7 +67,7 @@ class _Runner:
         results = store.results
         self.trace_every, self.progress = int(trace_every), progress
         self.held_out = held_out  # (held-out arrays, removal) of the retain-free rule
-        self.floor_of = floor_of or (lambda seed: floor_seed(seed, [seed]))  # protocol.floor_seed
+        self.floor_of = floor_of  # seed -> the seed of its floor row's Retrain (floor_seed)
         self.done = {key_of(r) for r in results["runs"]}
         self._models: dict[tuple[bool, int], TrainedModel] = {}
         self._evaluated: dict[tuple[bool, int, str], tuple[dict, dict]] = {}
