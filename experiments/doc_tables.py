@@ -236,69 +236,96 @@ def readme_noise() -> str:
     return noise_table(columns) + stale_note(columns)
 
 
-# --- CIFAR-10 (fastcnn on the shared JPEG images) ------------------------------------------
+# --- CIFAR-10 and CIFAR-100 (fastcnn on the shared JPEG images) ----------------------------
 
-# The forget-only methods run retain-free in cifar10_fastcnn_class/<spec>/ (random10: its own
-# folder); JiT and SCAR run at fixed length in cifar10_fastcnn_jit_scar/<spec>/ (the retain-set
-# config with --methods retrain,jit,scar --fixed-length), on copies of the same models.
+# The forget-only methods run retain-free in one folder per setting; JiT and SCAR run at fixed
+# length in a second folder (the retain-set config with --methods retrain,jit,scar
+# --fixed-length), on copies of the same models. A setting shows once its first folder holds
+# results of this protocol; the second joins when it does.
 CIFAR10 = {"class 0": ("cifar10_fastcnn_class/class0", "cifar10_fastcnn_jit_scar/class0"),
            "class 3": ("cifar10_fastcnn_class/class3", "cifar10_fastcnn_jit_scar/class3"),
            "random 10%": ("cifar10_fastcnn_random10", "cifar10_fastcnn_jit_scar/random10")}
-CIFAR10_FIXED = ("jit", "scar")
-CIFAR10_ROWS = ("original", "retrain", "retrain_floor", "imu (retain-free)",
-                "imu_batch (retain-free)", "imu_random (retain-free)", "ga_head (retain-free)",
-                "ga (retain-free)", "npo (retain-free)", "simnpo (retain-free)",
-                "random_label_forget_only (retain-free)",
-                "boundary_shrink_runner_up (retain-free)", "boundary_shrink (retain-free)",
-                "ssd (retain-free)", "jit", "scar")
+CIFAR100 = {"superclass vehicles_2": ("cifar100_superclass_vehicles_2",
+                                      "cifar100_jit_scar/superclass_vehicles_2"),
+            "subclass rocket": ("cifar100_subclass_rocket", "cifar100_jit_scar/subclass_rocket"),
+            "random 10%": ("cifar100_random10", "cifar100_jit_scar/random10")}
+FIXED_LENGTH = ("jit", "scar")
+CIFAR_ROWS = ("original", "retrain", "retrain_floor", "imu (retain-free)",
+              "imu_batch (retain-free)", "imu_random (retain-free)", "ga_head (retain-free)",
+              "ga (retain-free)", "npo (retain-free)", "simnpo (retain-free)",
+              "random_label_forget_only (retain-free)",
+              "boundary_shrink_runner_up (retain-free)", "boundary_shrink (retain-free)",
+              "ssd (retain-free)", "jit", "scar")
+CIFAR_NOISE_ROWS = [r for r in COMPARED if r != "boundary_shrink_runner_up (retain-free)"] + [
+    "boundary_shrink_runner_up (retain-free)", "imu_batch (retain-free)", "ssd (retain-free)"]
 
 
-def cifar10_columns() -> dict[str, list[dict]]:
-    """The CIFAR-10 settings rerun under this protocol: the forget-only folder's runs, plus the
-    fixed-length JiT and SCAR runs of the retain-set folder on the same models."""
+def cifar_columns(settings: Mapping[str, tuple[str, str]]) -> dict[str, list[dict]]:
+    """The settings rerun under this protocol: the forget-only folder's runs, plus the
+    fixed-length JiT and SCAR runs of the second folder on the same models."""
     columns = {}
-    for name, (forget_only, retain_set) in CIFAR10.items():
+    for name, (forget_only, fixed_length) in settings.items():
         if not (RESULTS / forget_only / "results.json").exists():
             continue
         main = load(forget_only)
         if stale([main]):
             continue
         runs = list(main["runs"])
-        if (RESULTS / retain_set / "results.json").exists() and not stale([load(retain_set)]):
-            runs += [r for r in load(retain_set)["runs"] if r["method"] in CIFAR10_FIXED]
+        if (RESULTS / fixed_length / "results.json").exists() and not stale([load(fixed_length)]):
+            runs += [r for r in load(fixed_length)["runs"] if r["method"] in FIXED_LENGTH]
         columns[name] = [{"config": main["config"], "runs": runs}]
     return columns
 
 
-def readme_cifar10() -> str:
-    return gap_table(cifar10_columns(), CIFAR10_ROWS)
-
-
-def readme_cifar10_noise() -> str:
-    columns = cifar10_columns()
-    rows = [r for r in COMPARED if r != "boundary_shrink_runner_up (retain-free)"] + [
-        "boundary_shrink_runner_up (retain-free)", "imu_batch (retain-free)", "ssd (retain-free)"]
-    return noise_table(columns, rows)
-
-
-def readme_cifar10_baselines() -> str:
-    """What issue 26 asked to see of the baselines on CIFAR-10, per seed: SCAR's steps (or the
-    step it diverged at), SSD's dampened parameters, and the runs that collapsed."""
+def baselines_table(columns: Mapping[str, Sequence[Mapping]]) -> str:
+    """What issue 26 asked to see of the baselines, per seed: SCAR's steps (or the step it
+    diverged at), SSD's dampened parameters, and the runs that collapsed."""
     lines = ["| setting | SCAR steps (fixed length) | SSD dampened parameters | collapsed runs |",
              "|---|---|---|---|"]
-    for name, (experiment,) in cifar10_columns().items():
+    for name, (experiment,) in columns.items():
         runs = sorted(reported_runs(experiment["runs"]), key=lambda r: r["seed"])
         scar = [(f"diverged at {r['info'].get('stopped_at')}" if r.get("diverged")
                  else str(r["info"].get("steps"))) for r in runs if r["method"] == "scar"]
-        ssd = [r["info"].get("dampened_parameters") for r in runs if r["method"] == "ssd"]
+        ssd = [r["info"] for r in runs if r["method"] == "ssd"]
         collapsed = sorted({row_label(r) for r in runs if r.get("collapsed")})
         lines.append(f"| {name} | {' / '.join(scar) or '–'} | "
-                     + (" / ".join(f"{n:,} ({100 * n / FASTCNN_PARAMETERS:.2f} %)" for n in ssd) or "–")
+                     + (" / ".join(dampened(info) for info in ssd) or "–")
                      + f" | {', '.join(collapsed) or 'none'} |")
     return "\n".join(lines)
 
 
-FASTCNN_PARAMETERS = 75_290  # the CPU recipe's network (experiments/README.md, CIFAR-10)
+def dampened(info: Mapping) -> str:
+    """SSD's dampened count and share; runs before SSD recorded its parameter count were all
+    CIFAR-10's fastcnn."""
+    total = info.get("parameters", CIFAR10_FASTCNN_PARAMETERS)
+    return f"{info['dampened_parameters']:,} ({100 * info['dampened_parameters'] / total:.2f} %)"
+
+
+CIFAR10_FASTCNN_PARAMETERS = 75_290  # the CIFAR-10 CPU recipe's network (experiments/README.md)
+
+
+def readme_cifar10() -> str:
+    return gap_table(cifar_columns(CIFAR10), CIFAR_ROWS)
+
+
+def readme_cifar10_noise() -> str:
+    return noise_table(cifar_columns(CIFAR10), CIFAR_NOISE_ROWS)
+
+
+def readme_cifar10_baselines() -> str:
+    return baselines_table(cifar_columns(CIFAR10))
+
+
+def readme_cifar100() -> str:
+    return gap_table(cifar_columns(CIFAR100), CIFAR_ROWS)
+
+
+def readme_cifar100_noise() -> str:
+    return noise_table(cifar_columns(CIFAR100), CIFAR_NOISE_ROWS)
+
+
+def readme_cifar100_baselines() -> str:
+    return baselines_table(cifar_columns(CIFAR100))
 
 
 # --- docs/STOPPING.md ----------------------------------------------------------------------
@@ -421,6 +448,9 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "cifar10": ("README.md", readme_cifar10),
     "cifar10-noise": ("README.md", readme_cifar10_noise),
     "cifar10-baselines": ("README.md", readme_cifar10_baselines),
+    "cifar100": ("README.md", readme_cifar100),
+    "cifar100-noise": ("README.md", readme_cifar100_noise),
+    "cifar100-baselines": ("README.md", readme_cifar100_baselines),
     "stopping-lr": ("docs/STOPPING.md", stopping_learning_rate),
     "stopping-guard": ("docs/STOPPING.md", stopping_guard),
     "stopping-must-show": ("docs/STOPPING.md", stopping_must_show),

@@ -80,3 +80,17 @@ def test_render_replaces_only_its_block():
     assert tables.render(text, "x", "| new |") == "a\n<!-- table:x -->\n| new |\n<!-- /table:x -->\nb\n"
     with pytest.raises(SystemExit, match="table:y"):
         tables.render(text, "y", "t")
+
+
+def test_the_baselines_table_reports_ssd_share_of_the_parameters_it_recorded():
+    tables = _module()
+    experiment = _experiment([0.01], [0.02])
+    ssd = _run("ssd", 0, 0.4)
+    ssd["info"] = {"dampened_parameters": 2_860, "parameters": 286_000}
+    scar = {**_run("scar", 0, 0.3, role="eval"), "info": {"steps": 300}}
+    experiment["runs"] += [ssd, scar]
+    text = tables.baselines_table({"superclass": [experiment]})
+    assert "| superclass | 300 | 2,860 (1.00 %) | none |" in text
+    # a run from before SSD recorded its parameter count: CIFAR-10's fastcnn
+    ssd["info"] = {"dampened_parameters": 7_529}
+    assert "7,529 (10.00 %)" in tables.baselines_table({"class 0": [experiment]})

@@ -94,6 +94,8 @@ def test_ssd_dampens_only_forget_specific_parameters(task):
     method = methods.get_method("ssd")
     output = method.run(task, method.hparams({"alpha": 1.0}), 0)
     assert output.info["dampened_parameters"] > 0
+    assert output.info["parameters"] == sum(a.size for a in jax.tree.leaves(task.params))
+    assert output.info["dampened_parameters"] < output.info["parameters"]
     changed = [bool(jnp.any(a != b)) for a, b in zip(jax.tree.leaves(output.params),
                                                      jax.tree.leaves(task.params))]
     assert any(changed)

@@ -73,7 +73,8 @@ def run(task: UnlearnTask, hparams: dict, seed: int) -> MethodOutput:
                         dampening=hparams["dampening"])
         changed = sum(int(jnp.sum(a != b)) for a, b in zip(jax.tree.leaves(params),
                                                            jax.tree.leaves(task.params)))
-        return params, task.state, {"dampened_parameters": changed}
+        total = sum(int(a.size) for a in jax.tree.leaves(params))
+        return params, task.state, {"dampened_parameters": changed, "parameters": total}
 
     return timed(fit)
 
