@@ -238,9 +238,10 @@ def readme_noise() -> str:
 
 # --- CIFAR-10 and CIFAR-100 (fastcnn on the shared JPEG images) ----------------------------
 
-# The forget-only methods run retain-free in one folder per setting; JiT and SCAR run at fixed
-# length in a second folder (the retain-set config with --methods retrain,jit,scar
-# --fixed-length), on copies of the same models. A setting shows once its first folder holds
+# The forget-only methods run retain-free in one folder per setting; JiT, SCAR and Boundary
+# Shrink with its reference code's optimiser run at fixed length in a second folder (the
+# retain-set config with --methods retrain,jit,scar,boundary_shrink_reference --fixed-length),
+# on copies of the same models. A setting shows once its first folder holds
 # results of this protocol; the second joins when it does.
 CIFAR10 = {"class 0": ("cifar10_fastcnn_class/class0", "cifar10_fastcnn_jit_scar/class0"),
            "class 3": ("cifar10_fastcnn_class/class3", "cifar10_fastcnn_jit_scar/class3"),
@@ -249,20 +250,20 @@ CIFAR100 = {"superclass vehicles_2": ("cifar100_superclass_vehicles_2",
                                       "cifar100_jit_scar/superclass_vehicles_2"),
             "subclass rocket": ("cifar100_subclass_rocket", "cifar100_jit_scar/subclass_rocket"),
             "random 10%": ("cifar100_random10", "cifar100_jit_scar/random10")}
-FIXED_LENGTH = ("jit", "scar")
+FIXED_LENGTH = ("jit", "scar", "boundary_shrink_reference")
 CIFAR_ROWS = ("original", "retrain", "retrain_floor", "imu (retain-free)",
               "imu_batch (retain-free)", "imu_random (retain-free)", "ga_head (retain-free)",
               "ga (retain-free)", "npo (retain-free)", "simnpo (retain-free)",
               "random_label_forget_only (retain-free)",
               "boundary_shrink_runner_up (retain-free)", "boundary_shrink (retain-free)",
-              "ssd (retain-free)", "jit", "scar")
+              "boundary_shrink_reference", "ssd (retain-free)", "jit", "scar")
 CIFAR_NOISE_ROWS = [r for r in COMPARED if r != "boundary_shrink_runner_up (retain-free)"] + [
     "boundary_shrink_runner_up (retain-free)", "imu_batch (retain-free)", "ssd (retain-free)"]
 
 
 def cifar_columns(settings: Mapping[str, tuple[str, str]]) -> dict[str, list[dict]]:
     """The settings rerun under this protocol: the forget-only folder's runs, plus the
-    fixed-length JiT and SCAR runs of the second folder on the same models."""
+    fixed-length runs (:data:`FIXED_LENGTH`) of the second folder on the same models."""
     columns = {}
     for name, (forget_only, fixed_length) in settings.items():
         if not (RESULTS / forget_only / "results.json").exists():
