@@ -305,28 +305,13 @@ def dampened(info: Mapping) -> str:
 CIFAR10_FASTCNN_PARAMETERS = 75_290  # the CIFAR-10 CPU recipe's network (experiments/README.md)
 
 
-def readme_cifar10() -> str:
-    return gap_table(cifar_columns(CIFAR10), CIFAR_ROWS)
-
-
-def readme_cifar10_noise() -> str:
-    return noise_table(cifar_columns(CIFAR10), CIFAR_NOISE_ROWS)
-
-
-def readme_cifar10_baselines() -> str:
-    return baselines_table(cifar_columns(CIFAR10))
-
-
-def readme_cifar100() -> str:
-    return gap_table(cifar_columns(CIFAR100), CIFAR_ROWS)
-
-
-def readme_cifar100_noise() -> str:
-    return noise_table(cifar_columns(CIFAR100), CIFAR_NOISE_ROWS)
-
-
-def readme_cifar100_baselines() -> str:
-    return baselines_table(cifar_columns(CIFAR100))
+def cifar_tables(name: str, settings: Mapping[str, tuple[str, str]]) -> dict[str, tuple]:
+    """The three README blocks of one CIFAR benchmark: Avg. Gap, paired differences from IMU,
+    and the baselines' per-seed facts."""
+    return {name: ("README.md", lambda: gap_table(cifar_columns(settings), CIFAR_ROWS)),
+            f"{name}-noise": ("README.md",
+                              lambda: noise_table(cifar_columns(settings), CIFAR_NOISE_ROWS)),
+            f"{name}-baselines": ("README.md", lambda: baselines_table(cifar_columns(settings)))}
 
 
 # --- docs/STOPPING.md ----------------------------------------------------------------------
@@ -446,12 +431,8 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "digits": ("README.md", readme_digits),
     "digits-samples": ("README.md", readme_digits_samples),
     "noise": ("README.md", readme_noise),
-    "cifar10": ("README.md", readme_cifar10),
-    "cifar10-noise": ("README.md", readme_cifar10_noise),
-    "cifar10-baselines": ("README.md", readme_cifar10_baselines),
-    "cifar100": ("README.md", readme_cifar100),
-    "cifar100-noise": ("README.md", readme_cifar100_noise),
-    "cifar100-baselines": ("README.md", readme_cifar100_baselines),
+    **cifar_tables("cifar10", CIFAR10),
+    **cifar_tables("cifar100", CIFAR100),
     "stopping-lr": ("docs/STOPPING.md", stopping_learning_rate),
     "stopping-guard": ("docs/STOPPING.md", stopping_guard),
     "stopping-must-show": ("docs/STOPPING.md", stopping_must_show),
