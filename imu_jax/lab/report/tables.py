@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from imu_jax.lab.report.matched import matched_forgetting
+from imu_jax.lab.report.models import models_text
 from imu_jax.lab.report.runs import (commands_of, is_sequence, paired_difference, rte_label,
                                      reported_runs, row_label, sample_std, summarize)
 
@@ -195,6 +196,7 @@ def results_markdown(results: Mapping) -> str:
         parts += ["", "```", *commands, "```", ""]
     if config.get("counts"):
         parts += [f"Split sizes: {json.dumps(config['counts'])}.", ""]
+    parts += [text, ""] if (text := models_text(config, results.get("runs", []))) else []
     if config.get("held_out"):
         parts += [held_out_text(config["held_out"]), ""]
     if config.get("selection_rule"):
