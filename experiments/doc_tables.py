@@ -242,8 +242,8 @@ def readme_noise() -> str:
 # The forget-only methods run retain-free in one folder per setting; JiT, SCAR and Boundary
 # Shrink with its reference code's optimiser run at fixed length in a second folder (the
 # retain-set config with --methods retrain,jit,scar,boundary_shrink_reference --fixed-length),
-# on copies of the same models. A setting shows once its first folder holds
-# results of this protocol; the second joins when it does.
+# on copies of the same models. A setting shows once its first folder holds results of this
+# protocol; the second folder's rows join when it does too.
 CIFAR10 = {"class 0": ("cifar10_fastcnn_class/class0", "cifar10_fastcnn_jit_scar/class0"),
            "class 3": ("cifar10_fastcnn_class/class3", "cifar10_fastcnn_jit_scar/class3"),
            "random 10%": ("cifar10_fastcnn_random10", "cifar10_fastcnn_jit_scar/random10")}
@@ -259,8 +259,8 @@ CIFAR_ROWS = ("original", "retrain", "retrain_floor", "imu (retain-free)",
               "boundary_shrink_runner_up (retain-free)", "boundary_shrink (retain-free)",
               "boundary_shrink_reference", "ssd (retain-free)", "jit", "scar")
 CIFAR_NOISE_ROWS = [r for r in COMPARED if r != "boundary_shrink_runner_up (retain-free)"] + [
-    "boundary_shrink_runner_up (retain-free)", "boundary_shrink_reference", "imu_batch (retain-free)",
-    "ssd (retain-free)"]
+    "boundary_shrink_runner_up (retain-free)", "boundary_shrink_reference",
+    "imu_batch (retain-free)", "ssd (retain-free)"]
 
 
 def cifar_columns(settings: Mapping[str, tuple[str, str]]) -> dict[str, list[dict]]:
