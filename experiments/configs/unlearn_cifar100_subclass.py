@@ -1,7 +1,8 @@
 """CIFAR-100 (real images, JPEG image folder), forget one fine class on CPU, ``fastcnn``: rocket
 (fine 69, in vehicles_2; ``subclass:rocket`` = ``subclass:69``). The models train on the 20
 superclasses; retain and test are the other 4 fine classes of vehicles_2 (lawn_mower, streetcar,
-tank, tractor), and Retrain trains on everything but the rocket images (the paper's setting).
+tank, tractor), and Retrain trains on everything but the rocket images (the CIFAR-20 subclass
+setting; how it differs from the paper's public code: docs/DEVIATIONS.md).
 
 Everything else as ``unlearn_cifar100_superclass.py`` (recipe, methods retain-free, seeds 0-2).
 

@@ -1,6 +1,7 @@
 """CIFAR-100 (real images, JPEG image folder), forget one superclass on CPU, ``fastcnn``:
 vehicles_2 (lawn_mower, rocket, streetcar, tank, tractor; ``superclass:vehicles_2`` =
-``superclass:19``). The models train on the 20 superclasses (the paper's setting).
+``superclass:19``). The models train on the 20 superclasses (CIFAR-20;
+the paper's public code trains on the fine labels: docs/DEVIATIONS.md).
 
 Original and Retrain: the CPU recipe of ``train_cifar100_fastcnn.py`` (its docstring gives the
 measured accuracy and cost). Every method that does not pass over the retain set runs retain-free
