@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import numpy as np
-
-from imu_jax.lab.report.runs import reported_runs, sample_std
+from imu_jax.lab.report.runs import reported_runs, summarize
 
 
 def recipe_text(model: str, train: Mapping) -> str:
@@ -39,14 +37,15 @@ def recipe_text(model: str, train: Mapping) -> str:
 def accuracy(runs: Sequence[Mapping], method: str) -> tuple[str, str] | None:
     """``method``'s TA over its reported seeds as (``"mean ± sample std %"``, ``"seeds 0, 1"``);
     one seed has no ±."""
-    chosen = sorted((r for r in reported_runs(runs) if r["method"] == method
-                     and "ta" in r.get("metrics", {})), key=lambda r: r["seed"])
-    if not chosen:
+    stats = summarize(runs, ["ta"]).get(method, {}).get("ta")
+    if stats is None:
         return None
-    values = [100 * r["metrics"]["ta"] for r in chosen]
-    spread = f" ± {sample_std(values):.1f}" if len(values) > 1 else ""
-    seeds = ("seeds " if len(values) > 1 else "seed ") + ", ".join(str(r["seed"]) for r in chosen)
-    return f"{np.mean(values):.1f}{spread} %", seeds
+    mean, std, n = stats
+    seeds = sorted(r["seed"] for r in reported_runs(runs)
+                   if r["method"] == method and not r.get("diverged"))
+    spread = f" ± {100 * std:.1f}" if n > 1 else ""
+    return (f"{100 * mean:.1f}{spread} %",
+            ("seeds " if n > 1 else "seed ") + ", ".join(map(str, seeds)))
 
 
 def models_text(config: Mapping, runs: Sequence[Mapping]) -> str | None:
@@ -59,9 +58,8 @@ def models_text(config: Mapping, runs: Sequence[Mapping]) -> str | None:
     if original:
         text += f" Original models: TA {original[0]} on this setting's test split ({original[1]})"
     if retrain:
-        seconds = [r["seconds"] for r in reported_runs(runs)
-                   if r["method"] == "retrain" and r.get("seconds")]
-        cost = ("" if not seconds else f", {np.mean(seconds):.0f} s a model"
-                if np.mean(seconds) < 60 else f", {np.mean(seconds) / 60:.1f} min a model")
+        seconds = summarize(runs, ["seconds"]).get("retrain", {}).get("seconds")
+        cost = ("" if not seconds else f", {seconds[0]:.0f} s a model" if seconds[0] < 60
+                else f", {seconds[0] / 60:.1f} min a model")
         text += f"{';' if original else ''} Retrain: {retrain[0]} ({retrain[1]}){cost}"
     return text + ("." if original or retrain else "")
