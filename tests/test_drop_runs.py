@@ -29,3 +29,14 @@ def test_drops_only_the_role_and_keeps_a_backup(tmp_path):
     assert (tmp_path / store.TUNE_RUNS).exists()
     with pytest.raises(ValueError, match="role"):
         drop_runs.drop_runs(tmp_path, "oracle")
+
+
+def test_methods_narrow_the_drop(tmp_path):
+    runs = [{"method": m, "seed": 0, "role": "eval", "hparams": {}, "metrics": {}, "avg_gap": 0.0}
+            for m in ("original", "retrain", "finetune", "imu", "ga_head")]
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"seeds": [0]}, "runs": runs}))
+    assert drop_runs.drop_runs(tmp_path, "eval", ["imu", "ga_head"]) == 2
+    assert [r["method"] for r in store.load_results(tmp_path)["runs"]] == [
+        "original", "retrain", "finetune"]
+    with pytest.raises(SystemExit, match="none of"):
+        drop_runs.drop_runs(tmp_path, "eval", ["gaa"])
