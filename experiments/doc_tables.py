@@ -260,7 +260,7 @@ CIFAR_ROWS = ("original", "retrain", "retrain_floor", "imu (retain-free)",
               "boundary_shrink_reference", "ssd (retain-free)", "jit", "scar")
 CIFAR_NOISE_ROWS = [r for r in COMPARED if r != "boundary_shrink_runner_up (retain-free)"] + [
     "boundary_shrink_runner_up (retain-free)", "boundary_shrink_reference",
-    "imu_batch (retain-free)", "ssd (retain-free)"]
+    "imu_batch (retain-free)", "ga (retain-free)", "npo (retain-free)", "ssd (retain-free)"]
 
 
 def cifar_columns(settings: Mapping[str, tuple[str, str]]) -> dict[str, list[dict]]:
