@@ -15,6 +15,7 @@ import pathlib
 import sys
 
 from imu_jax.lab.report import format_cell, summarize
+from imu_jax.lab.report.tables import DISPLAY_NAMES
 from imu_jax.lab.store import load_results
 
 
@@ -30,7 +31,7 @@ def load(root: pathlib.Path) -> dict[float, dict]:
 
 
 FLOOR = "retrain_floor"  # a second Retrain (another seed) scored against the first
-LABELS = {FLOOR: "retrain vs retrain (noise floor)"}
+LABELS = DISPLAY_NAMES  # the row names of results.md
 
 
 def rows(by_fraction: dict[float, dict]) -> list[str]:
