@@ -62,7 +62,8 @@ def main(argv=None) -> int:
         cfg = {**recipe(args.dataset, args.model), "forget": spec}
         trainer = models_cache.cached_trainer(splits, cfg, out / spec.replace(":", "_"),
                                             progress=False)
-        options = (args.class_thresholds if removal == "class" else args.auc_margins).split(",")
+        by_accuracy = removal in ("class", "subclass")  # the target is a forget accuracy
+        options = (args.class_thresholds if by_accuracy else args.auc_margins).split(",")
         models = {seed: (trainer(False, seed), trainer(True, seed)) for seed in seeds}
         references = {}
         for seed, (_, retrain) in models.items():
@@ -74,8 +75,8 @@ def main(argv=None) -> int:
                 for option, drop in ((o, d) for o in options
                                      for d in args.utility_drops.split(",")):
                     guard = "auto" if drop == "auto" else None if drop == "none" else float(drop)
-                    if removal == "class":
-                        rule = stopping.StopRule(removal="class", class_threshold=None
+                    if by_accuracy:
+                        rule = stopping.StopRule(removal=removal, class_threshold=None
                                                  if option == "chance" else float(option),
                                                  max_utility_drop=guard)
                     else:

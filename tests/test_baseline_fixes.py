@@ -236,3 +236,17 @@ def test_is_collapsed_flags_test_accuracy_below_twice_the_majority_rate():
     assert base.is_collapsed(0.9, skewed) is False and base.is_collapsed(0.75, skewed) is True
     with pytest.raises(ValueError, match="at least one"):
         base.is_collapsed(0.5, np.array([-1, -1]))
+
+
+def test_is_collapsed_on_a_one_class_test_split_uses_chance_over_the_outputs():
+    # forgetting CIFAR-100's rocket: TA is measured on its four siblings, all labelled
+    # vehicles_2 (coarse 19), so a majority-class bar would be 200 % and mark every model
+    siblings = np.full(200, 19)
+    assert not base.is_collapsed(0.648, siblings, num_classes=20)  # the original models' TA
+    assert base.is_collapsed(0.0, siblings, num_classes=20)  # SSD: another class for all
+    assert base.is_collapsed(0.0999, siblings, 20) and not base.is_collapsed(0.1001, siblings, 20)
+    with pytest.raises(ValueError, match="num_classes"):
+        base.is_collapsed(0.648, siblings)
+    # several classes: num_classes changes nothing
+    nine = np.repeat(np.arange(1, 10), 10)
+    assert base.is_collapsed(0.2, nine, 10) == base.is_collapsed(0.2, nine) is True

@@ -78,6 +78,39 @@ def test_class_removal_against_a_full_test_split_leaves_the_class_out(trained):
         model, params, state, held_out)  # the test split without class 3
 
 
+def test_subclass_removal_targets_forget_accuracy_and_guards_the_siblings(trained):
+    """A subclass shares its label with held-out siblings that stay: nothing is left out of the
+    held-out data (class removal would drop every sibling), the target is chance forget
+    accuracy, and the guard is on by default and reads the held-out rows."""
+    model, params, state, data, others = trained
+    # held-out rows that look like the forget set (label 3 in the test split): ascent lowers
+    # both together and the default guard stops it; other rows under a looser tolerance: the
+    # target is reached
+    for held, drop, reason in ((data["test"], "auto", "utility-guard"),
+                               (others, 0.3, "reached")):
+        new, rep = unlearn(model, params, data["forget"], UnlearnConfig(learning_rate=0.05),
+                           state=state, held_out=held,
+                           stop_rule=stopping.StopRule(removal="subclass", max_utility_drop=drop))
+        result, curve = rep.stopping, rep.stopping["curve"]
+        assert result["removal"] == "subclass" and result["statistic"] == "forget_acc"
+        assert result["threshold"] == 0.25  # chance over the model's 4 classes
+        start = tiny_models.accuracy(model, params, state, held)
+        assert curve[0]["held_out_acc"] == start  # every held-out row, label 3 included
+        if drop == "auto":  # on by default, at the noise level, as for sample removal
+            drop = stopping.default_utility_drop(start, len(held["label"]))
+        assert result["utility_floor"] == pytest.approx(start - drop)
+        assert all(p["statistic"] == p["forget_acc"] for p in curve)
+        assert rep.stop_reason == reason and rep.steps > 0
+        kept = [p for p in curve if p["step"] == rep.steps][0]  # what was handed back
+        assert tiny_models.accuracy(model, new, state, held) == kept["held_out_acc"]
+        assert kept["held_out_acc"] >= result["utility_floor"]
+        if reason == "reached":
+            assert kept["forget_acc"] <= 0.25
+        else:
+            assert curve[-1]["held_out_acc"] < result["utility_floor"]
+            assert kept["forget_acc"] > 0.25
+
+
 def test_bad_held_out_data_is_named(trained):
     model, params, state, data, held_out = trained
     wide = {**held_out, "image": np.concatenate([held_out["image"]] * 2, axis=1)}

@@ -159,8 +159,11 @@ def held_out_for(splits, forget: str | None, *, seed: int = 0
     * ``class:``, ``classes:``, ``superclass:`` → the validation split (which, as the test split,
       then holds only the remaining classes), class removal;
     * ``random:``, ``indices:`` → the validation split, sample removal;
-    * ``subclass:`` → the forgotten subclass's validation examples (``forget_validation``, coarse
-      labels): unseen data of the same subclass, sample removal;
+    * ``subclass:`` → the validation split (the sibling fine classes of the forgotten one, under
+      the same coarse label), subclass removal: the forget accuracy falls to chance while the
+      guard keeps the siblings' accuracy (``imu_jax.unlearning.stopping``; the forgotten
+      subclass's own validation images, ``forget_validation``, are no reference: Retrain
+      misclassifies them too);
     * ``mislabeled:`` → the validation split relabelled the way the forget set was (a uniformly
       random other class, seeded): an unseen example carrying a wrong label is what the
       corrupted training examples look like to a model that never saw them; sample removal. The
@@ -187,10 +190,7 @@ def held_out_for(splits, forget: str | None, *, seed: int = 0
     if kind in CLASS_KINDS:
         return validation.test, "class"
     if kind == "subclass":
-        if getattr(splits, "forget_validation", None) is None:
-            raise ValueError("subclass: the splits have no forget_validation (the forgotten "
-                             "subclass's validation examples); carve it with the validation.")
-        return splits.forget_validation, "sample"
+        return validation.test, "subclass"
     if kind == "mislabeled":
         from imu_jax.methods.random_label import random_wrong_labels
         from imu_jax.unlearning.stopping import UTILITY_LABEL

@@ -145,7 +145,8 @@ class _Runner:
             run["diverged"] = True
         test_labels = np.asarray(splits.test["label"])
         if test_labels.ndim == 1 and "ta" in metrics:  # TA under twice the majority-class rate
-            run["collapsed"] = bool(methods_lib.base.is_collapsed(metrics["ta"], test_labels))
+            run["collapsed"] = bool(methods_lib.base.is_collapsed(
+                metrics["ta"], test_labels, getattr(splits, "num_classes", None)))
         config = self.results["config"]
         if (role == "eval" and config.get("tune_seeds")
                 and method.name in (config.get("tuning_grids") or {})):

@@ -26,10 +26,11 @@ SELECTION_RULE = ("one protocol for every method: the same grid — optimizer st
 RETAIN_FREE_RULE = ("retain-free: each method runs its default hyperparameters at a constant lr "
                     "and stops by the rule of imu_jax.unlearning.stopping on the forget set vs the "
                     "VALIDATION split (class removal: forget accuracy ≤ 1/#classes; sample "
-                    "removal: loss-membership AUC at chance, or earlier when validation accuracy "
-                    "falls below its start by more than its 5 % noise level, handing back the "
-                    "last check within it: the utility guard), capped at 50 epochs; no Retrain "
-                    "model, no retain set, no test data.")
+                    "removal: loss-membership AUC at chance; subclass removal: forget accuracy "
+                    "≤ 1/#classes; sample and subclass removal stop earlier when validation "
+                    "accuracy falls below its start by more than its 5 % noise level, handing "
+                    "back the last check within it: the utility guard), capped at 50 epochs; no "
+                    "Retrain model, no retain set, no test data.")
 
 
 def grid_points(grid: Mapping[str, Sequence]) -> list[dict[str, Any]]:

@@ -292,7 +292,8 @@ def majority_rate(labels: np.ndarray) -> float:
     return float(np.bincount(labels.astype(np.int64)).max() / labels.size)
 
 
-def is_collapsed(test_accuracy: float, test_labels: np.ndarray) -> bool:
+def is_collapsed(test_accuracy: float, test_labels: np.ndarray,
+                 num_classes: int | None = None) -> bool:
     """True when a model's test accuracy (TA) is below twice the majority-class rate of the test
     split it was measured on (``test_labels``): the model is no better than about two constant
     predictors, whatever it forgot. Report such a run as collapsed rather than as unlearning.
@@ -300,11 +301,25 @@ def is_collapsed(test_accuracy: float, test_labels: np.ndarray) -> bool:
     On a balanced 10-class split the bar is 20 %; after forgetting one class of CIFAR-10, TA is
     measured on the 9 others and the bar is 22.2 % (a constant predictor scores 11.1 %).
 
+    A test split of one class (forgetting a subclass: TA is measured on its siblings, which share
+    one coarse label) would put that bar at 200 % and mark every model: there the bar is twice
+    chance over the model's ``num_classes`` outputs (10 % for CIFAR-20), which a model that
+    predicts some other class for everything falls under. ``num_classes`` is required then.
+
     >>> labels = np.repeat(np.arange(9), 1000)
     >>> is_collapsed(0.111, labels), is_collapsed(0.77, labels), is_collapsed(0.222, labels)
     (True, False, True)
+    >>> siblings = np.full(200, 19)
+    >>> is_collapsed(0.57, siblings, num_classes=20), is_collapsed(0.0, siblings, num_classes=20)
+    (False, True)
     """
-    return bool(float(test_accuracy) < 2.0 * majority_rate(test_labels))
+    rate = majority_rate(test_labels)
+    if rate == 1.0:
+        if not num_classes:
+            raise ValueError("is_collapsed: the test split holds a single class, so its majority "
+                             "rate (100 %) says nothing; pass num_classes, the model's outputs.")
+        rate = 1.0 / num_classes
+    return bool(float(test_accuracy) < 2.0 * rate)
 
 
 def model_loss(model, params, state, x, y) -> jax.Array:

@@ -137,7 +137,7 @@ class Monitor:
                 self.held_x = jax.tree.map(lambda a: a[other], self.held_x)
                 self.held_y = self.held_y[other]
                 self.utility_y = self.utility_y[other]
-        if self.removal == "class":
+        if self.removal in ("class", "subclass"):  # the target: forget accuracy
             if self.rule.class_threshold is not None:
                 self.threshold = float(self.rule.class_threshold)
             elif num_classes:
@@ -189,7 +189,7 @@ class Monitor:
             point["utility_acc"] = float(np.mean(h_pred == self.utility_y))
         if not finite:
             point["statistic"] = float("nan")
-        elif self.removal == "class":
+        elif self.removal in ("class", "subclass"):
             point["statistic"] = point["forget_acc"]
         else:
             point["statistic"] = membership_auc(f_loss, h_loss)
@@ -247,7 +247,7 @@ class Monitor:
         drop = self.rule.max_utility_drop
         if drop == _AUTO:
             drop = (default_utility_drop(_utility(point), len(self.held_y))
-                    if self.removal == "sample" else None)
+                    if self.removal in ("sample", "subclass") else None)
         return -math.inf if drop is None else _utility(point) - float(drop)
 
     def _show(self, point: Mapping[str, float], finite: bool) -> None:
@@ -359,6 +359,7 @@ class Monitor:
             out.update({"removal": self.removal, "threshold": self.threshold,
                         "utility_floor": (None if self.utility_floor in (None, -math.inf)
                                           else self.utility_floor),
-                        "statistic": "forget_acc" if self.removal == "class" else "membership_auc",
+                        "statistic": ("forget_acc" if self.removal in ("class", "subclass")
+                                      else "membership_auc"),
                         "eval_every": self.rule.eval_every, "curve": list(self.curve)})
         return out
