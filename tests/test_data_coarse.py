@@ -125,9 +125,11 @@ def test_subclass_split_is_restricted_to_the_sibling_classes(dataset, data_dir, 
     s = make_splits(dataset, spec, data_dir=data_dir)
     assert s.num_classes == 3 and s.info["label_key"] == "coarse_label"
     assert s.info["counts"] == {"train": 18, "forget": 3, "retain": 3, "test": 2,
-                                "forget_test": 2, "retrain_set": 15}
+                                "forget_test": 2, "control_test": 8, "retrain_set": 15}
     for split in (s.forget, s.retain, s.test, s.forget_test):
         assert (split["label"] == 2).all()  # all of superclass zoo
+    # the control split: every test image of the other superclasses, with its coarse label
+    assert sorted(s.control_test["label"].tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]
     np.testing.assert_array_equal(
         s.retrain_data["label"], np.array(COARSE_OF_FINE)[raw["train"]["label"]][
             raw["train"]["label"] != 2])
@@ -140,6 +142,7 @@ def test_subclass_split_is_restricted_to_the_sibling_classes(dataset, data_dir, 
     assert fine_of(s.forget) == [2] and fine_of(s.forget_test) == [2]
     assert fine_of(s.retain) == [0] and fine_of(s.test) == [0]
     assert fine_of(s.retrain_set) == [0, 1, 3, 4, 5]
+    assert fine_of(s.control_test) == [1, 3, 4, 5]
 
 
 def test_directory_and_zip_give_the_same_splits(folder, archive, data_dir):
@@ -242,7 +245,33 @@ def test_a_subclass_alone_in_its_superclass_is_an_error(tmp_path):
     s = make_splits(f"imagefolder:{root}", "subclass:ant", data_dir=tmp_path / "tfds")
     assert s.num_classes == 4 and (s.retain["label"] == 3).all()
     assert s.info["counts"] == {"train": 18, "forget": 3, "retain": 3, "test": 2,
-                                "forget_test": 2, "retrain_set": 15}
+                                "forget_test": 2, "control_test": 8, "retrain_set": 15}
+    assert sorted(set(s.control_test["label"].tolist())) == [0, 1, 2]  # air, land, sea
+
+
+def test_subclass_run_scores_the_other_superclasses_and_reads_the_siblings(folder, tmp_path):
+    """``imu-jax run --forget subclass:cat``: the stopping rule is the subclass removal on the
+    sibling (ant) validation images, every run reports ``cta`` (the accuracy on the other
+    superclasses' test images, its own column) and a run is collapsed when that accuracy is."""
+    out = tmp_path / "sub"
+    assert cli.main(["run", "--dataset", f"imagefolder:{folder}", "--model", "mlp", "--forget",
+                     "subclass:cat", "--methods", "retrain,imu,ga", "--seeds", "0",
+                     "--train-option", "epochs=1", "--train-option", "batch_size=6",
+                     "--no-progress", "--out", str(out), "--data-dir",
+                     str(tmp_path / "tfds")]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["retain_free_rule"]["removal"] == "subclass"
+    assert results["config"]["held_out"]["control_test"] == 4  # 8 carved in halves
+    assert results["config"]["held_out"]["control_validation"] == 4
+    for run in results["runs"]:
+        assert 0.0 <= run["metrics"]["cta"] <= 1.0
+        # two labels (air, land) in equal numbers among the control images: bar 2 x 50 %
+        assert run["collapsed"] == (run["metrics"]["cta"] < 1.0
+                                    or run["metrics"]["ta"] < 2 / 3)
+        if run["method"] in ("imu", "ga"):
+            assert run["info"]["removal"] == "subclass"
+    text = (out / "results.md").read_text()
+    assert "Other classes acc." in text
 
 
 def test_run_command_forgets_a_superclass_by_name(folder, tmp_path):

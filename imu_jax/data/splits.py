@@ -98,6 +98,11 @@ class Splits:
     (``subclass:K``: retain is restricted to the sibling classes, Retrain sees all but K);
     use :attr:`retrain_data`.
 
+    ``control_test`` holds data whose predictions the forgetting should leave alone and that no
+    other split measures: Markov, the never-seen chain ``forget2``; ``subclass:K`` on images, the
+    test images of the other superclasses (retain and test hold only K's siblings, so without it
+    damage done to the rest of the task would show in no metric).
+
     ``validation`` / ``forget_validation`` / ``control_validation``: held-out data disjoint from
     ``test`` / ``forget_test`` / ``control_test``, when carved (:func:`carve_validation`).
     """
@@ -317,10 +322,13 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw
         siblings = np.flatnonzero(coarse_of_fine == coarse_of_fine[k])
         others = siblings[siblings != k]
         mask = fine_tr == k
+        elsewhere = coarse_of_fine[fine_te] != coarse_of_fine[k]  # the other superclasses
         extra["forget_test"] = take(test, fine_te == k)
+        extra["control_test"] = take(test, elsewhere)
         extra["retrain_set"] = take(train, ~mask)
         test = take(test, np.isin(fine_te, others))
-        fine = {"forget_test": fine_te[fine_te == k], "test": fine_te[np.isin(fine_te, others)]}
+        fine = {"forget_test": fine_te[fine_te == k], "test": fine_te[np.isin(fine_te, others)],
+                "control_test": fine_te[elsewhere]}
     elif kind in ("random", "mislabeled"):
         chosen = rng.choice(n, size=int(round(spec.fraction * n)), replace=False)
         mask = np.zeros(n, bool)
@@ -353,6 +361,7 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw
                           else None),
         "counts": _counts(train=train, forget=forget, retain=retain, test=test,
                           forget_test=extra.get("forget_test"),
+                          control_test=extra.get("control_test"),
                           retrain_set=extra.get("retrain_set")),
     }
     return Splits(train=train, forget=forget, retain=retain, test=test, num_classes=num_classes,

@@ -65,8 +65,9 @@ def evaluate(outputs: Mapping[str, np.ndarray], splits,
              reference: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
     """Metrics of one model from its logits (``reference`` = Retrain's logits, for distances).
 
-    Classification: UA, RA, TA, FA, the five MIA variants, forget-test accuracy ``fta`` and
-    ``w1_retrain``. Sequences: next-token UA/RA/TA, per-token KL to Retrain and to the true
+    Classification: UA, RA, TA, FA, the five MIA variants, forget-test accuracy ``fta``,
+    ``w1_retrain``, and where the splits have a ``control_test`` (``subclass:K``: the other
+    superclasses' test images) its accuracy ``cta``, which Avg. Gap leaves out. Sequences: next-token UA/RA/TA, per-token KL to Retrain and to the true
     transitions on retain-test (``test``), forget-test and forget2-test (``control_test``).
     """
     labels = {name: arrays["label"] for name, arrays in _splits_dict(splits).items()}
@@ -76,6 +77,8 @@ def evaluate(outputs: Mapping[str, np.ndarray], splits,
             {k: probs[k] for k in ("forget", "retain", "test")}, labels)
         if "forget_test" in probs and len(labels["forget_test"]):
             result["fta"] = metrics_lib.accuracy(probs["forget_test"], labels["forget_test"])
+        if "control_test" in probs and len(labels["control_test"]):
+            result["cta"] = metrics_lib.accuracy(probs["control_test"], labels["control_test"])
         if reference is not None:
             result["w1_retrain"] = metrics_lib.prediction_wasserstein(
                 probs["test"], metrics_lib.softmax(reference["test"]))

@@ -147,6 +147,9 @@ class _Runner:
         if test_labels.ndim == 1 and "ta" in metrics:  # TA under twice the majority-class rate
             run["collapsed"] = bool(methods_lib.base.is_collapsed(
                 metrics["ta"], test_labels, getattr(splits, "num_classes", None)))
+            if "cta" in metrics:  # or the rest of the task (subclass:K: other superclasses)
+                run["collapsed"] |= bool(methods_lib.base.is_collapsed(
+                    metrics["cta"], np.asarray(splits.control_test["label"])))
         config = self.results["config"]
         if (role == "eval" and config.get("tune_seeds")
                 and method.name in (config.get("tuning_grids") or {})):

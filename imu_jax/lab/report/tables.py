@@ -33,6 +33,9 @@ CLASSIFICATION_COLUMNS = (("ua", "UA"), ("ra", "RA"), ("ta", "TA"), ("mia_effica
 MIA_COLUMNS = (("mia_entropy", "MIA entropy"), ("mia_m_entropy", "MIA m-entropy"),
                ("mia_correctness", "MIA correctness"), ("mia_prob", "MIA prob"),
                ("fta", "Forget-test acc."), ("w1_retrain", "W1 to Retrain"))
+# shown only where some run has it: accuracy on the held-out data no other column measures
+# (subclass:K: the other superclasses' test images)
+CONTROL_COLUMN = ("cta", "Other classes acc.")
 
 
 SEQUENCE_COLUMNS = (("kl_retrain_test", "KL→Retrain retain-test"),
@@ -47,7 +50,7 @@ SEQUENCE_COLUMNS = (("kl_retrain_test", "KL→Retrain retain-test"),
 DISPLAY_NAMES = {"retrain_floor": "retrain vs retrain (noise floor)"}
 
 
-PERCENT_KEYS = {"ua", "ra", "ta", "fa", "fta", "mia_efficacy", "mia_entropy", "mia_m_entropy",
+PERCENT_KEYS = {"ua", "ra", "ta", "fa", "fta", "cta", "mia_efficacy", "mia_entropy", "mia_m_entropy",
                 "mia_correctness", "mia_prob"}
 
 
@@ -257,8 +260,10 @@ def results_markdown(results: Mapping) -> str:
         versus = retain_free_table(results)
         if versus:
             parts += ["## Retain-free vs oracle-tuned", "", versus, ""]
+        columns = MIA_COLUMNS + ((CONTROL_COLUMN,) if any(
+            CONTROL_COLUMN[0] in r.get("metrics", {}) for r in results["runs"]) else ())
         parts += ["## Other attacks and distances", "",
-                  table(results, MIA_COLUMNS, with_needs=False), ""]
+                  table(results, columns, with_needs=False), ""]
         matched = matched_forgetting(results)
         if matched:
             parts += ["## Utility at matched forgetting (tuning sweep, mean over tuning seeds, "
