@@ -101,6 +101,29 @@ def evaluate(outputs: Mapping[str, np.ndarray], splits,
     return result
 
 
+def collapsed(metrics: Mapping[str, float], splits) -> bool | None:
+    """Whether a classification run is collapsed (``imu_jax.methods.base.is_collapsed``): TA
+    under twice the test split's majority-class rate, or, where the splits have a control split
+    (``subclass:K``: the other superclasses), its accuracy ``cta`` under twice that split's;
+    ``None`` for sequences.
+
+    >>> import types
+    >>> s = types.SimpleNamespace(test={"label": np.arange(4)}, num_classes=4,
+    ...                           control_test={"label": np.array([0, 0, 1, 1])})
+    >>> collapsed({"ta": 0.9}, s), collapsed({"ta": 0.4}, s), collapsed({"ta": 0.9, "cta": 0.9}, s)
+    (False, True, True)
+    """
+    from imu_jax.methods.base import is_collapsed
+
+    labels = np.asarray(splits.test["label"])
+    if labels.ndim != 1 or "ta" not in metrics:
+        return None
+    flag = is_collapsed(metrics["ta"], labels, getattr(splits, "num_classes", None))
+    if "cta" in metrics:
+        flag = flag or is_collapsed(metrics["cta"], np.asarray(splits.control_test["label"]))
+    return bool(flag)
+
+
 def gap_to_retrain(metrics: Mapping[str, float], retrain_metrics: Mapping[str, float]) -> float:
     """Avg. Gap. Classification: over UA, RA, TA, MIA-efficacy. Sequences: the mean per-token KL
     to Retrain on retain-test and forget-test (already a distance to Retrain).

@@ -25,9 +25,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from imu_jax import _compile_clock, methods as methods_lib
-from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, evaluate, gap_to_retrain,
-                                    held_out_for, model_outputs, predict, trace_metrics, trace_rows,
-                                    validation_view, with_validation)
+from imu_jax.lab.evaluation import (_input_normalization, _splits_dict, collapsed, evaluate,
+                                    gap_to_retrain, held_out_for, model_outputs, predict,
+                                    trace_metrics, trace_rows, validation_view, with_validation)
 from imu_jax.lab.models_cache import TrainedModel, Trainer, cached_trainer
 from imu_jax.lab.curves import remove_curves, write_curve
 from imu_jax.lab.protocol import (ORIGINAL, PROTOCOL, RETRAIN_FLOOR, SCORED_ON, check_protocol,
@@ -143,13 +143,8 @@ class _Runner:
             run["trace"] = trace
         if info.get("diverged"):  # scored nowhere: the tables show it as diverged
             run["diverged"] = True
-        test_labels = np.asarray(splits.test["label"])
-        if test_labels.ndim == 1 and "ta" in metrics:  # TA under twice the majority-class rate
-            run["collapsed"] = bool(methods_lib.base.is_collapsed(
-                metrics["ta"], test_labels, getattr(splits, "num_classes", None)))
-            if "cta" in metrics:  # or the rest of the task (subclass:K: other superclasses)
-                run["collapsed"] |= bool(methods_lib.base.is_collapsed(
-                    metrics["cta"], np.asarray(splits.control_test["label"])))
+        if collapsed(metrics, splits) is not None:
+            run["collapsed"] = collapsed(metrics, splits)
         config = self.results["config"]
         if (role == "eval" and config.get("tune_seeds")
                 and method.name in (config.get("tuning_grids") or {})):

@@ -1,6 +1,8 @@
-"""Reports of an experiment, drawn from its stored results: tables (:mod:`.tables`), matched
-forgetting (:mod:`.matched`) and figures (:mod:`.plots`, on demand)."""
+"""Reports of an experiment, drawn from its stored results: tables (:mod:`.tables`), the paired
+comparison with IMU (:mod:`.comparison`), matched forgetting (:mod:`.matched`) and figures
+(:mod:`.plots`, on demand)."""
 
+from imu_jax.lab.report.comparison import comparison_table
 from imu_jax.lab.report.matched import (best_at_forgetting, matched_forgetting, retrain_ua,
                                         sweep_points)
 from imu_jax.lab.report.plots import pareto_front, plot_curve, trace_plot, tradeoff_plot
@@ -10,7 +12,7 @@ from imu_jax.lab.report.runs import (REPORTED_ROLES, commands_of, is_sequence, m
                                      t_quantile_975)
 from imu_jax.lab.report.tables import (CLASSIFICATION_COLUMNS, MIA_COLUMNS, PERCENT_KEYS,
                                        SEQUENCE_COLUMNS, bn_mode_text, combined_markdown,
-                                       comparison_table, format_cell, grid_text, held_out_text,
+                                       format_cell, grid_text, held_out_text,
                                        results_markdown, retain_free_check, retain_free_table,
                                        stop_text, table)
 

@@ -9,6 +9,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 
+# How a row is named in the tables (the runs keep the registry's name).
+DISPLAY_NAMES = {"retrain_floor": "retrain vs retrain (noise floor)"}
+
+
 REPORTED_ROLES = ("eval", "retain_free")
 
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from imu_jax.lab.report.matched import matched_forgetting
 from imu_jax.lab.report.models import models_text
-from imu_jax.lab.report.runs import (commands_of, is_sequence, paired_difference, rte_label,
+from imu_jax.lab.report.comparison import COMPARISON_NOTE, comparison_table
+from imu_jax.lab.report.runs import (DISPLAY_NAMES, commands_of, is_sequence, rte_label,
                                      reported_runs, row_label, sample_std, summarize)
 
 
@@ -33,7 +34,7 @@ CLASSIFICATION_COLUMNS = (("ua", "UA"), ("ra", "RA"), ("ta", "TA"), ("mia_effica
 MIA_COLUMNS = (("mia_entropy", "MIA entropy"), ("mia_m_entropy", "MIA m-entropy"),
                ("mia_correctness", "MIA correctness"), ("mia_prob", "MIA prob"),
                ("fta", "Forget-test acc."), ("w1_retrain", "W1 to Retrain"))
-# shown only where some run has it: accuracy on the held-out data no other column measures
+# shown where some run has it: accuracy on held-out data that no other column measures
 # (subclass:K: the other superclasses' test images)
 CONTROL_COLUMN = ("cta", "Other classes acc.")
 
@@ -46,12 +47,8 @@ SEQUENCE_COLUMNS = (("kl_retrain_test", "KL→Retrain retain-test"),
                     ("kl_true_control_test", "KL→true forget2-test"))
 
 
-# How a row is named in the tables (the runs keep the registry's name).
-DISPLAY_NAMES = {"retrain_floor": "retrain vs retrain (noise floor)"}
-
-
-PERCENT_KEYS = {"ua", "ra", "ta", "fa", "fta", "cta", "mia_efficacy", "mia_entropy", "mia_m_entropy",
-                "mia_correctness", "mia_prob"}
+PERCENT_KEYS = {"ua", "ra", "ta", "fa", "fta", "cta", "mia_efficacy", "mia_entropy",
+                "mia_m_entropy", "mia_correctness", "mia_prob"}
 
 
 def stop_text(runs: Sequence[Mapping]) -> str:
@@ -298,74 +295,6 @@ def held_out_text(held: Mapping) -> str:
             + (f" (forget / control parts: {', '.join(extra)})" if extra else "") + ". TA is "
             "therefore measured on the reduced test split, not the released one: compare it with "
             "published numbers (e.g. the paper's, on the full test split) with that in mind.")
-
-
-COMPARISON_NOTE = ("Difference of Avg. Gap, row − IMU (the IMU row of the same kind: retain-free "
-                   "with retain-free, oracle-tuned with oracle-tuned; otherwise IMU's retain-free "
-                   "row), paired by seed (each seed's runs share the original and Retrain "
-                   "models), in percentage points: mean and 95 % t-interval over the seeds both "
-                   "rows ran (t_{0.975, n−1} · sample std / √n; "
-                   "imu_jax.lab.report.runs.paired_difference). **tie** = the interval covers 0; "
-                   "lower / higher = the row's gap is below / above IMU's at that level.")
-
-
-def comparison_reference(rows: Sequence[str], row: str, method: str = "imu") -> str | None:
-    """The row of ``method`` that ``row`` is compared with: the same kind (retain-free,
-    oracle-tuned) when there is one, else ``method``'s retain-free row, else its plain row.
-
-    >>> rows = ["ga (retain-free)", "imu (retain-free)", "ga (oracle-tuned)", "imu (oracle-tuned)"]
-    >>> comparison_reference(rows, "ga (oracle-tuned)"), comparison_reference(rows, "original")
-    ('imu (oracle-tuned)', 'imu (retain-free)')
-    """
-    for suffix in (" (retain-free)", " (oracle-tuned)"):
-        if row.endswith(suffix) and method + suffix in rows:
-            return method + suffix
-    for candidate in (f"{method} (retain-free)", method, f"{method} (oracle-tuned)"):
-        if candidate in rows:
-            return candidate
-    return None
-
-
-def comparison_table(results: Mapping, method: str = "imu") -> str:
-    """Every row against ``method``'s (:func:`comparison_reference`): the paired difference of
-    their Avg. Gap over seeds with its 95 % t-interval and the verdict (``tie`` where the interval
-    covers zero). Empty when ``method`` has no row.
-
-    >>> run = lambda m, s, g, role="retain_free": {"method": m, "seed": s, "role": role,
-    ...     "metrics": {}, "avg_gap": g}
-    >>> runs = [run("imu", s, 0.02) for s in (0, 1, 2)] + [run("ga", s, g) for s, g in
-    ...        ((0, 0.03), (1, 0.01), (2, 0.02))] + [run("original", s, 0.5, "eval") for s in (0, 1, 2)]
-    >>> text = comparison_table({"runs": runs})
-    >>> "| ga (retain-free) | imu (retain-free) | +0.0 | [−2.5, +2.5] | 3 | tie |" in text
-    True
-    >>> "| original | imu (retain-free) | +48.0 | [+48.0, +48.0] | 3 | higher |" in text
-    True
-    """
-    runs = results["runs"]
-    rows = list(dict.fromkeys(row_label(r) for r in reported_runs(runs)))
-    if not any(r == method or r.startswith(method + " (") for r in rows):
-        return ""
-    scale = 1.0 if is_sequence(results) else 100.0
-
-    def number(value):
-        if value is None:
-            return "–"
-        value = round(scale * value, 1) + 0.0  # no "−0.0"
-        return f"{value:+.1f}".replace("-", "−")
-
-    lines = ["| Row | vs | Δ Avg. Gap | 95 % CI | seeds | verdict |", "|---|---|---|---|---|---|"]
-    for row in rows:
-        reference = comparison_reference(rows, row, method)
-        if reference is None or reference == row:
-            continue
-        diff = paired_difference(runs, row, reference)
-        if diff is None:
-            continue
-        interval = ("–" if diff["low"] is None
-                    else f"[{number(diff['low'])}, {number(diff['high'])}]")
-        lines.append(f"| {DISPLAY_NAMES.get(row, row)} | {reference} | {number(diff['mean'])} | "
-                     f"{interval} | {diff['n']} | {diff['verdict']} |")
-    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def grid_text(grid: Mapping[str, Sequence]) -> str:
