@@ -249,16 +249,21 @@ def test_a_subclass_alone_in_its_superclass_is_an_error(tmp_path):
     assert sorted(set(s.control_test["label"].tolist())) == [0, 1, 2]  # air, land, sea
 
 
+def _run_tiny(folder, tmp_path, spec: str, methods: str) -> pathlib.Path:
+    """``imu-jax run`` of an MLP on the tiny folder, one epoch, seed 0; returns the output dir."""
+    out = tmp_path / spec.replace(":", "_")
+    assert cli.main(["run", "--dataset", f"imagefolder:{folder}", "--model", "mlp", "--forget",
+                     spec, "--methods", methods, "--seeds", "0", "--train-option", "epochs=1",
+                     "--train-option", "batch_size=6", "--no-progress", "--out", str(out),
+                     "--data-dir", str(tmp_path / "tfds")]) == 0
+    return out
+
+
 def test_subclass_run_scores_the_other_superclasses_and_reads_the_siblings(folder, tmp_path):
     """``imu-jax run --forget subclass:cat``: the stopping rule is the subclass removal on the
     sibling (ant) validation images, every run reports ``cta`` (the accuracy on the other
     superclasses' test images, its own column) and a run is collapsed when that accuracy is."""
-    out = tmp_path / "sub"
-    assert cli.main(["run", "--dataset", f"imagefolder:{folder}", "--model", "mlp", "--forget",
-                     "subclass:cat", "--methods", "retrain,imu,ga", "--seeds", "0",
-                     "--train-option", "epochs=1", "--train-option", "batch_size=6",
-                     "--no-progress", "--out", str(out), "--data-dir",
-                     str(tmp_path / "tfds")]) == 0
+    out = _run_tiny(folder, tmp_path, "subclass:cat", "retrain,imu,ga")
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["retain_free_rule"]["removal"] == "subclass"
     assert results["config"]["held_out"]["control_test"] == 4  # 8 carved in halves
@@ -277,12 +282,7 @@ def test_subclass_run_scores_the_other_superclasses_and_reads_the_siblings(folde
 def test_run_command_forgets_a_superclass_by_name(folder, tmp_path):
     """``imu-jax run --forget superclass:zoo`` on a folder: the models train on the 3 coarse
     labels and the run goes through (validation, stopping rule, metrics) with the name."""
-    out = tmp_path / "run"
-    assert cli.main(["run", "--dataset", f"imagefolder:{folder}", "--model", "mlp", "--forget",
-                     "superclass:zoo", "--methods", "retrain,imu", "--seeds", "0",
-                     "--train-option", "epochs=1", "--train-option", "batch_size=6",
-                     "--no-progress", "--out", str(out), "--data-dir",
-                     str(tmp_path / "tfds")]) == 0
+    out = _run_tiny(folder, tmp_path, "superclass:zoo", "retrain,imu")
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert {r["method"] for r in runs} == {"original", "retrain", "retrain_floor", "imu"}
     splits = json.loads((out / "models" / "original_seed0" / "metrics.json").read_text())["splits"]
