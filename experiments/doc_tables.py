@@ -127,8 +127,9 @@ def gap_cell(experiments: Sequence[Mapping], row: str) -> str:
             + collapsed_mark(experiments, row))
 
 
-def gap_table(columns: Mapping[str, Sequence[Mapping]], rows: Sequence[str] = MAIN_ROWS) -> str:
-    """Avg. Gap ± std (UA / TA) of each row in each setting."""
+def gap_table(columns: Mapping[str, Sequence[Mapping]], rows: Sequence[str] = MAIN_ROWS,
+              names: Mapping[str, str] = ROW_NAMES) -> str:
+    """Avg. Gap ± std (UA / TA) of each row in each setting (rows no setting has are left out)."""
     lines = ["| Row | Data needed | " + " | ".join(columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for row in rows:
@@ -139,7 +140,7 @@ def gap_table(columns: Mapping[str, Sequence[Mapping]], rows: Sequence[str] = MA
         if row == "original":
             needs = "— (before unlearning)"
         cells = [gap_cell(e, row) for e in columns.values()]
-        lines.append(f"| {ROW_NAMES.get(row, row)} | {needs} | " + " | ".join(cells) + " |")
+        lines.append(f"| {names.get(row, row)} | {needs} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -149,9 +150,10 @@ def paired_gaps(experiments: Sequence[Mapping], row: str, reference: str = REFER
             for d in paired_by_seed(experiment["runs"], row, reference)[1]]
 
 
-def noise_table(columns: Mapping[str, Sequence[Mapping]], rows: Sequence[str] = COMPARED) -> str:
+def noise_table(columns: Mapping[str, Sequence[Mapping]], rows: Sequence[str] = COMPARED,
+                names: Mapping[str, str] = ROW_NAMES) -> str:
     """Per setting, the paired Avg. Gap difference row − IMU (retain-free): mean [95 % CI],
-    verdict, and the number of pairs."""
+    verdict, and the number of pairs (rows no setting has are left out)."""
     lines = ["| Row − IMU (retain-free) | " + " | ".join(columns) + " |",
              "|---|" + "---|" * len(columns)]
     for row in rows:
@@ -168,7 +170,8 @@ def noise_table(columns: Mapping[str, Sequence[Mapping]], rows: Sequence[str] = 
             cells.append(f"{100 * interval['mean']:+.1f} [{100 * interval['low']:+.1f}, "
                          f"{100 * interval['high']:+.1f}] **{interval['verdict']}** "
                          f"(n={interval['n']})")
-        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(cells) + " |")
+        if any(cell != "–" for cell in cells):
+            lines.append(f"| {names.get(row, row)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -242,40 +245,54 @@ def readme_noise() -> str:
 # The forget-only methods run retain-free in one folder per setting; JiT, SCAR and Boundary
 # Shrink with its reference code's optimiser run at fixed length in a second folder (the
 # retain-set config with --methods retrain,jit,scar,boundary_shrink_reference --fixed-length),
-# on copies of the same models. A setting shows once its first folder holds results of this
-# protocol; the second folder's rows join when it does too.
-CIFAR10 = {"class 0": ("cifar10_fastcnn_class/class0", "cifar10_fastcnn_jit_scar/class0"),
-           "class 3": ("cifar10_fastcnn_class/class3", "cifar10_fastcnn_jit_scar/class3"),
-           "random 10%": ("cifar10_fastcnn_random10", "cifar10_fastcnn_jit_scar/random10")}
+# on copies of the same models; the retain-set methods (:data:`RETAIN_SET`, the same config
+# without --methods) in a third. A setting shows once its first folder holds results of this
+# protocol; the other folders' rows join when they do too.
+CIFAR10 = {"class 0": ("cifar10_fastcnn_class/class0", "cifar10_fastcnn_jit_scar/class0",
+                       "cifar10_fastcnn_retain_set/class0"),
+           "class 3": ("cifar10_fastcnn_class/class3", "cifar10_fastcnn_jit_scar/class3",
+                       "cifar10_fastcnn_retain_set/class3"),
+           "random 10%": ("cifar10_fastcnn_random10", "cifar10_fastcnn_jit_scar/random10",
+                          "cifar10_fastcnn_retain_set/random10")}
 CIFAR100 = {"superclass vehicles_2": ("cifar100_superclass_vehicles_2",
-                                      "cifar100_jit_scar/superclass_vehicles_2"),
-            "subclass rocket": ("cifar100_subclass_rocket", "cifar100_jit_scar/subclass_rocket"),
-            "random 10%": ("cifar100_random10", "cifar100_jit_scar/random10")}
-FIXED_LENGTH = ("jit", "scar", "boundary_shrink_reference")
+                                      "cifar100_jit_scar/superclass_vehicles_2",
+                                      "cifar100_retain_set/superclass_vehicles_2"),
+            "subclass rocket": ("cifar100_subclass_rocket", "cifar100_jit_scar/subclass_rocket",
+                                "cifar100_retain_set/subclass_rocket"),
+            "random 10%": ("cifar100_random10", "cifar100_jit_scar/random10",
+                           "cifar100_retain_set/random10")}
+# The methods that pass over the retain set, at fixed length in a third folder of the same
+# models where one has run (unlearn_*_retain_set.py).
+RETAIN_SET = ("finetune", "salun", "l1_sparse", "scrub", "graddiff", "npo_rt",
+              "random_label_with_retain")
+FIXED_LENGTH = ("jit", "scar", "boundary_shrink_reference") + RETAIN_SET
+CIFAR_NAMES = {**ROW_NAMES, **{m: f"{m} (fixed length)" for m in RETAIN_SET}}
 CIFAR_ROWS = ("original", "retrain", "retrain_floor", "imu (retain-free)",
               "imu_batch (retain-free)", "imu_random (retain-free)", "ga_head (retain-free)",
               "ga (retain-free)", "npo (retain-free)", "simnpo (retain-free)",
               "random_label_forget_only (retain-free)",
               "boundary_shrink_runner_up (retain-free)", "boundary_shrink (retain-free)",
-              "boundary_shrink_reference", "ssd (retain-free)", "jit", "scar")
+              "boundary_shrink_reference", "ssd (retain-free)", "jit", "scar") + RETAIN_SET
 CIFAR_NOISE_ROWS = [r for r in COMPARED if r != "boundary_shrink_runner_up (retain-free)"] + [
     "boundary_shrink_runner_up (retain-free)", "boundary_shrink_reference",
-    "imu_batch (retain-free)", "ga (retain-free)", "npo (retain-free)", "ssd (retain-free)"]
+    "imu_batch (retain-free)", "ga (retain-free)", "npo (retain-free)", "ssd (retain-free)",
+    *RETAIN_SET]
 
 
 def cifar_columns(settings: Mapping[str, tuple[str, str]]) -> dict[str, list[dict]]:
     """The settings rerun under this protocol: the forget-only folder's runs, plus the
-    fixed-length runs (:data:`FIXED_LENGTH`) of the second folder on the same models."""
+    fixed-length runs (:data:`FIXED_LENGTH`) of the other folders on the same models."""
     columns = {}
-    for name, (forget_only, fixed_length) in settings.items():
+    for name, (forget_only, *fixed_folders) in settings.items():
         if not (RESULTS / forget_only / "results.json").exists():
             continue
         main = load(forget_only)
         if stale([main]):
             continue
         runs = list(main["runs"])
-        if (RESULTS / fixed_length / "results.json").exists() and not stale([load(fixed_length)]):
-            runs += [r for r in load(fixed_length)["runs"] if r["method"] in FIXED_LENGTH]
+        for fixed in fixed_folders:
+            if (RESULTS / fixed / "results.json").exists() and not stale([load(fixed)]):
+                runs += [r for r in load(fixed)["runs"] if r["method"] in FIXED_LENGTH]
         columns[name] = [{"config": main["config"], "runs": runs}]
     return columns
 
@@ -310,9 +327,10 @@ CIFAR10_FASTCNN_PARAMETERS = 75_290  # the CIFAR-10 CPU recipe's network (experi
 def cifar_tables(name: str, settings: Mapping[str, tuple[str, str]]) -> dict[str, tuple]:
     """The three README blocks of one CIFAR benchmark: Avg. Gap, paired differences from IMU,
     and the baselines' per-seed facts."""
-    return {name: ("README.md", lambda: gap_table(cifar_columns(settings), CIFAR_ROWS)),
-            f"{name}-noise": ("README.md",
-                              lambda: noise_table(cifar_columns(settings), CIFAR_NOISE_ROWS)),
+    return {name: ("README.md",
+                   lambda: gap_table(cifar_columns(settings), CIFAR_ROWS, CIFAR_NAMES)),
+            f"{name}-noise": ("README.md", lambda: noise_table(
+                cifar_columns(settings), CIFAR_NOISE_ROWS, CIFAR_NAMES)),
             f"{name}-baselines": ("README.md", lambda: baselines_table(cifar_columns(settings)))}
 
 

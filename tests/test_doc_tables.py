@@ -94,3 +94,27 @@ def test_the_baselines_table_reports_ssd_share_of_the_parameters_it_recorded():
     # a run from before SSD recorded its parameter count: CIFAR-10's fastcnn
     ssd["info"] = {"dampened_parameters": 7_529}
     assert "7,529 (10.00 %)" in tables.baselines_table({"class 0": [experiment]})
+
+
+def test_cifar_columns_join_the_fixed_length_folders_and_name_their_rows(tmp_path, monkeypatch):
+    tables = _module()
+    folders = {"main": _experiment([0.01, 0.02], [0.03, 0.04]),
+               "fixed": {"config": {"protocol": 2},  # only the fixed-length methods join
+                         "runs": [_run("salun", s, 0.05, role="eval") for s in (0, 1)]
+                         + [_run("imu", 0, 0.9)]},
+               "old": {"config": {"protocol": 1}, "runs": [_run("scrub", 0, 0.2, role="eval")]}}
+    for name in folders:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text("{}")
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    monkeypatch.setattr(tables, "load", lambda name: folders[name])
+    columns = tables.cifar_columns({"s": ("main", "fixed", "old", "missing")})
+    runs = columns["s"][0]["runs"]
+    assert sum(r["method"] == "salun" for r in runs) == 2
+    assert not any(r["method"] == "scrub" for r in runs)  # an earlier protocol's folder
+    assert sum(r["method"] == "imu" for r in runs) == 2  # the main folder's two seeds
+    text = tables.gap_table(columns, tables.CIFAR_ROWS, tables.CIFAR_NAMES)
+    assert "| salun (fixed length) | forget set only | 5.0 ± 0.0 (100 / 90) |" in text
+    noise = tables.noise_table(columns, tables.CIFAR_NOISE_ROWS, tables.CIFAR_NAMES)
+    assert "| salun (fixed length) | +3.5 [" in noise
+    assert "scrub" not in noise and "npo_rt" not in noise  # rows no setting has are left out
