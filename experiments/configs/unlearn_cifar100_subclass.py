@@ -15,8 +15,9 @@ training set, so the original models are shared):
       --out experiments/results/cifar100_subclass_rocket --no-progress
 Measured 2026-12-07 (2 cores, the experiment queue alone): three Retrains of 13.2 minutes
 (66.3 +- 0.6 % on the siblings' test half, UA 97.9: a model that never saw a rocket calls 2 % of
-them vehicles_2), then the methods in ~4 minutes (the originals: the superclass run's, 64.8 +-
-2.0 % here). The retain-free rule is the subclass removal of docs/STOPPING.md.
+them vehicles_2), then the methods in ~8 minutes (SSD 5.5 of them; the originals: the
+superclass run's, 64.8 +- 2.0 % here). The retain-free rule is the subclass removal of
+docs/STOPPING.md.
 The data is read from ../shared/data/cifar100-jpeg.zip; JPEG pixels, see ../shared/data/README.md.
 """
 
