@@ -67,8 +67,9 @@ def evaluate(outputs: Mapping[str, np.ndarray], splits,
 
     Classification: UA, RA, TA, FA, the five MIA variants, forget-test accuracy ``fta``,
     ``w1_retrain``, and where the splits have a ``control_test`` (``subclass:K``: the other
-    superclasses' test images) its accuracy ``cta``, which Avg. Gap leaves out. Sequences: next-token UA/RA/TA, per-token KL to Retrain and to the true
-    transitions on retain-test (``test``), forget-test and forget2-test (``control_test``).
+    superclasses' test images) its accuracy ``cta``, which Avg. Gap leaves out. Sequences:
+    next-token UA/RA/TA, per-token KL to Retrain and to the true transitions on retain-test
+    (``test``), forget-test and forget2-test (``control_test``).
     """
     labels = {name: arrays["label"] for name, arrays in _splits_dict(splits).items()}
     if labels["forget"].ndim == 1:

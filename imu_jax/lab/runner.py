@@ -143,8 +143,9 @@ class _Runner:
             run["trace"] = trace
         if info.get("diverged"):  # scored nowhere: the tables show it as diverged
             run["diverged"] = True
-        if collapsed(metrics, splits) is not None:
-            run["collapsed"] = collapsed(metrics, splits)
+        flag = collapsed(metrics, splits)  # None for sequences
+        if flag is not None:
+            run["collapsed"] = flag
         config = self.results["config"]
         if (role == "eval" and config.get("tune_seeds")
                 and method.name in (config.get("tuning_grids") or {})):

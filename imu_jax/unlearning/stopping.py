@@ -28,10 +28,10 @@ Retrain model. The rule below uses only those two sets, every ``eval_every`` opt
   misclassifies them as it does D_f, so a rule or a guard that keeps their accuracy (the sample
   rule) keeps the subclass.
 
-**The utility guard** (sample and subclass removal by default): forget-only ascent raises the loss of
-held-out data too, and on a model that overfits (MNIST-1D: 100 % train, 68 % test accuracy) it
-can destroy the model before the forget losses look like held-out ones (docs/STOPPING.md has the
-curves). So every check also measures the held-out accuracy and stops once it has fallen more
+**The utility guard** (sample and subclass removal by default): forget-only ascent raises the
+loss of held-out data too, and on a model that overfits (MNIST-1D: 100 % train, 68 % test
+accuracy) it can destroy the model before the forget losses look like held-out ones
+(docs/STOPPING.md has the curves). So every check also measures the held-out accuracy and stops once it has fallen more
 than ``max_utility_drop`` below its value at step 0, handing back the parameters of the last
 check within that tolerance (stop reason ``"utility-guard"``). The default tolerance is the
 one-sided 5 % noise level of that accuracy, ``1.645 · sqrt(p₀ (1 − p₀) / n_h)`` (at least
