@@ -30,6 +30,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from imu_jax.lab.arguments import load_config_module
 from imu_jax.lab.protocol import PROTOCOL
 from imu_jax.lab.report.runs import (mean_interval, paired_by_seed, reported_runs, row_label,
                                      sample_std, summarize)
@@ -261,11 +262,13 @@ CIFAR100 = {"superclass vehicles_2": ("cifar100_superclass_vehicles_2",
                                 "cifar100_retain_set/subclass_rocket"),
             "random 10%": ("cifar100_random10", "cifar100_jit_scar/random10",
                            "cifar100_retain_set/random10")}
+FIXED_LENGTH = ("jit", "scar", "boundary_shrink_reference")
 # The methods that pass over the retain set, at fixed length in a third folder of the same
-# models where one has run (unlearn_*_retain_set.py).
-RETAIN_SET = ("finetune", "salun", "l1_sparse", "scrub", "graddiff", "npo_rt",
-              "random_label_with_retain")
-FIXED_LENGTH = ("jit", "scar", "boundary_shrink_reference") + RETAIN_SET
+# models where one has run: the retain-set configs' list without Retrain, JiT and SCAR.
+RETAIN_SET = tuple(m for m in load_config_module(str(
+    ROOT / "experiments" / "configs" / "unlearn_cifar10_fastcnn_retain_set.py")).RETAIN_SET
+    if m != "retrain" and m not in FIXED_LENGTH)
+FIXED_LENGTH += RETAIN_SET
 CIFAR_NAMES = {**ROW_NAMES, **{m: f"{m} (fixed length)" for m in RETAIN_SET}}
 CIFAR_ROWS = ("original", "retrain", "retrain_floor", "imu (retain-free)",
               "imu_batch (retain-free)", "imu_random (retain-free)", "ga_head (retain-free)",

@@ -15,7 +15,7 @@ import pathlib
 import sys
 
 from imu_jax.lab.report import format_cell, summarize
-from imu_jax.lab.report.tables import DISPLAY_NAMES
+from imu_jax.lab.report.runs import DISPLAY_NAMES
 from imu_jax.lab.store import load_results
 
 

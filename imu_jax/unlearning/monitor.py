@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imu_jax.unlearning.stopping import (_AUTO, UTILITY_LABEL, DivergenceWarning, PyTree, StopRule,
-                                         default_auc_margin, default_utility_drop, infer_removal,
-                                         membership_auc)
+from imu_jax.unlearning.stopping import (_AUTO, BY_FORGET_ACCURACY, UTILITY_LABEL,
+                                         DivergenceWarning, PyTree, StopRule, default_auc_margin,
+                                         default_utility_drop, infer_removal, membership_auc)
 
 
 def _subset(arrays: Mapping[str, np.ndarray], limit: int, seed: int
@@ -137,7 +137,7 @@ class Monitor:
                 self.held_x = jax.tree.map(lambda a: a[other], self.held_x)
                 self.held_y = self.held_y[other]
                 self.utility_y = self.utility_y[other]
-        if self.removal in ("class", "subclass"):  # the target: forget accuracy
+        if self.removal in BY_FORGET_ACCURACY:
             if self.rule.class_threshold is not None:
                 self.threshold = float(self.rule.class_threshold)
             elif num_classes:
@@ -189,7 +189,7 @@ class Monitor:
             point["utility_acc"] = float(np.mean(h_pred == self.utility_y))
         if not finite:
             point["statistic"] = float("nan")
-        elif self.removal in ("class", "subclass"):
+        elif self.removal in BY_FORGET_ACCURACY:
             point["statistic"] = point["forget_acc"]
         else:
             point["statistic"] = membership_auc(f_loss, h_loss)
@@ -359,7 +359,7 @@ class Monitor:
             out.update({"removal": self.removal, "threshold": self.threshold,
                         "utility_floor": (None if self.utility_floor in (None, -math.inf)
                                           else self.utility_floor),
-                        "statistic": ("forget_acc" if self.removal in ("class", "subclass")
+                        "statistic": ("forget_acc" if self.removal in BY_FORGET_ACCURACY
                                       else "membership_auc"),
                         "eval_every": self.rule.eval_every, "curve": list(self.curve)})
         return out

@@ -75,6 +75,8 @@ PyTree = Any
 
 
 REMOVALS = ("auto", "class", "sample", "subclass")
+# the removal kinds whose target is a forget accuracy (the others: a membership AUC)
+BY_FORGET_ACCURACY = ("class", "subclass")
 
 
 STOP_REASONS = ("already-forgotten", "reached", "utility-guard", "cap", "diverged", "fixed")
