@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import this chec
 
 from imu_jax import checkpoint  # noqa: E402
 from imu_jax.data import make_splits  # noqa: E402
-from imu_jax.data.splits import _hierarchy  # noqa: E402
+from imu_jax.data.hierarchy import hierarchy  # noqa: E402
 from imu_jax.train import pad_batch  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def superclass_accuracy(model_dir, dataset: str, data_dir=None) -> dict:
     model_dir = pathlib.Path(model_dir)
     fm, params, state, _ = checkpoint.restore(model_dir / "checkpoint")
     test = make_splits(dataset, data_dir=data_dir).test  # fine labels, normalised images
-    _, superclasses, coarse_of_fine = _hierarchy(dataset)
+    _, superclasses, coarse_of_fine = hierarchy(dataset)
     pred = predictions(fm, params, state, test["image"])
     num_outputs = int(fm.apply(params, state, test["image"][:1])[0].shape[-1])
     out = {"dataset": dataset, "model_dir": str(model_dir), "num_test": int(len(pred)),

@@ -5,7 +5,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from imu_jax.data import load, make_splits, parse_forget_spec
-from imu_jax.data.splits import CIFAR100_COARSE_OF_FINE
+from imu_jax.data.cifar100_labels import CIFAR100_COARSE_OF_FINE
 
 N = 600
 

@@ -82,12 +82,12 @@ def parse_forget_spec(spec: str) -> ForgetSpec:
     if not sep or not arg.strip():
         raise ForgetSpecError(f"Forget spec {spec!r} needs an argument, e.g. '{kind}:...'.")
     arg = arg.strip()
+    if kind in _NAMED_KINDS and not arg.lstrip("+-").isdigit():
+        return ForgetSpec(kind, text=spec, name=arg)  # one name, commas and all
     if kind in _INT_KINDS:
         try:
             ids = tuple(int(a) for a in arg.split(",") if a.strip())
         except ValueError:
-            if kind in _NAMED_KINDS and "," not in arg:
-                return ForgetSpec(kind, text=spec, name=arg)
             raise ForgetSpecError(f"Forget spec {spec!r}: expected integer ids, got {arg!r}.") from None
         if kind == "chain" and ids == (1, 2):
             return ForgetSpec(kind, classes=ids, text=spec)
@@ -107,3 +107,11 @@ def parse_forget_spec(spec: str) -> ForgetSpec:
             )
         return ForgetSpec(kind, fraction=fraction, text=spec)
     return ForgetSpec(kind, path=arg, text=spec)
+
+
+def check_ids(spec: ForgetSpec, upper: int, what: str) -> None:
+    """Raises :class:`ForgetSpecError` when an id of ``spec`` is outside [0, upper)."""
+    bad = [k for k in spec.classes if not 0 <= k < upper]
+    if bad:
+        raise ForgetSpecError(
+            f"Forget spec {spec.text!r}: {what} {bad} out of range [0, {upper - 1}].")

@@ -30,12 +30,12 @@ its superclass name. The dataset then also has a ``coarse_label`` feature, and t
 ``superclass:K`` and ``subclass:K`` work as on CIFAR-100 (``imu_jax.data.splits``), by id or by
 name. Superclass ids are the indices of the sorted superclass names (fine ids stay the sorted
 class-folder names). The map enters the fingerprint: a changed map is a new build. Every class
-folder of ``train`` must be in the map, and every key must be a class folder (``ValueError``
-otherwise); without the file everything is as before.
+folder of ``train`` must be in the map, once, and every key must be a class folder
+(``ValueError`` otherwise); names are compared in Unicode NFC. Without the file everything is as
+before.
 
   >>> _ = (root / COARSE_FILE).write_text('{"cat": "pets", "dog": "pets"}')
-  >>> scan.cache_clear()  # scan() caches per path; the folder changed
-  >>> layout = scan(root)
+  >>> layout = scan(root)  # scan() caches per path until the folder changes
   >>> layout.superclasses, layout.coarse_of_fine.tolist()
   (('pets',), [0, 0])
 
@@ -60,21 +60,11 @@ import zipfile
 import numpy as np
 import tensorflow_datasets as tfds
 
+from imu_jax.data.coarse_map import few, nfc, parse_coarse_map
+
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 REQUIRED_SPLITS = ("train", "test")
 COARSE_FILE = "coarse_labels.json"  # fine class folder name -> superclass name, beside train/
-
-
-def _few(names, n: int = 5, *, count: bool = True) -> str:
-    """The first ``n`` names, then (``count``) how many there are.
-
-    >>> _few(["a", "b", "c"], 2), _few(["a", "b", "c"], 2, count=False), _few(["a"], 2)
-    ("['a', 'b', ...] (3 in all)", "['a', 'b', ...]", "['a']")
-    """
-    names = list(names)
-    if len(names) <= n:
-        return repr(names)
-    return f"{repr(names[:n])[:-1]}, ...]" + (f" ({len(names)} in all)" if count else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +74,9 @@ class Layout:
     ``coarse``: the superclass name of each of ``classes`` (from ``coarse_labels.json``; ``()``
     where the folder has none); ``coarse_file``: where that file is (or would be) inside ``path``;
     ``stray_coarse``: files of that name elsewhere in ``path`` (not read; named in errors).
+    ``content``: a digest of what the dataset holds (each image's path below the split folders
+    and its size, and the map): unlike ``fingerprint`` it leaves out where the folder is, so a
+    copy elsewhere has the same one (it identifies a cached model's training data).
     """
 
     path: str
@@ -97,6 +90,7 @@ class Layout:
     coarse: tuple[str, ...] = ()
     coarse_file: str = COARSE_FILE
     stray_coarse: tuple[str, ...] = ()
+    content: str = ""
 
     @property
     def superclasses(self) -> tuple[str, ...]:
@@ -110,20 +104,24 @@ class Layout:
         return np.array([index[c] for c in self.coarse], np.int64)
 
     def read(self, member: str) -> bytes:
-        if self.is_zip:
-            with zipfile.ZipFile(self.path) as zf:
+        return self.read_member(self.path, self.is_zip, member)
+
+    @staticmethod
+    def read_member(path: str | os.PathLike, is_zip: bool, member: str) -> bytes:
+        if is_zip:
+            with zipfile.ZipFile(path) as zf:
                 return zf.read(member)
-        return (pathlib.Path(self.path) / member).read_bytes()
+        return (pathlib.Path(path) / member).read_bytes()
 
 
 def _hidden(member: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in member.split("/"))
 
 
-def _list(path: pathlib.Path) -> tuple[bool, list[str], int, list[str], list[str]]:
-    """All image members (relative posix paths), their total size, every folder (so that a
-    class folder without images can be reported rather than silently dropped), and every file
-    named ``coarse_labels.json``."""
+def _list(path: pathlib.Path) -> tuple[bool, dict[str, int], list[str], list[str]]:
+    """All image members (relative posix path -> size in bytes), every folder (so that a class
+    folder without images can be reported rather than silently dropped), and every file named
+    ``coarse_labels.json``."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -147,8 +145,7 @@ def _list(path: pathlib.Path) -> tuple[bool, list[str], int, list[str], list[str
                          "(not found).")
     images = [(n, s) for n, s in names if n.lower().endswith(EXTENSIONS) and not _hidden(n)]
     maps = sorted(n for n, _ in names if n.rsplit("/", 1)[-1] == COARSE_FILE and not _hidden(n))
-    return (is_zip, sorted(n for n, _ in images), sum(s for _, s in images),
-            sorted(f for f in folders if not _hidden(f)), maps)
+    return (is_zip, dict(sorted(images)), sorted(f for f in folders if not _hidden(f)), maps)
 
 
 def _find_root(members: list[str], path: pathlib.Path) -> str:
@@ -173,44 +170,12 @@ def _find_root(members: list[str], path: pathlib.Path) -> str:
     return roots[0]
 
 
-def _empty_class_folders(folders: list[str], files: dict, prefix: str) -> list[str]:
-    """``<split>/<class>`` folders directly under a split folder that hold no image."""
-    held = {f"{split}/{cls}" for split, pairs in files.items() for cls, _ in pairs}
+def _empty_class_folders(folders: list[str], held: set[str], prefix: str) -> list[str]:
+    """``<split>/<class>`` folders directly under a split folder that are not in ``held`` (the
+    ``<split>/<class>`` folders that hold an image)."""
     inside = [f[len(prefix):] for f in folders if f.startswith(prefix)]
     return [f for f in inside if f.count("/") == 1 and f.split("/")[0] in REQUIRED_SPLITS
             and f not in held]
-
-
-def _read_coarse(path: pathlib.Path, member: str, is_zip: bool,
-                 classes: tuple[str, ...]) -> tuple[str, ...]:
-    """The superclass name of each class from ``member`` (``coarse_labels.json``), checked."""
-    where = f"imagefolder {str(path)!r}: {member!r}"
-    if is_zip:
-        with zipfile.ZipFile(path) as zf:
-            data = zf.read(member)
-    else:
-        data = (path / member).read_bytes()
-    try:
-        table = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{where} is not valid JSON ({err}); it must map each fine class folder "
-                         'name to its superclass name, e.g. {"apple": "fruit", ...}.') from None
-    bad = (["(not a JSON object)"] if not isinstance(table, dict) else
-           [k for k, v in table.items() if not isinstance(v, str) or not v.strip()])
-    if bad:
-        raise ValueError(f"{where} must map each fine class folder name to a superclass name (a "
-                         f"non-empty string); bad entries: {_few(bad)}.")
-    unknown = sorted(set(table) - set(classes))
-    missing = [c for c in classes if c not in table]
-    if unknown:  # a misspelt class is both: name the folders it lacks too
-        lacks = f"; it lacks the class folders {_few(missing)}" if missing else ""
-        raise ValueError(f"{where} names fine classes that are not class folders of train/: "
-                         f"{_few(unknown)}{lacks}; class folders: {_few(classes)}.")
-    if missing:
-        raise ValueError(f"{where} is incomplete: no superclass for {len(missing)} of "
-                         f"{len(classes)} fine classes: {_few(missing, count=False)}; every class "
-                         "folder of train/ needs one.")
-    return tuple(table[c] for c in classes)
 
 
 def _decode(data: bytes, mode: str | None = None, *, name: str = "an image") -> np.ndarray:
@@ -231,58 +196,104 @@ def _decode(data: bytes, mode: str | None = None, *, name: str = "an image") -> 
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-@functools.lru_cache(maxsize=16)
 def scan(path: str | os.PathLike) -> Layout:
     """Lists an image folder (directory or zip) and checks its layout; reads one image only (and
     ``coarse_labels.json`` beside the split folders, if there is one).
 
+    The result is cached per path until the folder changes: a zip's size or modification time, a
+    directory's folders (a file added, removed or renamed) or a ``coarse_labels.json`` (edited in
+    place). An image rewritten in place under its old name is not noticed (call
+    ``scan.cache_clear()``), as the fingerprint does not notice one of the same size.
+    Class and superclass names are read in Unicode NFC.
+
     Raises:
       ValueError: the path is missing, has no ``train``/``test`` split folders, a class folder
-        holds no image (its class would silently vanish and shift every later label),
-        ``test`` has a class that ``train`` lacks, or ``coarse_labels.json`` is not valid JSON,
-        lacks a class folder or names a class that is not one.
+        holds no image (its class would silently vanish and shift every later label), two class
+        folders differ only in Unicode normalisation, ``test`` has a class that ``train`` lacks,
+        or ``coarse_labels.json`` is not valid JSON, lacks a class folder, names a class that is
+        not one or gives one twice.
     """
     path = pathlib.Path(path).expanduser().resolve()
-    is_zip, members, total, folders, maps = _list(path)
-    root = _find_root(members, path)
+    return _scan(path, _signature(path))
+
+
+def _signature(path: pathlib.Path) -> tuple:
+    """What changes when the folder at ``path`` changes (the cache key of :func:`scan`)."""
+    if not path.is_dir():
+        try:
+            stat = path.stat()
+        except OSError:
+            return ()
+        return stat.st_mtime_ns, stat.st_size
+    out = []
+    for dirpath, _, names in os.walk(path):
+        out.append((dirpath, os.stat(dirpath).st_mtime_ns))
+        if COARSE_FILE in names:
+            stat = os.stat(os.path.join(dirpath, COARSE_FILE))
+            out.append((COARSE_FILE, stat.st_mtime_ns, stat.st_size))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _scan(path: pathlib.Path, signature: tuple) -> Layout:
+    del signature  # part of the cache key only
+    is_zip, members, folders, maps = _list(path)
+    root = _find_root(list(members), path)
     prefix = root + "/" if root else ""
     files: dict[str, list[tuple[str, str]]] = {}
+    spelled: dict[str, set[str]] = {}  # NFC class name -> the folder names that give it
     for m in members:
         if not m.startswith(prefix):
             continue
         parts = m[len(prefix):].split("/")
         if len(parts) == 3 and parts[0] in REQUIRED_SPLITS:
-            files.setdefault(parts[0], []).append((parts[1], m))
-    empty = _empty_class_folders(folders, files, prefix)
+            files.setdefault(parts[0], []).append((nfc(parts[1]), m))
+            spelled.setdefault(nfc(parts[1]), set()).add(parts[1])
+    held = {"/".join(m[len(prefix):].split("/")[:2]) for _, pairs in files.items()
+            for _, m in pairs}
+    empty = _empty_class_folders(folders, held, prefix)
     if empty:
         raise ValueError(f"imagefolder {str(path)!r}: class folders with no image file directly "
                          f"inside: {empty}; add images or remove the folders (labels are the "
                          "sorted class names).")
+    clash = sorted(ascii(sorted(v)) for v in spelled.values() if len(v) > 1)
+    if clash:
+        raise ValueError(f"imagefolder {str(path)!r}: class folders whose names differ only in "
+                         f"Unicode normalisation (NFC / NFD): {', '.join(clash)}; rename or "
+                         "merge them.")
     classes = tuple(sorted({c for c, _ in files["train"]}))
     extra = sorted({c for c, _ in files["test"]} - set(classes))
     if extra:
         raise ValueError(f"imagefolder {str(path)!r}: test classes {extra} have no train folder; "
                          f"train classes: {list(classes)}.")
     coarse_file = prefix + COARSE_FILE
-    coarse = _read_coarse(path, coarse_file, is_zip, classes) if coarse_file in maps else ()
+    coarse = (parse_coarse_map(Layout.read_member(path, is_zip, coarse_file), classes,
+                               f"imagefolder {str(path)!r}: {coarse_file!r}")
+              if coarse_file in maps else ())
     layout = Layout(path=str(path), root=root, is_zip=is_zip, classes=classes,
                     files={k: tuple(v) for k, v in sorted(files.items())}, shape=(0, 0, 0),
                     mode="", fingerprint="", coarse=coarse, coarse_file=coarse_file,
                     stray_coarse=tuple(m for m in maps if m != coarse_file))
     first = _decode(layout.read(files["train"][0][1]), name=repr(files["train"][0][1]))
     shape, mode = tuple(first.shape), ("L" if first.shape[-1] == 1 else "RGB")
-    key = f"{path}|{len(members)}|{total}"
-    if coarse:  # folders without a map keep their fingerprint (and their built dataset)
-        key += "|coarse:" + json.dumps(dict(zip(classes, coarse)), sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return dataclasses.replace(layout, shape=shape, mode=mode, fingerprint=digest)
+    hierarchy = ("|coarse:" + json.dumps(dict(zip(classes, coarse)), sort_keys=True)
+                 if coarse else "")  # folders without a map keep their fingerprint
+    key = f"{path}|{len(members)}|{sum(members.values())}{hierarchy}"
+    used = "\n".join(f"{m[len(prefix):]}\t{members[m]}"
+                      for _, pairs in sorted(files.items()) for _, m in pairs)
+    return dataclasses.replace(
+        layout, shape=shape, mode=mode, fingerprint=hashlib.sha1(key.encode()).hexdigest()[:10],
+        content=hashlib.sha1((used + hierarchy).encode()).hexdigest()[:16])
+
+
+scan.cache_clear = _scan.cache_clear  # type: ignore[attr-defined]
 
 
 def missing_coarse_message(layout: Layout) -> str:
     """Why a folder has no coarse labels, and where ``coarse_labels.json`` must go."""
     inside = f"inside the zip at {layout.coarse_file!r}" if layout.is_zip else \
         f"at {str(pathlib.Path(layout.path) / layout.coarse_file)!r}"
-    stray = (f" (found {_few(layout.stray_coarse, 3)}, which is not beside train/ and test/)"
+    stray = (f" (found {few(layout.stray_coarse, 3)}, which is not beside train/ and test/)"
              if layout.stray_coarse else "")
     return (f"imagefolder {layout.path!r} has no {COARSE_FILE}{stray}; add one mapping each fine "
             f'class folder name to its superclass name ({{"{layout.classes[0]}": "...", ...}}) '

@@ -34,16 +34,14 @@ validation split (:mod:`imu_jax.data.validation`):
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import pathlib
 
 import numpy as np
 
 from imu_jax.data import markov as markov_lib
-from imu_jax.data.forget_spec import ForgetSpec, ForgetSpecError, parse_forget_spec
+from imu_jax.data.forget_spec import ForgetSpec, ForgetSpecError, check_ids, parse_forget_spec
+from imu_jax.data.hierarchy import hierarchy, resolve_coarse_spec
 from imu_jax.data import image_folder
-from imu_jax.data.cifar100_labels import (CIFAR100_COARSE_NAMES, CIFAR100_COARSE_OF_FINE,
-                                        CIFAR100_FINE_NAMES)
 from imu_jax.data.sources import FOLDER, canonical_name, load
 from imu_jax.data.validation import carve_validation
 
@@ -165,60 +163,6 @@ def _counts(**splits) -> dict[str, int]:
     return {k: int(len(next(iter(v.values())))) for k, v in splits.items() if v is not None}
 
 
-def _check_ids(spec: ForgetSpec, upper: int, what: str) -> None:
-    bad = [k for k in spec.classes if not 0 <= k < upper]
-    if bad:
-        raise ForgetSpecError(
-            f"Forget spec {spec.text!r}: {what} {bad} out of range [0, {upper - 1}].")
-
-
-def _hierarchy(dataset: str) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray]:
-    """``(fine names, superclass names, superclass id of each fine class)`` of a dataset with
-    coarse labels (CIFAR-100, or an image folder with ``coarse_labels.json``)."""
-    base, config = canonical_name(dataset)
-    if base == FOLDER:
-        layout = image_folder.scan(config)
-        return layout.classes, layout.superclasses, layout.coarse_of_fine
-    return CIFAR100_FINE_NAMES, CIFAR100_COARSE_NAMES, CIFAR100_COARSE_OF_FINE
-
-
-def _listing(names, limit: int = 20) -> str:
-    """``names`` with their ids, the first ``limit`` of them, then how many there are."""
-    shown = ", ".join(f"{i} {n}" for i, n in enumerate(names[:limit]))
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def resolve_coarse_spec(spec: ForgetSpec, dataset: str) -> ForgetSpec:
-    """``superclass:NAME`` / ``subclass:NAME`` with ``classes`` set to the named class's id on
-    ``dataset``; ids are checked against the dataset's range. Other specs are returned as is.
-
-    Raises:
-      ValueError: unknown name (the message lists the names), an id out of range, or a
-        subclass that is the only fine class of its superclass.
-    """
-    if spec.kind not in ("superclass", "subclass"):
-        return spec
-    fine, coarse, coarse_of = _hierarchy(dataset)
-    names = coarse if spec.kind == "superclass" else fine
-    what = "superclass" if spec.kind == "superclass" else "subclass (fine class)"
-    if spec.name is None:
-        _check_ids(spec, len(names), spec.kind)
-    elif spec.name not in names:
-        close = difflib.get_close_matches(spec.name, names, n=3, cutoff=0.7)
-        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
-        raise ForgetSpecError(f"Forget spec {spec.text!r}: unknown {what} {spec.name!r} on "
-                         f"{dataset!r}; {hint}{spec.kind}es (id name): {_listing(names)}.")
-    else:
-        spec = dataclasses.replace(spec, classes=(names.index(spec.name),))
-    k = spec.classes[0]
-    if spec.kind == "subclass" and np.sum(coarse_of == coarse_of[k]) < 2:
-        raise ForgetSpecError(  # retain and test (its superclass's other fine classes) would be empty
-            f"Forget spec {spec.text!r}: fine class {k} ({fine[k]}) is the only one of its "
-            f"superclass {coarse[coarse_of[k]]!r} on {dataset!r}; subclass forgetting keeps that "
-            "superclass's other fine classes as retain and test data.")
-    return spec
-
-
 def _read_indices(path: str, n: int) -> np.ndarray:
     p = pathlib.Path(path).expanduser()
     if not p.exists():
@@ -260,7 +204,7 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw
     coarse = kind in ("superclass", "subclass")
     if coarse:
         spec = resolve_coarse_spec(spec, dataset)
-        _, coarse_names, coarse_of_fine = _hierarchy(dataset)
+        _, coarse_names, coarse_of_fine = hierarchy(dataset)
     label_key = "coarse_label" if coarse else "label"
     num_classes = len(coarse_names) if coarse else _class_count(dataset)
     stats = channel_stats(raw["train"]["image"]) if base == FOLDER else None
@@ -279,7 +223,7 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw
     if kind is None:
         mask = np.zeros(n, bool)
     elif kind in ("class", "classes"):
-        _check_ids(spec, num_classes, "class")
+        check_ids(spec, num_classes, "class")
         mask = np.isin(train["label"], spec.classes)
         in_test = np.isin(test["label"], spec.classes)
         extra["forget_test"], test = take(test, in_test), take(test, ~in_test)
@@ -319,8 +263,14 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw
     forget, retain = take(train, mask), take(train, ~mask)
     if kind == "subclass":
         retain = take(train, np.isin(fine_tr, others))
+    if spec is not None and not len(test["label"]):  # no TA, no membership-attack non-members
+        lacking = (f": its sibling classes {[hierarchy(dataset)[0][c] for c in others]} have no "
+                   "test images" if kind == "subclass" else "")
+        raise ForgetSpecError(f"Forget spec {spec.text!r} leaves the test split of {dataset!r} "
+                              f"empty{lacking}; add test images.")
     info = {
-            "dataset": dataset,
+        "dataset": dataset,
+        **({"data_content": image_folder.scan(config).content} if base == FOLDER else {}),
         "forget_spec": spec.text if spec else None,
         "seed": seed,
         "label_key": label_key,
@@ -349,7 +299,7 @@ def _markov_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw, cfg) -
             f"Forget spec {spec.text!r} does not apply to Markov data; use 'chain:1', 'chain:2' "
             "or 'chain:1,2'."
         )
-    _check_ids(spec, 3, "chain")
+    check_ids(spec, 3, "chain")
     k = spec.classes[0]
     if k == 0:
         raise ForgetSpecError(

@@ -82,15 +82,20 @@ def training_data_identity(info: Mapping, *, retrain: bool) -> dict:
     {'dataset': 'd', 'train_labels': 'as released'}
     >>> training_data_identity({"dataset": "d", "forget_spec": "class:3", "seed": 0}, retrain=True)
     {'dataset': 'd', 'forget_spec': 'class:3', 'seed': 0}
+
+    An image folder's splits also carry ``data_content`` (a digest of its images and
+    ``coarse_labels.json``, :attr:`imu_jax.data.image_folder.Layout.content`), so that a model
+    trained before the folder or its map changed is not taken for one trained after.
     """
+    content = {"data_content": info["data_content"]} if "data_content" in info else {}
     # Markov splits name it: both forget settings train on retain + forget1
     key = "trained_on" if "trained_on" in info else "forget_spec"
     if retrain or key == "trained_on":
-        return {k: info.get(k) for k in ("dataset", key, "seed")}
+        return {**{k: info.get(k) for k in ("dataset", key, "seed")}, **content}
     spec = info.get("forget_spec") or ""
     labels = (f"{spec} (split seed {info.get('seed')})" if spec.startswith("mislabeled:")
               else "as released")
-    return {"dataset": info.get("dataset"), "train_labels": labels}
+    return {"dataset": info.get("dataset"), "train_labels": labels, **content}
 
 
 def _train_config_defaults() -> dict:
@@ -169,9 +174,14 @@ def load_cached_model(workdir: str | os.PathLike, *, expected: Mapping,
         saved_info = meta.get("splits") or {}
         cached = (identity_of(saved_info) if identity_of is not None
                   else {k: saved_info.get(k) for k in data_identity})
-        if _normalized(cached) != _normalized(dict(data_identity)):
+        wanted = {k: v for k, v in data_identity.items()  # models saved before a folder's
+                  if k != "data_content" or k in cached}  # content was recorded: by name
+        if _normalized(cached) != _normalized(wanted):
+            changed = ("the image folder's images or coarse_labels.json changed since it was "
+                       "trained, " if {k for k in wanted if cached.get(k) != wanted[k]}
+                       == {"data_content"} else "")
             raise ValueError(
-                f"cached model {workdir} was trained for {cached}, not {dict(data_identity)}; "
+                f"cached model {workdir} was trained for {cached}, not {wanted}; {changed}"
                 "use another --out or delete its models/ folder.")
     differ = training_differences(meta.get("config"), train_config)
     if differ:
