@@ -89,6 +89,27 @@ def test_a_changed_map_refuses_the_models_cached_under_the_old_one(tmp_path, cap
     assert "images or coarse_labels.json changed since it was trained" in err
 
 
+def test_models_cached_before_the_content_was_recorded_are_matched_by_name(tmp_path):
+    """A model whose saved splits lack ``data_content`` (written by an older imu-jax) is reused
+    for the same dataset name, as before; the next run of it is not retrained."""
+    root = make(tmp_path / "f", ZOO)
+    out = tmp_path / "out"
+    args = ["run", "--dataset", f"imagefolder:{root}", "--model", "mlp", "--forget",
+            "superclass:zoo", "--methods", "retrain", "--seeds", "0", "--train-option", "epochs=1",
+            "--no-progress", "--no-noise-floor", "--fixed-length", "--out", str(out),
+            "--data-dir", str(tmp_path / "tfds")]
+    assert cli.main(args) == 0
+    saved = sorted(out.glob("models/*/checkpoint/*/meta/metadata"))
+    assert len(saved) == 2  # original and Retrain
+    for path in saved:
+        meta = json.loads(path.read_text())
+        assert len(meta["splits"].pop("data_content")) == 16
+        path.write_text(json.dumps(meta))
+    stamps = {p: p.stat().st_mtime_ns for p in saved}
+    assert cli.main([*args, "--overwrite"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in saved} == stamps  # reused, not retrained
+
+
 @pytest.mark.parametrize("folders_as, map_as", [(NFD, NFC), (NFC, NFD), (NFD, NFD)])
 def test_names_match_across_unicode_normalisations(tmp_path, folders_as, map_as):
     root = make(tmp_path / "f", {folders_as: "drinks", "tea": "drinks", "ant": "zoo", "cat": "zoo"},
