@@ -162,20 +162,17 @@ def test_other_specs_keep_fine_labels(folder, data_dir):
     assert (s.forget["label"] == 4).all() and s.info["counts"]["forget"] == 3
 
 
-def test_fingerprint_without_map_is_unchanged_and_the_map_enters_it(tmp_path):
+def test_the_fingerprint_is_the_path_and_the_content_and_the_map_enters_it(tmp_path):
     plain = make_folder(tmp_path / "plain", coarse=None)
     layout = image_folder.scan(str(plain))
     assert layout.coarse == () and layout.superclasses == ()
-    images = sorted(plain.rglob("*.png"))
-    old = f"{plain.resolve()}|{len(images)}|{sum(f.stat().st_size for f in images)}"
-    assert layout.fingerprint == hashlib.sha1(old.encode()).hexdigest()[:10]  # as before
+    key = f"{plain.resolve()}|{layout.content}"
+    assert layout.fingerprint == hashlib.sha1(key.encode()).hexdigest()[:10]
     mapped = make_folder(tmp_path / "mapped")
     first = image_folder.scan(str(mapped)).fingerprint
     (mapped / "coarse_labels.json").write_text(json.dumps(COARSE, indent=4))  # same map
-    image_folder.scan.cache_clear()
     assert image_folder.scan(str(mapped)).fingerprint == first
     (mapped / "coarse_labels.json").write_text(json.dumps({**COARSE, "fig": "zoo"}))
-    image_folder.scan.cache_clear()
     changed = image_folder.scan(str(mapped))
     assert changed.fingerprint != first and changed.coarse_of_fine.tolist()[5] == 2
     assert image_folder.config_name(changed) == f"mapped_{changed.fingerprint}"

@@ -29,23 +29,27 @@ def nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    """A JSON object's pairs as a dict; a key given twice (before or after NFC) is an error."""
-    seen: dict[str, object] = {}
-    twice = []
+class _Object(dict):
+    """A JSON object read by :func:`_object`: ``twice`` lists the keys it gave more than once
+    (before or after NFC); only the top level's matter (nested objects are bad values anyway)."""
+
+    twice: list
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict:
+    seen, twice = _Object(), []
     for key, value in pairs:
         if nfc(key) in seen:
             twice.append(key)
         seen[nfc(key)] = value
-    if twice:
-        raise _DuplicateKeys(twice)
+    seen.twice = twice
     return seen
 
 
-class _DuplicateKeys(ValueError):
-    def __init__(self, keys: list[str]):
-        super().__init__(keys)
-        self.keys = keys
+def _hidden_characters(name: str) -> bool:
+    """Control or invisible format characters (a line break, a zero-width space): a name with
+    them prints on two lines or looks like another name."""
+    return any(unicodedata.category(ch)[0] == "C" for ch in name)
 
 
 def parse_coarse_map(data: bytes, classes: tuple[str, ...], where: str) -> tuple[str, ...]:
@@ -53,8 +57,8 @@ def parse_coarse_map(data: bytes, classes: tuple[str, ...], where: str) -> tuple
     ``coarse_labels.json``, checked; ``where`` names the file in errors.
 
     Names are compared in Unicode NFC; a UTF-8 byte-order mark is allowed; a fine class given
-    twice, and a superclass name that is empty or starts or ends with white space (it could not
-    be named on the command line) are errors.
+    twice, and a superclass name that is empty, starts or ends with white space (it could not
+    be named on the command line) or holds a control or invisible character are errors.
 
     >>> parse_coarse_map(b'{"cat": "pets", "dog": "pets"}', ("cat", "dog"), "map")
     ('pets', 'pets')
@@ -64,13 +68,15 @@ def parse_coarse_map(data: bytes, classes: tuple[str, ...], where: str) -> tuple
     ValueError: map is incomplete: no superclass for 1 of 2 fine classes: ['dog']; every class folder of train/ needs one.
     """
     try:
-        table = json.loads(data.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
-    except _DuplicateKeys as err:
+        table = json.loads(data.decode("utf-8-sig"), object_pairs_hook=_object)
+    except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, a 5,000-digit number, ...
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+        raise ValueError(f"{where} is not valid JSON ({reason}); it must map each fine class "
+                         'folder name to its superclass name, e.g. {"apple": "fruit", ...}.'
+                         ) from None
+    if isinstance(table, _Object) and table.twice:
         raise ValueError(f"{where} gives a superclass twice for the fine classes "
-                         f"{few(err.keys)}; give each class folder once.") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{where} is not valid JSON ({err}); it must map each fine class folder "
-                         'name to its superclass name, e.g. {"apple": "fruit", ...}.') from None
+                         f"{few(table.twice)}; give each class folder once.")
     if not isinstance(table, dict):
         raise ValueError(f"{where} must be a JSON object mapping each fine class folder name to "
                          f"its superclass name, e.g. {{\"apple\": \"fruit\", ...}}; it is a "
@@ -83,6 +89,10 @@ def parse_coarse_map(data: bytes, classes: tuple[str, ...], where: str) -> tuple
     if padded:
         raise ValueError(f"{where}: superclass names must not start or end with white space "
                          f"(they could not be named in a forget spec): {few(padded)}.")
+    hidden = sorted({ascii(v) for v in table.values() if _hidden_characters(v)})
+    if hidden:
+        raise ValueError(f"{where}: superclass names must not contain control or invisible "
+                         f"characters (line breaks, zero-width spaces): {', '.join(hidden[:5])}.")
     unknown = sorted(set(table) - set(classes))
     missing = [c for c in classes if c not in table]
     if unknown:  # a misspelt class is both: name the folders it lacks too

@@ -41,12 +41,19 @@ def _listing(names, limit: int = 20) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
+def _integer(name: str) -> int | None:
+    """The number a class name spells in ASCII digits ('01' -> 1), else None."""
+    digits = name[1:] if name[:1] in "+-" else name
+    return int(name) if digits.isascii() and digits.isdigit() else None
+
+
 def resolve_coarse_spec(spec: ForgetSpec, dataset: str) -> ForgetSpec:
     """``superclass:NAME`` / ``subclass:NAME`` with ``classes`` set to the named class's id on
     ``dataset``; ids are checked against the dataset's range. Other specs are returned as is.
 
-    Names are compared in Unicode NFC; an argument that is an id and also the name of another
-    class is refused as ambiguous (give the id).
+    Names are compared in Unicode NFC. A number is an id, or the name of the one class whose
+    name spells it when it is no id; a number that is an id and also spells another class's
+    name ('1', '01') is refused as ambiguous (give the id of the one meant).
 
     Raises:
       ValueError: unknown name (the message lists the names), an id out of range, an ambiguous
@@ -57,30 +64,36 @@ def resolve_coarse_spec(spec: ForgetSpec, dataset: str) -> ForgetSpec:
         return spec
     fine, coarse, coarse_of = hierarchy(dataset)
     if len(coarse) < 2:
+        where = (" (give coarse_labels.json at least two superclass names)"
+                 if canonical_name(dataset)[0] == FOLDER else "")
         raise ForgetSpecError(f"Forget spec {spec.text!r} needs at least two superclasses (its "
                               f"models are trained on them); {dataset!r} has {len(coarse)}: "
-                              f"{_listing(coarse)}.")
+                              f"{_listing(coarse)}{where}.")
     names = coarse if spec.kind == "superclass" else fine
     what = "superclass" if spec.kind == "superclass" else "subclass (fine class)"
+    listing = f"{spec.kind}es (id name): {_listing(names)}"
     normal = [nfc(n) for n in names]
-    if spec.name is None:
-        check_ids(spec, len(names), spec.kind)
+    if spec.name is None:  # a number: an id, or the name of a class named by digits
         typed = spec.text.partition(":")[2].strip()
-        if typed in normal and normal.index(typed) != spec.classes[0]:  # a name that is a number
+        named = [i for i, n in enumerate(normal) if n == typed or (_integer(n) == int(typed))]
+        in_range = 0 <= spec.classes[0] < len(names)
+        if in_range and any(i != spec.classes[0] for i in named):
             raise ForgetSpecError(
                 f"Forget spec {spec.text!r} is ambiguous on {dataset!r}: {spec.kind} id "
-                f"{spec.classes[0]} is {names[spec.classes[0]]!r}, and {typed!r} is the name of "
-                f"id {normal.index(typed)}; give the id of the one you mean ({spec.kind}es (id "
-                f"name): {_listing(names)}).")
+                f"{spec.classes[0]} is {names[spec.classes[0]]!r}, and "
+                f"{', '.join(repr(names[i]) for i in named)} has id(s) "
+                f"{', '.join(map(str, named))}; give the id of the one you mean ({listing}).")
+        if not in_range and len(named) == 1:
+            spec = dataclasses.replace(spec, classes=(named[0],))
+        check_ids(spec, len(names), spec.kind)
     elif nfc(spec.name) not in normal:
         close = difflib.get_close_matches(spec.name, names, n=3, cutoff=0.7)
         hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
         one = f"{spec.kind} takes one id or name; " if "," in spec.name else ""
         raise ForgetSpecError(f"Forget spec {spec.text!r}: {one}unknown {what} {spec.name!r} on "
-                              f"{dataset!r}; {hint}{spec.kind}es (id name): {_listing(names)}.")
+                              f"{dataset!r}; {hint}{listing}.")
     else:
-        spec = dataclasses.replace(
-            spec, classes=(normal.index(nfc(spec.name)),))
+        spec = dataclasses.replace(spec, classes=(normal.index(nfc(spec.name)),))
     k = spec.classes[0]
     if spec.kind == "subclass" and np.sum(coarse_of == coarse_of[k]) < 2:
         raise ForgetSpecError(  # retain and test (its superclass's other fine classes) would be empty

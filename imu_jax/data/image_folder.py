@@ -4,8 +4,10 @@
 array_record TFDS dataset into the data dir (``imu_image_folder/<name>_<fingerprint>/``), so
 ``tfds.data_source`` random access works as for the catalogue datasets. This happens
 automatically on first use (or with ``imu-jax data --dataset imagefolder:PATH``); later runs read
-the cache. The fingerprint hashes the folder's absolute path, file count and total size, so a
-changed folder is rebuilt under a new name.
+the cache. The fingerprint hashes the folder's absolute path and its content (each image's
+split/class/file path and size, and the label map), so a changed folder (an image added, removed,
+resized or moved to another class; a renamed class; an edited map) is rebuilt under a new name.
+An image rewritten in place with the same size is not noticed.
 
 ``PATH`` is the folder holding the split folders (``train/``, ``test/``), or any folder / ``.zip``
 with exactly one such folder inside (e.g. the CIFAR-10 zip, whose root is ``cifar10/``). Labels are
@@ -114,6 +116,18 @@ class Layout:
         return (pathlib.Path(path) / member).read_bytes()
 
 
+def _walk(path: pathlib.Path):
+    """``(folder, file names)`` of every folder under ``path``, following symbolic links (a class
+    folder may be one); a link back to a folder above it is not entered again."""
+    for dirpath, dirnames, files in os.walk(path, followlinks=True):
+        inside = pathlib.Path(dirpath).relative_to(path)
+        above = {os.path.realpath(path / p) for p in inside.parents}
+        if os.path.realpath(dirpath) in above:  # a cycle
+            dirnames[:] = []
+            continue
+        yield dirpath, files
+
+
 def _hidden(member: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in member.split("/"))
 
@@ -131,7 +145,7 @@ def _list(path: pathlib.Path) -> tuple[bool, dict[str, int], list[str], list[str
         is_zip = True
     elif path.is_dir():
         names, folders = [], set()
-        for dirpath, _, files in os.walk(path):
+        for dirpath, files in _walk(path):
             folders.add(pathlib.Path(dirpath).relative_to(path).as_posix())
             for f in files:
                 full = pathlib.Path(dirpath) / f
@@ -226,7 +240,7 @@ def _signature(path: pathlib.Path) -> tuple:
             return ()
         return stat.st_mtime_ns, stat.st_size
     out = []
-    for dirpath, _, names in os.walk(path):
+    for dirpath, names in _walk(path):
         out.append((dirpath, os.stat(dirpath).st_mtime_ns))
         if COARSE_FILE in names:
             stat = os.stat(os.path.join(dirpath, COARSE_FILE))
@@ -277,13 +291,13 @@ def _scan(path: pathlib.Path, signature: tuple) -> Layout:
     first = _decode(layout.read(files["train"][0][1]), name=repr(files["train"][0][1]))
     shape, mode = tuple(first.shape), ("L" if first.shape[-1] == 1 else "RGB")
     hierarchy = ("|coarse:" + json.dumps(dict(zip(classes, coarse)), sort_keys=True)
-                 if coarse else "")  # folders without a map keep their fingerprint
-    key = f"{path}|{len(members)}|{sum(members.values())}{hierarchy}"
-    used = "\n".join(f"{m[len(prefix):]}\t{members[m]}"
+                 if coarse else "")
+    used = "\n".join(f"{nfc(m[len(prefix):])}\t{members[m]}"  # split/class/file, its size
                       for _, pairs in sorted(files.items()) for _, m in pairs)
+    content = hashlib.sha1((used + hierarchy).encode()).hexdigest()[:16]
     return dataclasses.replace(
-        layout, shape=shape, mode=mode, fingerprint=hashlib.sha1(key.encode()).hexdigest()[:10],
-        content=hashlib.sha1((used + hierarchy).encode()).hexdigest()[:16])
+        layout, shape=shape, mode=mode, content=content,
+        fingerprint=hashlib.sha1(f"{path}|{content}".encode()).hexdigest()[:10])
 
 
 scan.cache_clear = _scan.cache_clear  # type: ignore[attr-defined]

@@ -85,7 +85,8 @@ def training_data_identity(info: Mapping, *, retrain: bool) -> dict:
 
     An image folder's splits also carry ``data_content`` (a digest of its images and
     ``coarse_labels.json``, :attr:`imu_jax.data.image_folder.Layout.content`), so that a model
-    trained before the folder or its map changed is not taken for one trained after.
+    trained before the folder or its map changed is not taken for one trained after, and one
+    trained on the same folder under another path spelling or in a copy is reused.
     """
     content = {"data_content": info["data_content"]} if "data_content" in info else {}
     # Markov splits name it: both forget settings train on retain + forget1
@@ -113,7 +114,8 @@ def _train_config_defaults() -> dict:
 
 def training_differences(saved: Mapping | None, wanted: Mapping | None) -> list[str]:
     """The training options where a cached model's recipe ``saved`` and the run's ``wanted``
-    differ (``forget`` aside). A field that ``TrainConfig`` gained after the model was saved
+    differ (``forget`` and ``dataset`` aside: the data identity is checked apart, by name or by an
+    image folder's content). A field that ``TrainConfig`` gained after the model was saved
     counts as its default, which is what training used before the field existed.
 
     >>> training_differences({"epochs": 3}, {"epochs": 3, "label_smoothing": 0.0})
@@ -128,7 +130,26 @@ def training_differences(saved: Mapping | None, wanted: Mapping | None) -> list[
     wanted = _normalized({**defaults, **dict(wanted)})
     return [f"{k}={saved.get(k)!r} (cached) vs {wanted.get(k)!r}"
             for k in sorted(set(saved) | set(wanted))
-            if k != "forget" and saved.get(k) != wanted.get(k)]
+            if k not in ("forget", "dataset") and saved.get(k) != wanted.get(k)]
+
+
+def _comparable(cached: dict, wanted: dict) -> tuple[dict, dict]:
+    """What of two data identities to compare: an image folder's content where both record it
+    (however the folder's path was spelled, wherever it was copied to); its name where the cached
+    model was saved before the content was recorded.
+
+    >>> _comparable({"dataset": "imagefolder:f", "data_content": "c"},
+    ...             {"dataset": "imagefolder:./f", "data_content": "c"})
+    ({'data_content': 'c'}, {'data_content': 'c'})
+    >>> _comparable({"dataset": "imagefolder:f"}, {"dataset": "imagefolder:f", "data_content": "c"})
+    ({'dataset': 'imagefolder:f'}, {'dataset': 'imagefolder:f'})
+    """
+    if "data_content" in cached and "data_content" in wanted:
+        drop = "dataset"
+    else:
+        drop = "data_content"
+    return ({k: v for k, v in cached.items() if k != drop},
+            {k: v for k, v in wanted.items() if k != drop})
 
 
 def load_cached_model(workdir: str | os.PathLike, *, expected: Mapping,
@@ -174,8 +195,7 @@ def load_cached_model(workdir: str | os.PathLike, *, expected: Mapping,
         saved_info = meta.get("splits") or {}
         cached = (identity_of(saved_info) if identity_of is not None
                   else {k: saved_info.get(k) for k in data_identity})
-        wanted = {k: v for k, v in data_identity.items()  # models saved before a folder's
-                  if k != "data_content" or k in cached}  # content was recorded: by name
+        cached, wanted = _comparable(cached, dict(data_identity))
         if _normalized(cached) != _normalized(wanted):
             changed = ("the image folder's images or coarse_labels.json changed since it was "
                        "trained, " if {k for k in wanted if cached.get(k) != wanted[k]}
