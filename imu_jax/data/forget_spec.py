@@ -82,7 +82,7 @@ def parse_forget_spec(spec: str) -> ForgetSpec:
     if not sep or not arg.strip():
         raise ForgetSpecError(f"Forget spec {spec!r} needs an argument, e.g. '{kind}:...'.")
     arg = arg.strip()
-    if kind in _NAMED_KINDS and not _is_number(arg):
+    if kind in _NAMED_KINDS and not is_number(arg):
         return ForgetSpec(kind, text=spec, name=arg)  # one name, commas and all
     if kind in _INT_KINDS:
         try:
@@ -109,10 +109,10 @@ def parse_forget_spec(spec: str) -> ForgetSpec:
     return ForgetSpec(kind, path=arg, text=spec)
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     """An id as typed: ASCII digits with an optional sign ('²' or '١' are names, not ids).
 
-    >>> _is_number("+12"), _is_number("01"), _is_number("\u00b2"), _is_number("1,2")
+    >>> is_number("+12"), is_number("01"), is_number("\u00b2"), is_number("1,2")
     (True, True, False, False)
     """
     digits = text[1:] if text[:1] in "+-" else text

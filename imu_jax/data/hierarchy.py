@@ -21,7 +21,7 @@ from imu_jax.data import image_folder
 from imu_jax.data.coarse_map import nfc
 from imu_jax.data.cifar100_labels import (CIFAR100_COARSE_NAMES, CIFAR100_COARSE_OF_FINE,
                                           CIFAR100_FINE_NAMES)
-from imu_jax.data.forget_spec import ForgetSpec, ForgetSpecError, check_ids
+from imu_jax.data.forget_spec import ForgetSpec, ForgetSpecError, check_ids, is_number
 from imu_jax.data.sources import FOLDER, canonical_name
 
 
@@ -39,12 +39,6 @@ def _listing(names, limit: int = 20) -> str:
     """``names`` with their ids, the first ``limit`` of them, then how many there are."""
     shown = ", ".join(f"{i} {n}" for i, n in enumerate(names[:limit]))
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def _integer(name: str) -> int | None:
-    """The number a class name spells in ASCII digits ('01' -> 1), else None."""
-    digits = name[1:] if name[:1] in "+-" else name
-    return int(name) if digits.isascii() and digits.isdigit() else None
 
 
 def resolve_coarse_spec(spec: ForgetSpec, dataset: str) -> ForgetSpec:
@@ -75,7 +69,8 @@ def resolve_coarse_spec(spec: ForgetSpec, dataset: str) -> ForgetSpec:
     normal = [nfc(n) for n in names]
     if spec.name is None:  # a number: an id, or the name of a class named by digits
         typed = spec.text.partition(":")[2].strip()
-        named = [i for i, n in enumerate(normal) if n == typed or (_integer(n) == int(typed))]
+        named = [i for i, n in enumerate(normal)
+                 if n == typed or (is_number(n) and int(n) == int(typed))]
         in_range = 0 <= spec.classes[0] < len(names)
         if in_range and any(i != spec.classes[0] for i in named):
             raise ForgetSpecError(

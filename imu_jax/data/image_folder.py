@@ -256,15 +256,16 @@ def _scan(path: pathlib.Path, signature: tuple) -> Layout:
     prefix = root + "/" if root else ""
     files: dict[str, list[tuple[str, str]]] = {}
     spelled: dict[str, set[str]] = {}  # NFC class name -> the folder names that give it
+    held: set[str] = set()  # the <split>/<class> folders (as spelled) that hold an image
     for m in members:
         if not m.startswith(prefix):
             continue
         parts = m[len(prefix):].split("/")
         if len(parts) == 3 and parts[0] in REQUIRED_SPLITS:
-            files.setdefault(parts[0], []).append((nfc(parts[1]), m))
-            spelled.setdefault(nfc(parts[1]), set()).add(parts[1])
-    held = {"/".join(m[len(prefix):].split("/")[:2]) for _, pairs in files.items()
-            for _, m in pairs}
+            cls = nfc(parts[1])
+            files.setdefault(parts[0], []).append((cls, m))
+            spelled.setdefault(cls, set()).add(parts[1])
+            held.add(f"{parts[0]}/{parts[1]}")
     empty = _empty_class_folders(folders, held, prefix)
     if empty:
         raise ValueError(f"imagefolder {str(path)!r}: class folders with no image file directly "

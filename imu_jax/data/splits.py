@@ -204,7 +204,7 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw
     coarse = kind in ("superclass", "subclass")
     if coarse:
         spec = resolve_coarse_spec(spec, dataset)
-        _, coarse_names, coarse_of_fine = hierarchy(dataset)
+        fine_names, coarse_names, coarse_of_fine = hierarchy(dataset)
     label_key = "coarse_label" if coarse else "label"
     num_classes = len(coarse_names) if coarse else _class_count(dataset)
     stats = channel_stats(raw["train"]["image"]) if base == FOLDER else None
@@ -264,7 +264,7 @@ def _image_splits(dataset: str, spec: ForgetSpec | None, seed: int, raw
     if kind == "subclass":
         retain = take(train, np.isin(fine_tr, others))
     if spec is not None and not len(test["label"]):  # no TA, no membership-attack non-members
-        lacking = (f": its sibling classes {[hierarchy(dataset)[0][c] for c in others]} have no "
+        lacking = (f": its sibling classes {[fine_names[c] for c in others]} have no "
                    "test images" if kind == "subclass" else "")
         raise ForgetSpecError(f"Forget spec {spec.text!r} leaves the test split of {dataset!r} "
                               f"empty{lacking}; add test images.")

@@ -31,16 +31,16 @@ Retrain model. The rule below uses only those two sets, every ``eval_every`` opt
 **The utility guard** (sample and subclass removal by default): forget-only ascent raises the
 loss of held-out data too, and on a model that overfits (MNIST-1D: 100 % train, 68 % test
 accuracy) it can destroy the model before the forget losses look like held-out ones
-(docs/STOPPING.md has the curves). So every check also measures the held-out accuracy and stops once it has fallen more
-than ``max_utility_drop`` below its value at step 0, handing back the parameters of the last
-check within that tolerance (stop reason ``"utility-guard"``). The default tolerance is the
-one-sided 5 % noise level of that accuracy, ``1.645 · sqrt(p₀ (1 − p₀) / n_h)`` (at least
-``1 / n_h``): a drop the held-out set cannot tell from resampling noise is allowed, a larger one
-is not. Class removal has no guard by default (Retrain itself changes the other classes'
-accuracy, and forgetting the class is the requirement); pass a number to guard it too. Where the
-held-out labels are not the ones utility is measured with (``mislabeled:`` compares the forget
-set with held-out data relabelled the same way), the held-out arrays carry the true labels under
-``UTILITY_LABEL`` and the guard uses those.
+(docs/STOPPING.md has the curves). So every check also measures the held-out accuracy and stops
+once it has fallen more than ``max_utility_drop`` below its value at step 0, handing back the
+parameters of the last check within that tolerance (stop reason ``"utility-guard"``). The
+default tolerance is the one-sided 5 % noise level of that accuracy, ``1.645 · sqrt(p₀ (1 − p₀)
+/ n_h)`` (at least ``1 / n_h``): a drop the held-out set cannot tell from resampling noise is
+allowed, a larger one is not. Class removal has no guard by default (Retrain itself changes the
+other classes' accuracy, and forgetting the class is the requirement); pass a number to guard it
+too. Where the held-out labels are not the ones utility is measured with (``mislabeled:``
+compares the forget set with held-out data relabelled the same way), the held-out arrays carry
+the true labels under ``UTILITY_LABEL`` and the guard uses those.
 
 The step cap (``max_epochs`` passes over the examples the method iterates, or ``max_steps``)
 ends a run that never reaches the target, and says so. Every check also tests that the
